@@ -1,0 +1,365 @@
+//! JSON → Arrow decoding.
+//!
+//! Each stream has a [`Decoder`] that parses payloads with sonic-rs straight into Arrow
+//! column builders: a serde `DeserializeSeed` walks the object once, looks each key up among
+//! the declared fields, writes the typed value into a reusable row scratch, and only when
+//! the whole row is valid appends it to the builders. So a bad row never leaves a partial
+//! row behind, and the happy path allocates nothing per event (strings are copied into one
+//! reused buffer). Unknown keys are skipped without being materialised.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMillisecondBuilder,
+};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+
+use crate::schema::{FieldDef, FieldType, StreamDef};
+
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    Missing,
+    Null,
+    Str(u32, u32),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Ts(i64),
+}
+
+enum ColumnBuilder {
+    Str(StringBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+    Ts(TimestampMillisecondBuilder),
+}
+
+impl ColumnBuilder {
+    fn new(ty: FieldType, cap: usize) -> Self {
+        match ty {
+            FieldType::String => ColumnBuilder::Str(StringBuilder::with_capacity(cap, cap * 16)),
+            FieldType::Int => ColumnBuilder::Int(Int64Builder::with_capacity(cap)),
+            FieldType::Float => ColumnBuilder::Float(Float64Builder::with_capacity(cap)),
+            FieldType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(cap)),
+            FieldType::Timestamp => ColumnBuilder::Ts(TimestampMillisecondBuilder::with_capacity(cap)),
+        }
+    }
+
+    fn append(&mut self, slot: Slot, strings: &str) {
+        match (self, slot) {
+            (ColumnBuilder::Str(b), Slot::Str(s, e)) => b.append_value(&strings[s as usize..e as usize]),
+            (ColumnBuilder::Int(b), Slot::Int(v)) => b.append_value(v),
+            (ColumnBuilder::Float(b), Slot::Float(v)) => b.append_value(v),
+            (ColumnBuilder::Bool(b), Slot::Bool(v)) => b.append_value(v),
+            (ColumnBuilder::Ts(b), Slot::Ts(v)) => b.append_value(v),
+            (ColumnBuilder::Str(b), _) => b.append_null(),
+            (ColumnBuilder::Int(b), _) => b.append_null(),
+            (ColumnBuilder::Float(b), _) => b.append_null(),
+            (ColumnBuilder::Bool(b), _) => b.append_null(),
+            (ColumnBuilder::Ts(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Str(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int(b) => Arc::new(b.finish()),
+            ColumnBuilder::Float(b) => Arc::new(b.finish()),
+            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
+            ColumnBuilder::Ts(b) => Arc::new(b.finish().with_timezone("+00:00")),
+        }
+    }
+}
+
+/// Decodes JSON payloads of one stream into Arrow record batches.
+pub struct Decoder {
+    def: Arc<StreamDef>,
+    schema: SchemaRef,
+    builders: Vec<ColumnBuilder>,
+    slots: Vec<Slot>,
+    strings: String,
+    rows: usize,
+    time_values: Vec<i64>,
+}
+
+impl fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decoder").field("stream", &self.def.name).field("rows", &self.rows).finish()
+    }
+}
+
+/// A decoded batch together with the event time of every row (milliseconds since epoch).
+#[derive(Debug, Clone)]
+pub struct DecodedBatch {
+    /// Columns as declared by the stream.
+    pub batch: RecordBatch,
+    /// Event time per row; the time field is required, so never null.
+    pub event_time: Vec<i64>,
+}
+
+impl Decoder {
+    /// A decoder for `def` with builders sized for `capacity` rows.
+    pub fn new(def: Arc<StreamDef>, capacity: usize) -> Self {
+        let schema = def.arrow_schema();
+        let builders = def.fields.iter().map(|f| ColumnBuilder::new(f.ty, capacity)).collect();
+        let slots = vec![Slot::Missing; def.fields.len()];
+        Decoder { def, schema, builders, slots, strings: String::new(), rows: 0, time_values: Vec::with_capacity(capacity) }
+    }
+
+    /// The stream this decoder serves.
+    pub fn stream(&self) -> &Arc<StreamDef> {
+        &self.def
+    }
+
+    /// Rows appended since the last [`Decoder::finish`].
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// True when no rows are pending.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Decodes one payload and appends it. On error nothing is appended and the reason is
+    /// returned (for the dead-letter output).
+    pub fn push(&mut self, payload: &[u8]) -> Result<(), String> {
+        self.parse(payload)?;
+        self.commit();
+        Ok(())
+    }
+
+    /// Decodes one payload into the row scratch and returns its event time, without
+    /// appending it: the caller decides (e.g. after a lateness check) whether to
+    /// [`Decoder::commit`] it.
+    pub fn parse(&mut self, payload: &[u8]) -> Result<i64, String> {
+        self.slots.fill(Slot::Missing);
+        self.strings.clear();
+        let mut de = sonic_rs::Deserializer::from_slice(payload);
+        let seed = RowSeed { fields: &self.def.fields, slots: &mut self.slots, strings: &mut self.strings };
+        if let Err(e) = seed.deserialize(&mut de).and_then(|()| de.end()) {
+            return Err(describe_json_error(&e));
+        }
+        for (field, slot) in self.def.fields.iter().zip(&self.slots) {
+            if field.required && matches!(slot, Slot::Missing | Slot::Null) {
+                return Err(format!("missing required field `{}`", field.name));
+            }
+        }
+        match self.slots[self.def.time_field] {
+            Slot::Ts(time) => Ok(time),
+            _ => Err(format!("missing event time field `{}`", self.def.fields[self.def.time_field].name)),
+        }
+    }
+
+    /// Appends the row last returned by a successful [`Decoder::parse`].
+    pub fn commit(&mut self) {
+        let Slot::Ts(time) = self.slots[self.def.time_field] else {
+            debug_assert!(false, "commit() without a successful parse()");
+            return;
+        };
+        for (builder, slot) in self.builders.iter_mut().zip(&self.slots) {
+            builder.append(*slot, &self.strings);
+        }
+        self.time_values.push(time);
+        self.rows += 1;
+    }
+
+    /// Takes the rows decoded so far as one batch.
+    pub fn finish(&mut self) -> DecodedBatch {
+        let columns: Vec<ArrayRef> = self.builders.iter_mut().map(ColumnBuilder::finish).collect();
+        self.rows = 0;
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)
+            .expect("builders follow the stream schema by construction");
+        DecodedBatch { batch, event_time: std::mem::take(&mut self.time_values) }
+    }
+}
+
+fn describe_json_error(e: &sonic_rs::Error) -> String {
+    // sonic-rs appends a multi-line snippet; the first line has the message and position.
+    let full = e.to_string();
+    let msg = full.lines().next().unwrap_or_default().trim();
+    if e.is_syntax() || e.is_eof() { format!("invalid JSON: {msg}") } else { msg.to_string() }
+}
+
+struct RowSeed<'a> {
+    fields: &'a [FieldDef],
+    slots: &'a mut [Slot],
+    strings: &'a mut String,
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(idx) = map.next_key_seed(KeySeed(self.fields))? {
+            match idx {
+                Some(i) => {
+                    let field = &self.fields[i];
+                    self.slots[i] = map.next_value_seed(ValueSeed { field, strings: self.strings })?;
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct KeySeed<'a>(&'a [FieldDef]);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|f| f.name == v))
+    }
+}
+
+struct ValueSeed<'a> {
+    field: &'a FieldDef,
+    strings: &'a mut String,
+}
+
+impl ValueSeed<'_> {
+    fn mismatch<E: de::Error>(&self, got: fmt::Arguments<'_>) -> E {
+        E::custom(format_args!("field `{}`: expected {}, got {}", self.field.name, self.field.ty.name(), got))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Slot;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Slot, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = Slot;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a {} for field `{}`", self.field.ty.name(), self.field.name)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Slot, E> {
+        Ok(Slot::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Slot, E> {
+        Ok(Slot::Null)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Slot, E> {
+        match self.field.ty {
+            FieldType::Bool => Ok(Slot::Bool(v)),
+            _ => Err(self.mismatch(format_args!("boolean {v}"))),
+        }
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Slot, E> {
+        match self.field.ty {
+            FieldType::Int => Ok(Slot::Int(v)),
+            FieldType::Float => Ok(Slot::Float(v as f64)),
+            FieldType::Timestamp => Ok(Slot::Ts(v)),
+            _ => Err(self.mismatch(format_args!("number {v}"))),
+        }
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Slot, E> {
+        match i64::try_from(v) {
+            Ok(v) => self.visit_i64(v),
+            Err(_) => Err(self.mismatch(format_args!("number {v} (out of range)"))),
+        }
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Slot, E> {
+        match self.field.ty {
+            FieldType::Float => Ok(Slot::Float(v)),
+            FieldType::Int if v.fract() == 0.0 && v.abs() < 9.0e15 => Ok(Slot::Int(v as i64)),
+            _ => Err(self.mismatch(format_args!("number {v}"))),
+        }
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Slot, E> {
+        match self.field.ty {
+            FieldType::String => {
+                let start = self.strings.len();
+                self.strings.push_str(v);
+                Ok(Slot::Str(start as u32, self.strings.len() as u32))
+            }
+            FieldType::Timestamp => match crate::time::parse_timestamp(v) {
+                Some(ms) => Ok(Slot::Ts(ms)),
+                None => Err(self.mismatch(format_args!("{v:?} (not RFC 3339)"))),
+            },
+            _ => Err(self.mismatch(format_args!("string {v:?}"))),
+        }
+    }
+    fn visit_map<A: MapAccess<'de>>(self, _map: A) -> Result<Slot, A::Error> {
+        Err(self.mismatch(format_args!("an object")))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _seq: A) -> Result<Slot, A::Error> {
+        Err(self.mismatch(format_args!("an array")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::LatePolicy;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Float64Type;
+
+    fn def() -> Arc<StreamDef> {
+        Arc::new(StreamDef {
+            name: "gas".into(),
+            fields: vec![
+                FieldDef { name: "ts".into(), ty: FieldType::Timestamp, required: true },
+                FieldDef { name: "device_id".into(), ty: FieldType::String, required: true },
+                FieldDef { name: "value".into(), ty: FieldType::Float, required: true },
+                FieldDef { name: "ok".into(), ty: FieldType::Bool, required: false },
+            ],
+            time_field: 0,
+            key_fields: vec![1],
+            max_out_of_orderness_ms: 0,
+            idle_timeout_ms: None,
+            late_policy: LatePolicy::DeadLetter,
+        })
+    }
+
+    #[test]
+    fn decodes_valid_rows_and_rejects_bad_ones_whole() {
+        let mut d = Decoder::new(def(), 8);
+        d.push(br#"{"ts":"2026-01-01T00:00:00Z","device_id":"a","value":1.5,"extra":{"x":[1]}}"#).unwrap();
+        d.push(br#"{"ts":1000,"device_id":"b","value":2,"ok":true}"#).unwrap();
+        let e = d.push(br#"{"ts":1000,"device_id":"c","value":"high"}"#).unwrap_err();
+        assert_eq!(e, r#"field `value`: expected float, got string "high" at line 1 column 41"#);
+        let e = d.push(br#"{"ts":1000,"value":3.0}"#).unwrap_err();
+        assert_eq!(e, "missing required field `device_id`");
+        let e = d.push(br#"{"ts":1000,"device_id":"c""#).unwrap_err();
+        assert!(e.starts_with("invalid JSON"), "{e}");
+        let e = d.push(br#"{"ts":"yesterday","device_id":"c","value":1}"#).unwrap_err();
+        assert!(e.contains("not RFC 3339"), "{e}");
+        let out = d.finish();
+        assert_eq!(out.batch.num_rows(), 2);
+        assert_eq!(out.event_time, vec![1_767_225_600_000, 1000]);
+        let v = out.batch.column(2).as_primitive::<Float64Type>();
+        assert_eq!(v.values().to_vec(), vec![1.5, 2.0]);
+        assert!(out.batch.column(3).is_null(0));
+        assert!(d.is_empty());
+    }
+}

@@ -1,0 +1,39 @@
+//! Engine errors.
+
+use thiserror::Error;
+
+/// Errors raised while building or running a pipeline.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// An expression failed to evaluate on a batch.
+    #[error("rule `{rule}`: evaluating `{expr}` failed: {source}")]
+    Eval {
+        /// Rule id.
+        rule: String,
+        /// Which expression (where / condition / clear_condition).
+        expr: &'static str,
+        /// DataFusion's error.
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+    /// An expression did not produce a boolean column.
+    #[error("rule `{rule}`: `{expr}` must be a boolean expression, got {got}")]
+    NotBoolean {
+        /// Rule id.
+        rule: String,
+        /// Which expression.
+        expr: &'static str,
+        /// The type it produced.
+        got: String,
+    },
+    /// Building an Arrow batch failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A worker thread stopped unexpectedly.
+    #[error("partition worker {0} stopped unexpectedly")]
+    WorkerGone(usize),
+}
+
+/// Result alias for the engine.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

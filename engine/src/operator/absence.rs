@@ -1,0 +1,166 @@
+//! Absence: a key that has been silent for `absent_for` in event time.
+//!
+//! Each key remembers the newest event time it sent and holds at most one live timer at
+//! `last_seen + absent_for`. Events only move `last_seen`; when the timer pops and the key
+//! has been heard from since, the timer is re-armed at the new deadline instead (lazy
+//! rescheduling keeps the heap at about one entry per key, not one per event). Because
+//! timers are driven by the stream's watermark, a key that goes silent while other keys keep
+//! reporting fires on time; a stream that goes silent altogether fires once its idle
+//! timeout lets the watermark advance with processing time. The next event from the key
+//! resolves the alert.
+
+use std::sync::Arc;
+
+use arrow::array::ArrayRef;
+
+use super::{BatchInput, Operator, Timers, for_each_selected, key_columns, selected_rows};
+use crate::alert::{Alert, AlertParts, AlertState};
+use crate::error::Result;
+use crate::keys::{KeyTable, row_to_json, write_key};
+use crate::plan::{RuleKind, RulePlan};
+use crate::schema::StreamDef;
+use crate::time::{Millis, format_timestamp};
+
+#[derive(Debug)]
+struct KeyState {
+    last_seen: Millis,
+    /// Due time of the live timer, if any.
+    armed: Option<Millis>,
+    firing: bool,
+    episode_start: Millis,
+    notifications: u32,
+}
+
+/// Operator for absence rules.
+pub struct AbsenceOperator {
+    rule: Arc<RulePlan>,
+    stream: Arc<str>,
+    absent_for: Millis,
+    keys: KeyTable<KeyState>,
+    timers: Timers,
+    key_buf: String,
+}
+
+impl AbsenceOperator {
+    /// A new operator with no state.
+    pub fn new(rule: Arc<RulePlan>, stream: &StreamDef) -> Self {
+        let absent_for = match &rule.kind {
+            RuleKind::Absence(p) => p.absent_for_ms,
+            _ => unreachable!("AbsenceOperator is only built for absence rules"),
+        };
+        AbsenceOperator {
+            rule,
+            stream: stream.name.as_str().into(),
+            absent_for,
+            keys: KeyTable::default(),
+            timers: Timers::default(),
+            key_buf: String::new(),
+        }
+    }
+
+    fn fire_timers(&mut self, wm: Millis, out: &mut Vec<Alert>) {
+        let renotify = self.rule.meta.renotify_ms;
+        while let Some((due, slot)) = self.timers.pop_due(wm) {
+            let (key, st) = self.keys.entry_mut(slot);
+            if st.armed != Some(due) {
+                continue;
+            }
+            st.armed = None;
+            if st.firing {
+                // A re-notification timer of a still-silent key.
+                st.notifications += 1;
+            } else {
+                let deadline = st.last_seen + self.absent_for;
+                if deadline > due {
+                    st.armed = Some(deadline);
+                    self.timers.schedule(deadline, slot);
+                    continue;
+                }
+                st.firing = true;
+                st.episode_start = due;
+                st.notifications = 1;
+            }
+            let mut values = serde_json::Map::new();
+            values.insert("last_seen".into(), format_timestamp(st.last_seen).into());
+            values.insert("silent_ms".into(), (due - st.last_seen).into());
+            let parts = AlertParts {
+                key: key.to_string(),
+                state: AlertState::Firing,
+                event_time: due,
+                episode_start: st.episode_start,
+                notification: st.notifications,
+                values,
+                evidence: Vec::new(),
+            };
+            if let Some(every) = renotify {
+                st.armed = Some(due + every);
+                self.timers.schedule(due + every, slot);
+            }
+            out.push(Alert::new(&self.rule.meta, &self.stream, parts));
+        }
+    }
+}
+
+impl Operator for AbsenceOperator {
+    fn process(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()> {
+        let batch = input.batch;
+        let mask = selected_rows(&self.rule, batch)?;
+        let key_cols: Vec<ArrayRef> = key_columns(&self.rule, batch);
+        let absent_for = self.absent_for;
+        for_each_selected(batch.num_rows(), mask.as_ref(), |i| {
+            let wm = input.watermarks[i];
+            if self.timers.any_due(wm) {
+                self.fire_timers(wm, out);
+            }
+            let mut key = std::mem::take(&mut self.key_buf);
+            write_key(&key_cols, i, &mut key);
+            let t = input.times[i];
+            let slot = self.keys.slot(&key, || KeyState {
+                last_seen: t,
+                armed: None,
+                firing: false,
+                episode_start: 0,
+                notifications: 0,
+            });
+            let st = self.keys.state_mut(slot);
+            if t > st.last_seen {
+                st.last_seen = t;
+            }
+            if st.firing {
+                st.firing = false;
+                st.armed = None;
+                let mut values = serde_json::Map::new();
+                values.insert("silent_ms".into(), (t - st.episode_start + absent_for).into());
+                let parts = AlertParts {
+                    key: key.clone(),
+                    state: AlertState::Resolved,
+                    event_time: t,
+                    episode_start: st.episode_start,
+                    notification: st.notifications,
+                    values,
+                    evidence: vec![row_to_json(batch, i)],
+                };
+                out.push(Alert::new(&self.rule.meta, &self.stream, parts));
+            }
+            let st = self.keys.state_mut(slot);
+            if st.armed.is_none() {
+                let due = st.last_seen + absent_for;
+                st.armed = Some(due);
+                self.timers.schedule(due, slot);
+            }
+            self.key_buf = key;
+            Ok(())
+        })?;
+        self.fire_timers(input.end_watermark, out);
+        Ok(())
+    }
+
+    fn advance(&mut self, wm: Millis, out: &mut Vec<Alert>) -> Result<()> {
+        self.fire_timers(wm, out);
+        Ok(())
+    }
+
+    fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}

@@ -1,0 +1,142 @@
+//! Stateful per-key operators, one per rule kind.
+//!
+//! An operator owns the state of the keys routed to its partition. It consumes batches row
+//! by row over the rows that pass the rule's `where` filter (the filter and the conditions
+//! themselves are evaluated vectorized, once per batch), and it keeps event-time timers.
+//! Before each row it fires the timers due at the watermark in force for that row; at the
+//! end of a batch it fires those due at the batch's closing watermark. Since the watermark
+//! of each row is fixed by the ingest stage, the alerts do not depend on how rows were
+//! partitioned or batched.
+
+mod absence;
+mod threshold;
+mod window;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray};
+use arrow::buffer::BooleanBuffer;
+use arrow::compute::prep_null_mask_filter;
+use arrow::record_batch::RecordBatch;
+
+pub use absence::AbsenceOperator;
+pub use threshold::ThresholdOperator;
+pub use window::WindowOperator;
+
+use crate::alert::Alert;
+use crate::error::{EngineError, Result};
+use crate::plan::{Predicate, RuleKind, RulePlan};
+use crate::schema::StreamDef;
+use crate::time::Millis;
+
+/// One batch as an operator sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchInput<'a> {
+    /// Rows of the rule's stream routed to this partition.
+    pub batch: &'a RecordBatch,
+    /// Event time per row.
+    pub times: &'a [Millis],
+    /// Watermark in force at each row (after observing it).
+    pub watermarks: &'a [Millis],
+    /// Watermark after the whole input chunk this batch was cut from.
+    pub end_watermark: Millis,
+}
+
+/// A per-key stateful operator.
+pub trait Operator: Send {
+    /// Consumes a batch, appending alerts to `out`.
+    fn process(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()>;
+    /// Fires timers due at watermark `wm`.
+    fn advance(&mut self, wm: Millis, out: &mut Vec<Alert>) -> Result<()>;
+    /// Number of keys with state.
+    fn key_count(&self) -> usize;
+}
+
+/// Builds the operator for a rule.
+pub fn build(rule: Arc<RulePlan>, stream: &StreamDef) -> Box<dyn Operator> {
+    match &rule.kind {
+        RuleKind::Threshold(_) => Box::new(ThresholdOperator::new(rule, stream)),
+        RuleKind::Window(_) => Box::new(WindowOperator::new(rule, stream)),
+        RuleKind::Absence(_) => Box::new(AbsenceOperator::new(rule, stream)),
+    }
+}
+
+/// Evaluates a boolean predicate on a batch; nulls count as false.
+pub(crate) fn eval_predicate(rule: &RulePlan, which: &'static str, p: &Predicate, batch: &RecordBatch) -> Result<BooleanBuffer> {
+    let value = p
+        .expr
+        .evaluate(batch)
+        .and_then(|v| v.into_array(batch.num_rows()))
+        .map_err(|source| EngineError::Eval { rule: rule.meta.id.to_string(), expr: which, source })?;
+    let Some(bools) = value.as_any().downcast_ref::<BooleanArray>() else {
+        return Err(EngineError::NotBoolean {
+            rule: rule.meta.id.to_string(),
+            expr: which,
+            got: value.data_type().to_string(),
+        });
+    };
+    Ok(if bools.null_count() > 0 { prep_null_mask_filter(bools).values().clone() } else { bools.values().clone() })
+}
+
+/// The rows of `batch` that pass the rule's `where` (all rows if it has none).
+pub(crate) fn selected_rows(rule: &RulePlan, batch: &RecordBatch) -> Result<Option<BooleanBuffer>> {
+    match &rule.filter {
+        Some(p) => eval_predicate(rule, "where", p, batch).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Key columns of the rule in this batch.
+pub(crate) fn key_columns(rule: &RulePlan, batch: &RecordBatch) -> Vec<ArrayRef> {
+    rule.key_fields.iter().map(|&i| batch.column(i).clone()).collect()
+}
+
+/// Calls `f` for each selected row index in order.
+#[inline]
+pub(crate) fn for_each_selected(n: usize, mask: Option<&BooleanBuffer>, mut f: impl FnMut(usize) -> Result<()>) -> Result<()> {
+    match mask {
+        Some(m) => {
+            for i in m.set_indices() {
+                f(i)?;
+            }
+        }
+        None => {
+            for i in 0..n {
+                f(i)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Event-time timers: a min-heap of (due time, key slot). Entries are not removed when a
+/// key's deadline moves; the operator checks on pop whether the entry is still current.
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    heap: BinaryHeap<Reverse<(Millis, u32)>>,
+}
+
+impl Timers {
+    #[inline]
+    pub(crate) fn schedule(&mut self, due: Millis, slot: u32) {
+        self.heap.push(Reverse((due, slot)));
+    }
+
+    /// Pops the next timer due at or before `wm`.
+    #[inline]
+    pub(crate) fn pop_due(&mut self, wm: Millis) -> Option<(Millis, u32)> {
+        match self.heap.peek() {
+            Some(Reverse((due, _))) if *due <= wm => self.heap.pop().map(|Reverse(t)| t),
+            _ => None,
+        }
+    }
+
+    /// True if a timer is due at or before `wm`.
+    #[inline]
+    pub(crate) fn any_due(&self, wm: Millis) -> bool {
+        matches!(self.heap.peek(), Some(Reverse((due, _))) if *due <= wm)
+    }
+}
+

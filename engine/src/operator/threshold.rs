@@ -1,0 +1,206 @@
+//! Threshold with optional `for` duration and hysteresis.
+//!
+//! Per key: *idle* → (condition true) → *pending* since t₀ → (held until t₀ + for, seen by
+//! an event or by the watermark passing t₀ + for) → *firing* → (clear condition, or the
+//! condition false when there is none) → *resolved*, back to idle. A false condition while
+//! pending resets the stopwatch. One firing alert per episode; the resolved alert shares its
+//! id. Events of one key are evaluated in arrival order.
+
+use std::sync::Arc;
+
+use arrow::array::ArrayRef;
+use arrow::record_batch::RecordBatch;
+
+use super::{BatchInput, Operator, Timers, eval_predicate, for_each_selected, key_columns, selected_rows};
+use crate::alert::{Alert, AlertParts, AlertState};
+use crate::error::Result;
+use crate::keys::{KeyTable, cell_to_json, row_to_json, write_key};
+use crate::plan::{RuleKind, RulePlan, ThresholdPlan};
+use crate::schema::StreamDef;
+use crate::time::Millis;
+
+#[derive(Debug, Default)]
+struct KeyState {
+    pending: bool,
+    firing: bool,
+    since: Millis,
+    last_notify: Millis,
+    notifications: u32,
+    /// The event that started the episode (only while pending or firing).
+    start_event: Option<Box<serde_json::Value>>,
+}
+
+/// Operator for threshold rules.
+pub struct ThresholdOperator {
+    rule: Arc<RulePlan>,
+    stream: Arc<str>,
+    observed_names: Vec<String>,
+    keys: KeyTable<KeyState>,
+    timers: Timers,
+    key_buf: String,
+}
+
+impl ThresholdOperator {
+    /// A new operator with no state.
+    pub fn new(rule: Arc<RulePlan>, stream: &StreamDef) -> Self {
+        let observed_names = match &rule.kind {
+            RuleKind::Threshold(p) => p.observed.iter().map(|&c| stream.fields[c].name.clone()).collect(),
+            _ => Vec::new(),
+        };
+        ThresholdOperator {
+            rule,
+            stream: stream.name.as_str().into(),
+            observed_names,
+            keys: KeyTable::default(),
+            timers: Timers::default(),
+            key_buf: String::new(),
+        }
+    }
+
+    fn plan(&self) -> &ThresholdPlan {
+        match &self.rule.kind {
+            RuleKind::Threshold(p) => p,
+            _ => unreachable!("ThresholdOperator is only built for threshold rules"),
+        }
+    }
+
+    fn observed_values(&self, batch: &RecordBatch, row: usize) -> serde_json::Map<String, serde_json::Value> {
+        let schema = batch.schema();
+        self.plan()
+            .observed
+            .iter()
+            .map(|&c| (schema.field(c).name().clone(), cell_to_json(batch.column(c), row)))
+            .collect()
+    }
+
+    fn fire_timers(&mut self, wm: Millis, out: &mut Vec<Alert>) {
+        let for_ms = self.plan().for_ms;
+        while let Some((due, slot)) = self.timers.pop_due(wm) {
+            let (key, st) = self.keys.entry_mut(slot);
+            if !st.pending || st.firing || st.since + for_ms != due {
+                continue; // reset or already fired since this timer was set
+            }
+            st.firing = true;
+            st.pending = false;
+            st.last_notify = due;
+            st.notifications = 1;
+            let start = st.start_event.as_deref().cloned().unwrap_or_default();
+            let values = observed_from_event(&self.observed_names, &start);
+            let parts = AlertParts {
+                key: key.to_string(),
+                state: AlertState::Firing,
+                event_time: due,
+                episode_start: st.since,
+                notification: 1,
+                values,
+                evidence: vec![start],
+            };
+            out.push(Alert::new(&self.rule.meta, &self.stream, parts));
+        }
+    }
+}
+
+/// Observed values taken from a stored evidence event (timer-fired alerts).
+fn observed_from_event(names: &[String], event: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    names.iter().filter_map(|n| event.get(n).map(|v| (n.clone(), v.clone()))).collect()
+}
+
+impl Operator for ThresholdOperator {
+    fn process(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()> {
+        let batch = input.batch;
+        let mask = selected_rows(&self.rule, batch)?;
+        let plan = self.plan().clone();
+        let cond = eval_predicate(&self.rule, "condition", &plan.condition, batch)?;
+        let clear = match &plan.clear_condition {
+            Some(p) => Some(eval_predicate(&self.rule, "clear_condition", p, batch)?),
+            None => None,
+        };
+        let key_cols: Vec<ArrayRef> = key_columns(&self.rule, batch);
+        let renotify = self.rule.meta.renotify_ms;
+        for_each_selected(batch.num_rows(), mask.as_ref(), |i| {
+            let wm = input.watermarks[i];
+            if self.timers.any_due(wm) {
+                self.fire_timers(wm, out);
+            }
+            let mut key = std::mem::take(&mut self.key_buf);
+            write_key(&key_cols, i, &mut key);
+            let slot = self.keys.slot(&key, KeyState::default);
+            let t = input.times[i];
+            let holds = cond.value(i);
+            let st = self.keys.state_mut(slot);
+            let mut emit: Option<(AlertState, u32, Millis)> = None;
+            if st.firing {
+                let clears = match &clear {
+                    Some(c) => c.value(i),
+                    None => !holds,
+                };
+                if clears {
+                    emit = Some((AlertState::Resolved, st.notifications, st.since));
+                    st.firing = false;
+                    st.start_event = None;
+                } else if let Some(every) = renotify
+                    && t >= st.last_notify + every
+                {
+                    st.notifications += 1;
+                    st.last_notify = t;
+                    emit = Some((AlertState::Firing, st.notifications, st.since));
+                }
+            } else if holds {
+                if !st.pending {
+                    st.pending = true;
+                    st.since = t;
+                    st.start_event = Some(Box::new(row_to_json(batch, i)));
+                    if plan.for_ms > 0 {
+                        self.timers.schedule(t + plan.for_ms, slot);
+                    }
+                }
+                let st = self.keys.state_mut(slot);
+                if t - st.since >= plan.for_ms {
+                    st.pending = false;
+                    st.firing = true;
+                    st.last_notify = t;
+                    st.notifications = 1;
+                    emit = Some((AlertState::Firing, 1, st.since));
+                }
+            } else {
+                st.pending = false;
+                st.start_event = None;
+            }
+            if let Some((state, notification, episode_start)) = emit {
+                let st = self.keys.state_mut(slot);
+                let trigger = row_to_json(batch, i);
+                let mut evidence = Vec::with_capacity(2);
+                if state == AlertState::Firing
+                    && let Some(start) = st.start_event.as_deref()
+                    && *start != trigger
+                {
+                    evidence.push(start.clone());
+                }
+                evidence.push(trigger);
+                let parts = AlertParts {
+                    key: key.clone(),
+                    state,
+                    event_time: t,
+                    episode_start,
+                    notification,
+                    values: self.observed_values(batch, i),
+                    evidence,
+                };
+                out.push(Alert::new(&self.rule.meta, &self.stream, parts));
+            }
+            self.key_buf = key;
+            Ok(())
+        })?;
+        self.fire_timers(input.end_watermark, out);
+        Ok(())
+    }
+
+    fn advance(&mut self, wm: Millis, out: &mut Vec<Alert>) -> Result<()> {
+        self.fire_timers(wm, out);
+        Ok(())
+    }
+
+    fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}

@@ -1,0 +1,388 @@
+//! The runtime: ingest on the caller's thread, shared-nothing partition workers behind it.
+//!
+//! ```text
+//!  push(stream, payload) ──► Decoder (JSON → Arrow builders) ──► watermark per row
+//!         │ bad rows, late rows ──────────────────────────────► Output::DeadLetter
+//!         ▼ every `batch_size` rows of a stream (or flush())
+//!  route: per key group, hash(key) → partition; take() the rows of each partition
+//!         ▼ bounded crossbeam channels carry whole batches
+//!  worker 0 … worker N−1: one OS thread each, owns its operators' state, no locks
+//!         ▼
+//!  Output::Alerts(batch of alerts) on one bounded channel to the caller's sinks
+//! ```
+//!
+//! Bounded channels give backpressure end to end: a slow sink blocks the workers, which
+//! block `push`, which stops the source. Nothing is dropped.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use arrow::array::UInt32Array;
+use arrow::compute::take_record_batch;
+use arrow::record_batch::RecordBatch;
+use crossbeam_channel::{Receiver, Sender, bounded};
+use serde::Serialize;
+
+use crate::alert::Alert;
+use crate::decode::{DecodedBatch, Decoder};
+use crate::error::{EngineError, Result};
+use crate::keys::{partition_of, write_key};
+use crate::operator::{self, BatchInput, Operator};
+use crate::plan::{KeyGroup, Plan};
+use crate::schema::LatePolicy;
+use crate::time::{Millis, Observed, WATERMARK_START, WatermarkTracker};
+
+/// Tuning knobs of a pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Number of partition workers (threads).
+    pub workers: usize,
+    /// Rows per stream decoded before a batch is cut and routed.
+    pub batch_size: usize,
+    /// Batches queued per worker before `push` blocks.
+    pub queue_depth: usize,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            batch_size: 4096,
+            queue_depth: 8,
+        }
+    }
+}
+
+/// A record the engine could not process.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeadLetter {
+    /// Stream the payload was meant for.
+    pub stream: String,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The raw payload (lossy UTF-8).
+    pub payload: String,
+}
+
+/// What comes out of a pipeline.
+#[derive(Debug)]
+pub enum Output {
+    /// Alerts raised by one worker for one batch.
+    Alerts(Vec<Alert>),
+    /// A rejected input record.
+    DeadLetter(DeadLetter),
+    /// A rule failed on a batch; its other batches and the other rules go on.
+    RuleError {
+        /// Rule id.
+        rule: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Counters of one stream.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StreamStats {
+    /// Stream name.
+    pub stream: String,
+    /// Payloads received.
+    pub received: u64,
+    /// Rows decoded and accepted.
+    pub accepted: u64,
+    /// Rows rejected by the decoder.
+    pub invalid: u64,
+    /// Rows behind the watermark.
+    pub late: u64,
+    /// Final watermark.
+    pub watermark: Millis,
+}
+
+/// Final report of a pipeline.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PipelineReport {
+    /// Per-stream counters.
+    pub streams: Vec<StreamStats>,
+    /// Keys with state per rule id, summed over workers.
+    pub keys_per_rule: Vec<(String, usize)>,
+}
+
+enum WorkerMsg {
+    Batch { stream: usize, group: usize, batch: RecordBatch, times: Vec<Millis>, watermarks: Vec<Millis>, end_watermark: Millis },
+    Watermark { stream: usize, watermark: Millis },
+}
+
+struct StreamIngest {
+    decoder: Decoder,
+    tracker: WatermarkTracker,
+    watermarks: Vec<Millis>,
+    groups: Vec<KeyGroup>,
+    stats: StreamStats,
+    last_arrival: Option<Instant>,
+    idle_base: Option<(Instant, Millis)>,
+}
+
+/// A running pipeline. Feed it with [`Pipeline::push`], end it with [`Pipeline::finish`].
+pub struct Pipeline {
+    plan: Arc<Plan>,
+    options: PipelineOptions,
+    streams: Vec<StreamIngest>,
+    workers: Vec<Sender<WorkerMsg>>,
+    handles: Vec<JoinHandle<Vec<usize>>>,
+    out: Sender<Output>,
+    key_buf: String,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("workers", &self.workers.len()).finish()
+    }
+}
+
+impl Pipeline {
+    /// Starts the workers. Outputs arrive on the returned receiver, which must be drained
+    /// concurrently (it is bounded).
+    pub fn start(plan: Arc<Plan>, options: PipelineOptions) -> (Pipeline, Receiver<Output>) {
+        let workers_n = options.workers.max(1);
+        let (out_tx, out_rx) = bounded::<Output>(options.queue_depth.max(1) * workers_n * 4);
+        let mut workers = Vec::with_capacity(workers_n);
+        let mut handles = Vec::with_capacity(workers_n);
+        for index in 0..workers_n {
+            let (tx, rx) = bounded::<WorkerMsg>(options.queue_depth.max(1));
+            let plan = plan.clone();
+            let out = out_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("gridwatch-worker-{index}"))
+                .spawn(move || run_worker(&plan, &rx, &out))
+                .expect("spawning a worker thread");
+            workers.push(tx);
+            handles.push(handle);
+        }
+        let streams = plan
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, def)| StreamIngest {
+                decoder: Decoder::new(def.clone(), options.batch_size),
+                tracker: WatermarkTracker::new(def.max_out_of_orderness_ms),
+                watermarks: Vec::with_capacity(options.batch_size),
+                groups: plan.key_groups(i),
+                stats: StreamStats { stream: def.name.clone(), watermark: WATERMARK_START, ..Default::default() },
+                last_arrival: None,
+                idle_base: None,
+            })
+            .collect();
+        let pipeline =
+            Pipeline { plan, options, streams, workers, handles, out: out_tx, key_buf: String::new() };
+        (pipeline, out_rx)
+    }
+
+    /// The plan being run.
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+
+    /// Decodes one payload of `stream` (an index into the plan's streams).
+    pub fn push(&mut self, stream: usize, payload: &[u8]) -> Result<()> {
+        let s = &mut self.streams[stream];
+        s.stats.received += 1;
+        let time = match s.decoder.parse(payload) {
+            Ok(t) => t,
+            Err(reason) => {
+                s.stats.invalid += 1;
+                let dl = DeadLetter { stream: s.stats.stream.clone(), reason, payload: lossy(payload) };
+                return self.send_out(Output::DeadLetter(dl));
+            }
+        };
+        match s.tracker.observe(time) {
+            Observed::OnTime(wm) => {
+                s.decoder.commit();
+                s.watermarks.push(wm);
+                s.stats.accepted += 1;
+            }
+            Observed::Late { behind_ms } => {
+                s.stats.late += 1;
+                if s.decoder.stream().late_policy == LatePolicy::DeadLetter {
+                    let reason = format!("late: {behind_ms} ms behind the watermark");
+                    let dl = DeadLetter { stream: s.stats.stream.clone(), reason, payload: lossy(payload) };
+                    return self.send_out(Output::DeadLetter(dl));
+                }
+                return Ok(());
+            }
+        }
+        if s.decoder.len() >= self.options.batch_size {
+            self.flush_stream(stream)?;
+        }
+        Ok(())
+    }
+
+    /// Routes every pending row to the workers.
+    pub fn flush(&mut self) -> Result<()> {
+        for i in 0..self.streams.len() {
+            self.flush_stream(i)?;
+        }
+        Ok(())
+    }
+
+    /// Advances the watermark of streams idle longer than their idle timeout: from then on
+    /// event time is taken to pass at the speed of the clock, so absence rules fire even
+    /// when a whole stream has gone silent.
+    pub fn on_idle(&mut self, now: Instant) -> Result<()> {
+        self.flush()?;
+        for i in 0..self.streams.len() {
+            let s = &mut self.streams[i];
+            let Some(timeout) = s.decoder.stream().idle_timeout_ms else { continue };
+            let Some(last) = s.last_arrival else { continue };
+            let idle_ms = now.saturating_duration_since(last).as_millis() as Millis;
+            if idle_ms < timeout {
+                continue;
+            }
+            let (_, base) = *s.idle_base.get_or_insert((last, s.tracker.watermark()));
+            let before = s.tracker.watermark();
+            let wm = s.tracker.advance_to(base.saturating_add(idle_ms));
+            if wm > before {
+                s.stats.watermark = wm;
+                self.broadcast_watermark(i, wm)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves `stream`'s watermark to `wm` (never backwards) and fires due timers.
+    pub fn advance_watermark(&mut self, stream: usize, wm: Millis) -> Result<()> {
+        self.flush_stream(stream)?;
+        let before = self.streams[stream].tracker.watermark();
+        let wm = self.streams[stream].tracker.advance_to(wm);
+        self.streams[stream].stats.watermark = wm;
+        if wm > before { self.broadcast_watermark(stream, wm) } else { Ok(()) }
+    }
+
+    /// Ends a bounded input: flushes, moves every stream's watermark to the largest event
+    /// time it saw (no more out-of-order data can come, so windows ending by then close),
+    /// stops the workers and reports. Timers beyond that point do not fire.
+    pub fn finish(mut self) -> Result<PipelineReport> {
+        self.flush()?;
+        for i in 0..self.streams.len() {
+            let max = self.streams[i].tracker.max_event_time();
+            if max != WATERMARK_START {
+                self.advance_watermark(i, max)?;
+            }
+        }
+        let Pipeline { plan, streams, workers, handles, .. } = self;
+        drop(workers);
+        let mut keys = vec![0usize; plan.rules.len()];
+        for (w, h) in handles.into_iter().enumerate() {
+            let counts = h.join().map_err(|_| EngineError::WorkerGone(w))?;
+            for (k, c) in keys.iter_mut().zip(counts) {
+                *k += c;
+            }
+        }
+        Ok(PipelineReport {
+            streams: streams.into_iter().map(|s| s.stats).collect(),
+            keys_per_rule: plan.rules.iter().zip(keys).map(|(r, k)| (r.meta.id.to_string(), k)).collect(),
+        })
+    }
+
+    fn send_out(&self, o: Output) -> Result<()> {
+        self.out.send(o).map_err(|_| EngineError::WorkerGone(usize::MAX))
+    }
+
+    fn broadcast_watermark(&self, stream: usize, watermark: Millis) -> Result<()> {
+        for (w, tx) in self.workers.iter().enumerate() {
+            tx.send(WorkerMsg::Watermark { stream, watermark }).map_err(|_| EngineError::WorkerGone(w))?;
+        }
+        Ok(())
+    }
+
+    fn flush_stream(&mut self, stream: usize) -> Result<()> {
+        let s = &mut self.streams[stream];
+        if s.decoder.is_empty() {
+            return Ok(());
+        }
+        s.last_arrival = Some(Instant::now());
+        s.idle_base = None;
+        let DecodedBatch { batch, event_time } = s.decoder.finish();
+        let watermarks = std::mem::take(&mut s.watermarks);
+        s.watermarks.reserve(self.options.batch_size);
+        let end_watermark = s.tracker.watermark();
+        s.stats.watermark = end_watermark;
+        let parts = self.workers.len();
+        for g in 0..s.groups.len() {
+            let mut reached = vec![false; parts];
+            if parts == 1 {
+                reached[0] = true;
+                let msg = WorkerMsg::Batch {
+                    stream,
+                    group: g,
+                    batch: batch.clone(),
+                    times: event_time.clone(),
+                    watermarks: watermarks.clone(),
+                    end_watermark,
+                };
+                self.workers[0].send(msg).map_err(|_| EngineError::WorkerGone(0))?;
+                continue;
+            }
+            let key_cols: Vec<_> = s.groups[g].key_fields.iter().map(|&c| batch.column(c).clone()).collect();
+            let mut indices: Vec<Vec<u32>> = vec![Vec::new(); parts];
+            for row in 0..batch.num_rows() {
+                write_key(&key_cols, row, &mut self.key_buf);
+                indices[partition_of(&self.key_buf, parts)].push(row as u32);
+            }
+            for (p, idx) in indices.into_iter().enumerate() {
+                if idx.is_empty() {
+                    continue;
+                }
+                reached[p] = true;
+                let times = idx.iter().map(|&r| event_time[r as usize]).collect();
+                let wms = idx.iter().map(|&r| watermarks[r as usize]).collect();
+                let sub = take_record_batch(&batch, &UInt32Array::from(idx))?;
+                let msg = WorkerMsg::Batch { stream, group: g, batch: sub, times, watermarks: wms, end_watermark };
+                self.workers[p].send(msg).map_err(|_| EngineError::WorkerGone(p))?;
+            }
+            // Workers that got no rows still learn how far the watermark moved.
+            for (p, got) in reached.iter().enumerate() {
+                if !got {
+                    let msg = WorkerMsg::Watermark { stream, watermark: end_watermark };
+                    self.workers[p].send(msg).map_err(|_| EngineError::WorkerGone(p))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn lossy(payload: &[u8]) -> String {
+    String::from_utf8_lossy(payload).into_owned()
+}
+
+fn run_worker(plan: &Plan, rx: &Receiver<WorkerMsg>, out: &Sender<Output>) -> Vec<usize> {
+    let mut ops: Vec<Box<dyn Operator>> =
+        plan.rules.iter().map(|r| operator::build(r.clone(), &plan.streams[r.stream])).collect();
+    let groups: Vec<Vec<KeyGroup>> = (0..plan.streams.len()).map(|s| plan.key_groups(s)).collect();
+    let mut alerts = Vec::new();
+    for msg in rx {
+        match msg {
+            WorkerMsg::Batch { stream, group, batch, times, watermarks, end_watermark } => {
+                let input = BatchInput { batch: &batch, times: &times, watermarks: &watermarks, end_watermark };
+                for &r in &groups[stream][group].rules {
+                    if let Err(e) = ops[r].process(&input, &mut alerts) {
+                        let _ = out.send(Output::RuleError { rule: plan.rules[r].meta.id.to_string(), message: e.to_string() });
+                    }
+                }
+            }
+            WorkerMsg::Watermark { stream, watermark } => {
+                for g in &groups[stream] {
+                    for &r in &g.rules {
+                        if let Err(e) = ops[r].advance(watermark, &mut alerts) {
+                            let _ = out.send(Output::RuleError { rule: plan.rules[r].meta.id.to_string(), message: e.to_string() });
+                        }
+                    }
+                }
+            }
+        }
+        if !alerts.is_empty() && out.send(Output::Alerts(std::mem::take(&mut alerts))).is_err() {
+            break;
+        }
+    }
+    ops.iter().map(|o| o.key_count()).collect()
+}

@@ -1,0 +1,240 @@
+//! Compiled rule plans: what the `rules` crate hands the engine.
+//!
+//! A [`Plan`] is immutable and shared by every partition worker. Expressions are DataFusion
+//! physical expressions, planned once against the stream's Arrow schema (or, for window
+//! conditions, against the schema of the window results).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::physical_expr::PhysicalExpr;
+use serde::Serialize;
+
+use crate::schema::StreamDef;
+use crate::time::Millis;
+
+/// Alert severity, ordered from least to most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Informational.
+    Info,
+    /// Needs attention.
+    Warning,
+    /// Needs action soon.
+    Major,
+    /// Needs action now.
+    Critical,
+}
+
+impl Severity {
+    /// All names, for hints.
+    pub const NAMES: [&'static str; 4] = ["info", "warning", "major", "critical"];
+
+    /// Parses a config name.
+    pub fn parse(s: &str) -> Option<Severity> {
+        Some(match s {
+            "info" => Severity::Info,
+            "warning" => Severity::Warning,
+            "major" => Severity::Major,
+            "critical" => Severity::Critical,
+            _ => return None,
+        })
+    }
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+/// Descriptive fields copied onto every alert of a rule.
+#[derive(Debug, Clone)]
+pub struct RuleMeta {
+    /// Unique rule id.
+    pub id: Arc<str>,
+    /// Human-readable name.
+    pub name: String,
+    /// Longer description.
+    pub description: String,
+    /// Severity of its alerts.
+    pub severity: Severity,
+    /// Category (e.g. `emergency/gas`).
+    pub category: String,
+    /// Free-form labels.
+    pub labels: BTreeMap<String, String>,
+    /// Re-send a still-firing alert after this much event time.
+    pub renotify_ms: Option<Millis>,
+}
+
+/// A boolean expression with its source text (for errors and docs).
+#[derive(Clone)]
+pub struct Predicate {
+    /// The SQL text as written.
+    pub sql: String,
+    /// The planned physical expression.
+    pub expr: Arc<dyn PhysicalExpr>,
+}
+
+impl fmt::Debug for Predicate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Predicate({:?})", self.sql)
+    }
+}
+
+/// Threshold rule: a condition per event, optionally sustained, with hysteresis.
+#[derive(Debug, Clone)]
+pub struct ThresholdPlan {
+    /// Fires when true (for `for_ms`).
+    pub condition: Predicate,
+    /// While firing, resolves only when this is true (else when `condition` is false).
+    pub clear_condition: Option<Predicate>,
+    /// The condition must hold this long in event time; 0 fires at once.
+    pub for_ms: Millis,
+    /// Columns reported as observed values (those the conditions reference).
+    pub observed: Vec<usize>,
+}
+
+/// Aggregate functions over a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AggFunc {
+    /// Number of events.
+    Count,
+    /// Sum of a field.
+    Sum,
+    /// Mean of a field.
+    Avg,
+    /// Minimum of a field.
+    Min,
+    /// Maximum of a field.
+    Max,
+    /// Number of distinct values of a field.
+    CountDistinct,
+    /// Last minus first value (by event time).
+    Delta,
+    /// Delta divided by the seconds between the first and last sample.
+    Rate,
+}
+
+impl AggFunc {
+    /// All function names, for hints.
+    pub const NAMES: [&'static str; 8] = ["count", "sum", "avg", "min", "max", "count_distinct", "delta", "rate"];
+
+    /// Parses a function name.
+    pub fn parse(s: &str) -> Option<AggFunc> {
+        Some(match s {
+            "count" => AggFunc::Count,
+            "sum" => AggFunc::Sum,
+            "avg" => AggFunc::Avg,
+            "min" => AggFunc::Min,
+            "max" => AggFunc::Max,
+            "count_distinct" => AggFunc::CountDistinct,
+            "delta" => AggFunc::Delta,
+            "rate" => AggFunc::Rate,
+            _ => return None,
+        })
+    }
+
+    /// True for functions whose result is an integer count.
+    pub fn is_count(self) -> bool {
+        matches!(self, AggFunc::Count | AggFunc::CountDistinct)
+    }
+}
+
+/// One aggregate column of a window rule.
+#[derive(Debug, Clone)]
+pub struct Aggregate {
+    /// Function.
+    pub func: AggFunc,
+    /// Input column (None for `count`).
+    pub field: Option<usize>,
+    /// Output column name, usable in the condition.
+    pub name: String,
+}
+
+/// Window aggregate rule over tumbling (`slide == size`) or sliding windows.
+#[derive(Debug, Clone)]
+pub struct WindowPlan {
+    /// Window length.
+    pub size_ms: Millis,
+    /// Distance between window starts; divides `size_ms`.
+    pub slide_ms: Millis,
+    /// Aggregates computed per window and key.
+    pub aggregates: Vec<Aggregate>,
+    /// Condition over the aggregate columns.
+    pub condition: Predicate,
+    /// Schema of the aggregate results the condition is planned against.
+    pub result_schema: SchemaRef,
+}
+
+/// Absence rule: no event for a key for `absent_for_ms`.
+#[derive(Debug, Clone)]
+pub struct AbsencePlan {
+    /// Silence that triggers the alert.
+    pub absent_for_ms: Millis,
+}
+
+/// The kind-specific part of a rule.
+#[derive(Debug, Clone)]
+pub enum RuleKind {
+    /// See [`ThresholdPlan`].
+    Threshold(ThresholdPlan),
+    /// See [`WindowPlan`].
+    Window(WindowPlan),
+    /// See [`AbsencePlan`].
+    Absence(AbsencePlan),
+}
+
+/// One compiled rule.
+#[derive(Debug, Clone)]
+pub struct RulePlan {
+    /// Descriptive fields.
+    pub meta: Arc<RuleMeta>,
+    /// Index of the input stream in [`Plan::streams`].
+    pub stream: usize,
+    /// Columns forming the rule's key; state is kept per distinct key.
+    pub key_fields: Vec<usize>,
+    /// Optional pre-filter.
+    pub filter: Option<Predicate>,
+    /// Kind-specific plan.
+    pub kind: RuleKind,
+}
+
+/// Everything the runtime needs: streams and rules.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Declared streams.
+    pub streams: Vec<Arc<StreamDef>>,
+    /// Compiled rules.
+    pub rules: Vec<Arc<RulePlan>>,
+}
+
+impl Plan {
+    /// Index of the stream with this name.
+    pub fn stream_index(&self, name: &str) -> Option<usize> {
+        self.streams.iter().position(|s| s.name == name)
+    }
+
+    /// Rules of `stream` grouped by key columns: one routing pass per group.
+    pub fn key_groups(&self, stream: usize) -> Vec<KeyGroup> {
+        let mut groups: Vec<KeyGroup> = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate().filter(|(_, r)| r.stream == stream) {
+            match groups.iter_mut().find(|g| g.key_fields == rule.key_fields) {
+                Some(g) => g.rules.push(i),
+                None => groups.push(KeyGroup { key_fields: rule.key_fields.clone(), rules: vec![i] }),
+            }
+        }
+        groups
+    }
+}
+
+/// Rules of one stream that share a key, and so a partitioning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyGroup {
+    /// Key columns.
+    pub key_fields: Vec<usize>,
+    /// Indexes into [`Plan::rules`].
+    pub rules: Vec<usize>,
+}

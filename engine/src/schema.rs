@@ -1,0 +1,120 @@
+//! Stream schemas: the declared shape of each input stream.
+//!
+//! A stream is a named flow of JSON events with a fixed set of typed fields, one of which is
+//! the event time and some of which form the entity key. Each stream decodes into Arrow
+//! record batches with exactly these columns, in declaration order.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// The type of one declared field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FieldType {
+    /// UTF-8 text.
+    String,
+    /// 64-bit signed integer.
+    Int,
+    /// 64-bit float; JSON integers are accepted and widened.
+    Float,
+    /// `true` / `false`.
+    Bool,
+    /// A point in time: RFC 3339 text or epoch milliseconds.
+    Timestamp,
+}
+
+impl FieldType {
+    /// The name used in config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::String => "string",
+            FieldType::Int => "int",
+            FieldType::Float => "float",
+            FieldType::Bool => "bool",
+            FieldType::Timestamp => "timestamp",
+        }
+    }
+
+    /// Parses a config type name.
+    pub fn parse(name: &str) -> Option<FieldType> {
+        Some(match name {
+            "string" => FieldType::String,
+            "int" => FieldType::Int,
+            "float" => FieldType::Float,
+            "bool" => FieldType::Bool,
+            "timestamp" => FieldType::Timestamp,
+            _ => return None,
+        })
+    }
+
+    /// All type names, for hints.
+    pub const NAMES: [&'static str; 5] = ["string", "int", "float", "bool", "timestamp"];
+
+    /// The Arrow type the field decodes into.
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            FieldType::String => DataType::Utf8,
+            FieldType::Int => DataType::Int64,
+            FieldType::Float => DataType::Float64,
+            FieldType::Bool => DataType::Boolean,
+            FieldType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+        }
+    }
+}
+
+/// One declared field of a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldDef {
+    /// JSON key and column name.
+    pub name: String,
+    /// Declared type.
+    pub ty: FieldType,
+    /// A row without this field (or with `null`) is dead-lettered.
+    pub required: bool,
+}
+
+/// What to do with an event that arrives behind the watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LatePolicy {
+    /// Send it to the dead-letter output with reason `late` (the default).
+    #[default]
+    DeadLetter,
+    /// Count it and drop it without a dead-letter record.
+    Drop,
+}
+
+/// A declared input stream.
+#[derive(Debug, Clone)]
+pub struct StreamDef {
+    /// Stream name, referenced by rules' `source`.
+    pub name: String,
+    /// Declared fields, in column order.
+    pub fields: Vec<FieldDef>,
+    /// Index into `fields` of the event-time field (type timestamp).
+    pub time_field: usize,
+    /// Indexes into `fields` of the entity key.
+    pub key_fields: Vec<usize>,
+    /// Allowed out-of-orderness: the watermark trails the largest event time by this much.
+    pub max_out_of_orderness_ms: i64,
+    /// After this much processing time without events, the watermark advances with the clock.
+    pub idle_timeout_ms: Option<i64>,
+    /// Policy for events behind the watermark.
+    pub late_policy: LatePolicy,
+}
+
+impl StreamDef {
+    /// The Arrow schema of decoded batches.
+    pub fn arrow_schema(&self) -> SchemaRef {
+        let fields: Vec<Field> = self
+            .fields
+            .iter()
+            .map(|f| Field::new(&f.name, f.ty.arrow_type(), !f.required))
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Index of the field with this name.
+    pub fn field_index(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f.name == name)
+    }
+}

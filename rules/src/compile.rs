@@ -1,0 +1,180 @@
+//! Loading: config file + rule files → [`Plan`], with every diagnostic collected.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gridwatch_engine::Plan;
+
+use crate::config::{Config, parse_config};
+use crate::diagnostic::{Code, Diagnostic, Diagnostics, Source};
+use crate::expr::ExprPlanner;
+use crate::rule::compile_rule;
+use crate::yaml::{self, Kind, Node, Reader};
+
+/// The result of loading: a plan when there were no errors, and the diagnostics.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The config, if it could be read.
+    pub config: Option<Config>,
+    /// The compiled plan (complete only when `diagnostics` is empty).
+    pub plan: Plan,
+    /// Every problem found, sorted by file and position.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Rule files that were read.
+    pub rule_files: Vec<PathBuf>,
+}
+
+impl Loaded {
+    /// The plan, or all diagnostics rendered as one error text.
+    pub fn into_result(self) -> Result<(Config, Plan), String> {
+        if !self.diagnostics.is_empty() || self.config.is_none() {
+            return Err(render_all(&self.diagnostics));
+        }
+        Ok((self.config.expect("checked above"), self.plan))
+    }
+}
+
+/// Renders diagnostics followed by a count line.
+pub fn render_all(diags: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    for d in diags {
+        out.push_str(&d.to_string());
+        out.push('\n');
+    }
+    out.push_str(&format!("{} error{} found", diags.len(), if diags.len() == 1 { "" } else { "s" }));
+    out
+}
+
+fn read_source(path: &Path, diags: &mut Diagnostics) -> Option<Arc<Source>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some(Arc::new(Source::new(path, text))),
+        Err(e) => {
+            diags.push(Diagnostic::global(Code::Io, format!("cannot read `{}`: {e}", path.display())).with_hint("check the path; relative rule paths are resolved against the config file's directory"));
+            None
+        }
+    }
+}
+
+/// Expands files and directories (their `*.yaml`/`*.yml`, recursively, sorted).
+pub fn expand_rule_paths(paths: &[PathBuf], diags: &mut Diagnostics) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found = Vec::new();
+            collect_yaml(p, &mut found);
+            found.sort();
+            out.extend(found);
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            diags.push(Diagnostic::global(Code::Io, format!("rule path `{}` does not exist", p.display())));
+        }
+    }
+    out
+}
+
+fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_yaml(&p, out);
+        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p);
+        }
+    }
+}
+
+/// True when a YAML file looks like a service config (it has top-level `streams`).
+pub fn is_config_file(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else { return false };
+    text.lines().any(|l| l.starts_with("streams:"))
+}
+
+/// Loads a config and the rule files it names.
+pub fn load_config(path: &Path) -> Loaded {
+    load(path, None)
+}
+
+/// Loads a config's streams but validates `rule_paths` instead of the rules it names.
+pub fn load_rules_only(config_path: &Path, rule_paths: &[PathBuf]) -> Loaded {
+    load(config_path, Some(rule_paths))
+}
+
+fn load(path: &Path, rule_override: Option<&[PathBuf]>) -> Loaded {
+    let mut diags = Diagnostics::default();
+    let mut loaded = Loaded { config: None, plan: Plan::default(), diagnostics: Vec::new(), rule_files: Vec::new() };
+    let Some(src) = read_source(path, &mut diags) else {
+        loaded.diagnostics = diags.into_sorted();
+        return loaded;
+    };
+    let reader = Reader { source: src.clone() };
+    let config = match yaml::parse(&src) {
+        Ok(root) => parse_config(path, &root, &reader, &mut diags),
+        Err(d) => {
+            diags.push(d);
+            loaded.diagnostics = diags.into_sorted();
+            return loaded;
+        }
+    };
+    let rule_paths = rule_override.map_or_else(|| config.rule_paths.clone(), <[PathBuf]>::to_vec);
+    let files = expand_rule_paths(&rule_paths, &mut diags);
+    let planner = ExprPlanner::default();
+    let mut seen: HashMap<String, (Arc<Source>, crate::diagnostic::Pos)> = HashMap::new();
+    let mut rules = Vec::new();
+    for file in &files {
+        let Some(src) = read_source(file, &mut diags) else { continue };
+        let r = Reader { source: src.clone() };
+        let root = match yaml::parse(&src) {
+            Ok(n) => n,
+            Err(d) => {
+                diags.push(d);
+                continue;
+            }
+        };
+        for node in rule_nodes(&root, &r, &mut diags) {
+            let Some(compiled) = compile_rule(node, &r, &config.streams, &planner, &mut diags) else { continue };
+            let id = compiled.plan.meta.id.to_string();
+            if let Some((first_src, first_pos)) = seen.get(&id) {
+                diags.push(
+                    r.error(Code::DuplicateId, &compiled.id_node, format!("duplicate rule id `{id}`")).with_hint(format!(
+                        "first defined at {}:{}:{}; rule ids must be unique",
+                        first_src.path.display(),
+                        first_pos.line,
+                        first_pos.col
+                    )),
+                );
+                continue;
+            }
+            seen.insert(id, (src.clone(), compiled.id_node.pos));
+            rules.push(Arc::new(compiled.plan));
+        }
+    }
+    loaded.plan = Plan { streams: config.streams.clone(), rules };
+    loaded.config = Some(config);
+    loaded.rule_files = files;
+    loaded.diagnostics = diags.into_sorted();
+    loaded
+}
+
+/// The rule mappings of a rule file: `rules: [...]` or a bare list.
+fn rule_nodes<'a>(root: &'a Node, r: &Reader, diags: &mut Diagnostics) -> Vec<&'a Node> {
+    let list = match &root.kind {
+        Kind::Seq(items) => items,
+        Kind::Map(_) => match r.map(root, "a rule file", &["rules"], diags).and_then(|m| m.get("rules")) {
+            Some(Node { kind: Kind::Seq(items), .. }) => items,
+            Some(other) => {
+                diags.push(r.error(Code::WrongType, other, format!("`rules` must be a list, found {}", other.kind.describe())));
+                return Vec::new();
+            }
+            None => return Vec::new(),
+        },
+        Kind::Null => return Vec::new(),
+        other => {
+            diags.push(r.error(Code::WrongType, root, format!("a rule file must hold `rules:` with a list, found {}", other.describe())));
+            return Vec::new();
+        }
+    };
+    list.iter().collect()
+}

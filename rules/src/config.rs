@@ -1,0 +1,318 @@
+//! The service config file (`gridwatch.yaml`): streams, rule files, source, sinks, engine.
+//!
+//! ```yaml
+//! streams:
+//!   sensor:
+//!     time_field: ts
+//!     key: [device_id]
+//!     max_out_of_orderness: 10s
+//!     idle_timeout: 2m
+//!     late_events: dead_letter        # or drop
+//!     fields:
+//!       ts: timestamp
+//!       device_id: string
+//!       value: float
+//!       unit: string?                 # `?` = optional
+//! rules: [rules/]                     # files or directories, relative to this file
+//! source:
+//!   generator: {seed: 42, duration: 6h}
+//!   # or: file: events.ndjson
+//! sinks:
+//!   stdout: true
+//!   alerts_file: out/alerts.ndjson
+//!   dead_letter_file: out/dead_letter.ndjson
+//! engine: {workers: 2, batch_size: 4096}
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gridwatch_engine::schema::{FieldDef, FieldType, LatePolicy, StreamDef};
+use gridwatch_engine::time::{Millis, parse_timestamp};
+
+use crate::diagnostic::{Code, Diagnostics, did_you_mean};
+use crate::yaml::{Kind, Node, Reader};
+
+/// The seeded example-city generator's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratorConfig {
+    /// Random seed: the same seed gives the same events.
+    pub seed: u64,
+    /// Simulated event-time span.
+    pub duration_ms: Millis,
+    /// Event time of the first event.
+    pub start_ms: Millis,
+    /// Multiplies the number of devices, vehicles and cameras.
+    pub scale: u32,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        GeneratorConfig {
+            seed: 42,
+            duration_ms: 6 * 3_600_000,
+            start_ms: parse_timestamp("2026-11-23T00:00:00Z").unwrap_or(0),
+            scale: 1,
+        }
+    }
+}
+
+/// Where events come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceConfig {
+    /// The built-in example-city generator.
+    Generator(GeneratorConfig),
+    /// An NDJSON file; each line names its stream in a `stream` field.
+    File {
+        /// Path (relative paths are relative to the config file).
+        path: PathBuf,
+    },
+}
+
+/// Where alerts and dead letters go.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SinksConfig {
+    /// Print alerts to stdout, one JSON line each.
+    pub stdout: bool,
+    /// Append alerts to this NDJSON file.
+    pub alerts_file: Option<PathBuf>,
+    /// Append dead letters to this NDJSON file.
+    pub dead_letter_file: Option<PathBuf>,
+}
+
+/// Engine tuning.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EngineConfig {
+    /// Partition workers (default: number of cores).
+    pub workers: Option<usize>,
+    /// Rows per batch (default 4096).
+    pub batch_size: Option<usize>,
+}
+
+/// A parsed config file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file.
+    pub path: PathBuf,
+    /// Declared streams.
+    pub streams: Vec<Arc<StreamDef>>,
+    /// Rule files and directories, resolved against the config's directory.
+    pub rule_paths: Vec<PathBuf>,
+    /// Event source.
+    pub source: SourceConfig,
+    /// Sinks.
+    pub sinks: SinksConfig,
+    /// Engine tuning.
+    pub engine: EngineConfig,
+}
+
+impl Config {
+    /// The directory relative paths are resolved against.
+    pub fn base_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+const TOP_KEYS: [&str; 5] = ["streams", "rules", "source", "sinks", "engine"];
+const STREAM_KEYS: [&str; 6] = ["fields", "time_field", "key", "max_out_of_orderness", "idle_timeout", "late_events"];
+
+/// Reads a config document. Problems go to `diags`; the result is as complete as possible.
+pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostics) -> Config {
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut cfg = Config {
+        path: path.to_path_buf(),
+        streams: Vec::new(),
+        rule_paths: Vec::new(),
+        source: SourceConfig::Generator(GeneratorConfig::default()),
+        sinks: SinksConfig { stdout: true, ..Default::default() },
+        engine: EngineConfig::default(),
+    };
+    let Some(top) = r.map(root, "the config", &TOP_KEYS, diags) else { return cfg };
+    if let Some(streams) = top.require("streams", "the config", r, diags)
+        && let Some(m) = r.map(streams, "`streams`", &[], diags)
+    {
+        for (name, _, node) in m.entries() {
+            if let Some(def) = parse_stream(name, node, r, diags) {
+                cfg.streams.push(Arc::new(def));
+            }
+        }
+    }
+    if let Some(rules) = top.get("rules")
+        && let Some(list) = r.string_list(rules, "rules", diags)
+    {
+        cfg.rule_paths = list.into_iter().map(|(p, _)| base.join(p)).collect();
+    }
+    if let Some(src) = top.get("source") {
+        cfg.source = parse_source(src, &base, r, diags);
+    }
+    if let Some(sinks) = top.get("sinks")
+        && let Some(m) = r.map(sinks, "`sinks`", &["stdout", "alerts_file", "dead_letter_file"], diags)
+    {
+        if let Some(n) = m.get("stdout") {
+            cfg.sinks.stdout = r.boolean(n, "stdout", diags).unwrap_or(true);
+        }
+        cfg.sinks.alerts_file = m.get("alerts_file").and_then(|n| r.string(n, "alerts_file", diags)).map(|p| base.join(p));
+        cfg.sinks.dead_letter_file =
+            m.get("dead_letter_file").and_then(|n| r.string(n, "dead_letter_file", diags)).map(|p| base.join(p));
+    }
+    if let Some(engine) = top.get("engine")
+        && let Some(m) = r.map(engine, "`engine`", &["workers", "batch_size"], diags)
+    {
+        cfg.engine.workers = m.get("workers").and_then(|n| r.uint(n, "workers", diags)).map(|v| v.max(1) as usize);
+        cfg.engine.batch_size = m.get("batch_size").and_then(|n| r.uint(n, "batch_size", diags)).map(|v| v.max(1) as usize);
+    }
+    cfg
+}
+
+fn parse_source(node: &Node, base: &Path, r: &Reader, diags: &mut Diagnostics) -> SourceConfig {
+    let default = SourceConfig::Generator(GeneratorConfig::default());
+    let Some(m) = r.map(node, "`source`", &["generator", "file"], diags) else { return default };
+    if let Some(file) = m.get("file") {
+        return match r.string(file, "file", diags) {
+            Some(p) => SourceConfig::File { path: base.join(p) },
+            None => default,
+        };
+    }
+    let mut g = GeneratorConfig::default();
+    if let Some(gen_node) = m.get("generator")
+        && !matches!(gen_node.kind, Kind::Null)
+        && let Some(gm) = r.map(gen_node, "`generator`", &["seed", "duration", "start", "scale"], diags)
+    {
+        if let Some(n) = gm.get("seed") {
+            g.seed = r.uint(n, "seed", diags).unwrap_or(g.seed);
+        }
+        if let Some(n) = gm.get("duration") {
+            g.duration_ms = r.duration(n, "duration", diags).unwrap_or(g.duration_ms);
+        }
+        if let Some(n) = gm.get("scale") {
+            g.scale = r.uint(n, "scale", diags).map_or(g.scale, |v| v.clamp(1, 10_000) as u32);
+        }
+        if let Some(n) = gm.get("start")
+            && let Some(s) = r.string(n, "start", diags)
+        {
+            match parse_timestamp(&s) {
+                Some(ms) => g.start_ms = ms,
+                None => diags.push(
+                    r.error(Code::BadValue, n, format!("`start` must be an RFC 3339 timestamp, found `{s}`"))
+                        .with_hint("for example 2026-11-23T00:00:00Z"),
+                ),
+            }
+        }
+    }
+    SourceConfig::Generator(g)
+}
+
+fn parse_stream(name: &str, node: &Node, r: &Reader, diags: &mut Diagnostics) -> Option<StreamDef> {
+    let what = format!("stream `{name}`");
+    let m = r.map(node, &what, &STREAM_KEYS, diags)?;
+    let mut fields: Vec<FieldDef> = Vec::new();
+    let mut field_nodes: Vec<&Node> = Vec::new();
+    if let Some(fnode) = m.require("fields", &what, r, diags)
+        && let Some(fm) = r.map(fnode, &format!("`fields` of {what}"), &[], diags)
+    {
+        for (fname, knode, tnode) in fm.entries() {
+            if let Some(f) = parse_field(fname, tnode, r, diags) {
+                fields.push(f);
+                field_nodes.push(knode);
+            }
+        }
+    }
+    let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+    let field_ref = |n: &Node, s: &str, what: &str, diags: &mut Diagnostics| -> Option<usize> {
+        let idx = names.iter().position(|f| *f == s);
+        if idx.is_none() {
+            let mut d = r.error(Code::UnknownField, n, format!("{what} `{s}` is not a field of stream `{name}`"));
+            if let Some(sugg) = did_you_mean(s, names.iter().copied()) {
+                d = d.with_hint(format!("did you mean `{sugg}`?"));
+            } else {
+                d = d.with_hint(format!("declared fields: {}", names.join(", ")));
+            }
+            diags.push(d);
+        }
+        idx
+    };
+    let time_field = m.require("time_field", &what, r, diags).and_then(|n| {
+        let s = r.string(n, "time_field", diags)?;
+        let i = field_ref(n, &s, "time_field", diags)?;
+        if fields[i].ty != FieldType::Timestamp {
+            diags.push(r.error(Code::TypeMismatch, n, format!("time_field `{s}` must have type timestamp, it is {}", fields[i].ty.name())));
+            return None;
+        }
+        Some(i)
+    });
+    let mut key_fields = Vec::new();
+    if let Some(n) = m.require("key", &what, r, diags)
+        && let Some(list) = r.string_list(n, "key", diags)
+    {
+        for (s, kn) in list {
+            if let Some(i) = field_ref(&kn, &s, "key field", diags) {
+                key_fields.push(i);
+            }
+        }
+    }
+    let ooo = m.get("max_out_of_orderness").and_then(|n| r.duration(n, "max_out_of_orderness", diags)).unwrap_or(0);
+    let idle = m.get("idle_timeout").and_then(|n| r.duration(n, "idle_timeout", diags));
+    let late_policy = match m.get("late_events") {
+        None => LatePolicy::DeadLetter,
+        Some(n) => match r.string(n, "late_events", diags).as_deref() {
+            Some("dead_letter") => LatePolicy::DeadLetter,
+            Some("drop") => LatePolicy::Drop,
+            Some(other) => {
+                diags.push(r.error(Code::BadValue, n, format!("unknown late_events policy `{other}`")).with_hint("use `dead_letter` (default) or `drop`"));
+                LatePolicy::DeadLetter
+            }
+            None => LatePolicy::DeadLetter,
+        },
+    };
+    let time_field = time_field?;
+    // Time and key fields are always required: without them a row cannot be placed.
+    fields[time_field].required = true;
+    for &k in &key_fields {
+        fields[k].required = true;
+    }
+    let _ = field_nodes;
+    Some(StreamDef {
+        name: name.to_string(),
+        fields,
+        time_field,
+        key_fields,
+        max_out_of_orderness_ms: ooo,
+        idle_timeout_ms: idle,
+        late_policy,
+    })
+}
+
+fn parse_field(name: &str, node: &Node, r: &Reader, diags: &mut Diagnostics) -> Option<FieldDef> {
+    let (ty_node, ty_text, mut required) = match &node.kind {
+        Kind::Str(s) => (node, s.clone(), true),
+        Kind::Map(_) => {
+            let m = r.map(node, &format!("field `{name}`"), &["type", "required"], diags)?;
+            let t = m.require("type", &format!("field `{name}`"), r, diags)?;
+            let required = m.get("required").and_then(|n| r.boolean(n, "required", diags)).unwrap_or(true);
+            (t, r.string(t, "type", diags)?, required)
+        }
+        other => {
+            diags.push(r.error(Code::WrongType, node, format!("field `{name}` must be a type name or a mapping, found {}", other.describe())));
+            return None;
+        }
+    };
+    let ty_name = match ty_text.strip_suffix('?') {
+        Some(t) => {
+            required = false;
+            t
+        }
+        None => ty_text.as_str(),
+    };
+    match FieldType::parse(ty_name) {
+        Some(ty) => Some(FieldDef { name: name.to_string(), ty, required }),
+        None => {
+            let mut d = r.error(Code::BadValue, ty_node, format!("unknown type `{ty_name}` for field `{name}`"));
+            d = match did_you_mean(ty_name, FieldType::NAMES) {
+                Some(s) => d.with_hint(format!("did you mean `{s}`?")),
+                None => d.with_hint(format!("types: {}", FieldType::NAMES.join(", "))),
+            };
+            diags.push(d);
+            None
+        }
+    }
+}

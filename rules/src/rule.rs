@@ -1,0 +1,371 @@
+//! Rules as written (YAML) → compiled [`RulePlan`]s.
+//!
+//! ```yaml
+//! rules:
+//!   - id: gas-methane-sustained          # unique
+//!     name: Methane build-up
+//!     kind: threshold                    # threshold | window | absence
+//!     source: sensor                     # a stream of the config
+//!     where: metric = 'ch4_lel'          # optional SQL pre-filter
+//!     key: [device_id]                   # default: the stream's key
+//!     condition: value >= 20
+//!     for: 30s                           # threshold only
+//!     clear_condition: value < 10        # threshold only (hysteresis)
+//!     severity: critical                 # info | warning | major | critical
+//!     category: emergency/gas
+//!     labels: {team: gas}
+//!     renotify: 10m                      # optional
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema};
+use gridwatch_engine::plan::{
+    AbsencePlan, AggFunc, Aggregate, RuleKind, RuleMeta, RulePlan, Severity, ThresholdPlan, WindowPlan,
+};
+use gridwatch_engine::schema::StreamDef;
+
+use crate::diagnostic::{Code, Diagnostics, did_you_mean};
+use crate::expr::ExprPlanner;
+use crate::yaml::{Kind, Node, Reader};
+
+const COMMON_KEYS: [&str; 11] =
+    ["id", "name", "description", "kind", "source", "where", "key", "severity", "category", "labels", "renotify"];
+const THRESHOLD_KEYS: [&str; 3] = ["condition", "for", "clear_condition"];
+const WINDOW_KEYS: [&str; 3] = ["window", "aggregates", "condition"];
+const ABSENCE_KEYS: [&str; 1] = ["absent_for"];
+const KINDS: [&str; 3] = ["threshold", "window", "absence"];
+
+/// A compiled rule with the position of its id (for duplicate detection).
+#[derive(Debug)]
+pub struct CompiledRule {
+    /// The plan.
+    pub plan: RulePlan,
+    /// The node of its `id` value.
+    pub id_node: Node,
+}
+
+/// Compiles one rule mapping. Returns None if it has errors (all reported).
+pub fn compile_rule(
+    node: &Node,
+    r: &Reader,
+    streams: &[Arc<StreamDef>],
+    planner: &ExprPlanner,
+    diags: &mut Diagnostics,
+) -> Option<CompiledRule> {
+    // Pick the allowed keys by kind so a threshold key on a window rule is reported.
+    let kind_text = match &node.kind {
+        Kind::Map(entries) => entries.iter().find_map(|(k, v)| match (&k.kind, &v.kind) {
+            (Kind::Str(k), Kind::Str(v)) if k == "kind" => Some(v.clone()),
+            _ => None,
+        }),
+        _ => None,
+    };
+    let mut allowed: Vec<&str> = COMMON_KEYS.to_vec();
+    match kind_text.as_deref() {
+        Some("threshold") => allowed.extend(THRESHOLD_KEYS),
+        Some("window") => allowed.extend(WINDOW_KEYS),
+        Some("absence") => allowed.extend(ABSENCE_KEYS),
+        _ => {
+            allowed.extend(THRESHOLD_KEYS);
+            allowed.extend(WINDOW_KEYS);
+            allowed.extend(ABSENCE_KEYS);
+        }
+    }
+    let m = r.map(node, "a rule", &allowed, diags)?;
+    let before = diags.len();
+    let id_node = m.require("id", "a rule", r, diags);
+    let id = id_node.and_then(|n| r.string(n, "id", diags));
+    let what = match &id {
+        Some(id) => format!("rule `{id}`"),
+        None => "a rule".to_string(),
+    };
+    if let (Some(id), Some(n)) = (&id, id_node)
+        && (id.is_empty() || id.chars().any(|c| c.is_whitespace()))
+    {
+        diags.push(r.error(Code::BadValue, n, format!("rule id `{id}` must be non-empty and contain no spaces")).with_hint("use kebab-case, e.g. `gas-methane-sustained`"));
+    }
+    let name = m.get("name").and_then(|n| r.string(n, "name", diags)).or_else(|| id.clone()).unwrap_or_default();
+    let description = m.get("description").and_then(|n| r.string(n, "description", diags)).unwrap_or_default();
+    let kind_node = m.require("kind", &what, r, diags);
+    let kind = kind_node.and_then(|n| {
+        let k = r.string(n, "kind", diags)?;
+        if KINDS.contains(&k.as_str()) {
+            Some(k)
+        } else {
+            let d = r.error(Code::BadValue, n, format!("unknown rule kind `{k}`"));
+            diags.push(match did_you_mean(&k, KINDS) {
+                Some(s) => d.with_hint(format!("did you mean `{s}`?")),
+                None => d.with_hint(format!("kinds: {}", KINDS.join(", "))),
+            });
+            None
+        }
+    });
+    let stream = m.require("source", &what, r, diags).and_then(|n| {
+        let s = r.string(n, "source", diags)?;
+        match streams.iter().position(|d| d.name == s) {
+            Some(i) => Some(i),
+            None => {
+                let names: Vec<&str> = streams.iter().map(|d| d.name.as_str()).collect();
+                let d = r.error(Code::UnknownStream, n, format!("unknown stream `{s}` in `source` of {what}"));
+                diags.push(match did_you_mean(&s, names.iter().copied()) {
+                    Some(sugg) => d.with_hint(format!("did you mean `{sugg}`?")),
+                    None => d.with_hint(format!("declared streams: {}", names.join(", "))),
+                });
+                None
+            }
+        }
+    });
+    let severity = match m.get("severity") {
+        None => Some(Severity::Warning),
+        Some(n) => r.string(n, "severity", diags).and_then(|s| match Severity::parse(&s) {
+            Some(sev) => Some(sev),
+            None => {
+                let d = r.error(Code::BadValue, n, format!("unknown severity `{s}`"));
+                diags.push(match did_you_mean(&s, Severity::NAMES) {
+                    Some(sugg) => d.with_hint(format!("did you mean `{sugg}`?")),
+                    None => d.with_hint(format!("severities: {}", Severity::NAMES.join(", "))),
+                });
+                None
+            }
+        }),
+    };
+    let category = m.get("category").and_then(|n| r.string(n, "category", diags)).unwrap_or_else(|| "uncategorized".into());
+    let mut labels = BTreeMap::new();
+    if let Some(n) = m.get("labels")
+        && let Some(lm) = r.map(n, "`labels`", &[], diags)
+    {
+        for (k, _, v) in lm.entries() {
+            if let Some(s) = r.string(v, k, diags) {
+                labels.insert(k.to_string(), s);
+            }
+        }
+    }
+    let renotify_ms = m.get("renotify").and_then(|n| r.duration(n, "renotify", diags));
+    if let (Some(ms), Some(n)) = (renotify_ms, m.get("renotify"))
+        && ms <= 0
+    {
+        diags.push(r.error(Code::BadDuration, n, "`renotify` must be longer than zero"));
+    }
+
+    // Everything below needs the stream's schema.
+    let stream = stream?;
+    let def = &streams[stream];
+    let schema = def.arrow_schema();
+    let schema_name = format!("stream `{}`", def.name);
+    let field_names: Vec<&str> = def.fields.iter().map(|f| f.name.as_str()).collect();
+    let key_fields = match m.get("key") {
+        None => Some(def.key_fields.clone()),
+        Some(n) => r.string_list(n, "key", diags).map(|list| {
+            let mut out = Vec::new();
+            for (s, kn) in list {
+                match def.field_index(&s) {
+                    Some(i) => out.push(i),
+                    None => {
+                        let d = r.error(Code::UnknownField, &kn, format!("unknown field `{s}` in `key` of {what}: {schema_name} has no such field"));
+                        diags.push(match did_you_mean(&s, field_names.iter().copied()) {
+                            Some(sugg) => d.with_hint(format!("did you mean `{sugg}`?")),
+                            None => d.with_hint(format!("declared fields: {}", field_names.join(", "))),
+                        });
+                    }
+                }
+            }
+            out
+        }),
+    };
+    let filter = m.get("where").and_then(|n| {
+        let sql = r.string(n, "where", diags)?;
+        planner.predicate(&sql, &schema, &schema_name, r, n, "where", diags)
+    });
+    let kind = match kind.as_deref() {
+        Some("threshold") => {
+            let cond_node = m.require("condition", &what, r, diags);
+            let condition = cond_node.and_then(|n| {
+                let sql = r.string(n, "condition", diags)?;
+                planner.predicate(&sql, &schema, &schema_name, r, n, "condition", diags)
+            });
+            let clear = m.get("clear_condition").and_then(|n| {
+                let sql = r.string(n, "clear_condition", diags)?;
+                planner.predicate(&sql, &schema, &schema_name, r, n, "clear_condition", diags)
+            });
+            let for_ms = m.get("for").and_then(|n| r.duration(n, "for", diags)).unwrap_or(0);
+            condition.map(|c| {
+                let mut observed = c.columns.clone();
+                if let Some(cl) = &clear {
+                    observed.extend(&cl.columns);
+                }
+                observed.sort_unstable();
+                observed.dedup();
+                RuleKind::Threshold(ThresholdPlan {
+                    condition: c.predicate,
+                    clear_condition: clear.map(|c| c.predicate),
+                    for_ms,
+                    observed,
+                })
+            })
+        }
+        Some("absence") => m
+            .require("absent_for", &what, r, diags)
+            .and_then(|n| {
+                let ms = r.duration(n, "absent_for", diags)?;
+                if ms <= 0 {
+                    diags.push(r.error(Code::BadDuration, n, "`absent_for` must be longer than zero"));
+                    return None;
+                }
+                Some(ms)
+            })
+            .map(|absent_for_ms| RuleKind::Absence(AbsencePlan { absent_for_ms })),
+        Some("window") => compile_window(&m, r, def, planner, &what, diags).map(RuleKind::Window),
+        _ => None,
+    };
+    if diags.len() > before {
+        return None;
+    }
+    let id = id?;
+    let meta = RuleMeta {
+        id: id.as_str().into(),
+        name,
+        description,
+        severity: severity?,
+        category,
+        labels,
+        renotify_ms,
+    };
+    Some(CompiledRule {
+        plan: RulePlan {
+            meta: Arc::new(meta),
+            stream,
+            key_fields: key_fields?,
+            filter: filter.map(|f| f.predicate),
+            kind: kind?,
+        },
+        id_node: id_node?.clone(),
+    })
+}
+
+fn compile_window(
+    m: &crate::yaml::Fields<'_>,
+    r: &Reader,
+    def: &StreamDef,
+    planner: &ExprPlanner,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> Option<WindowPlan> {
+    let wnode = m.require("window", what, r, diags)?;
+    let wm = r.map(wnode, "`window`", &["type", "size", "slide"], diags)?;
+    let size_node = wm.require("size", "`window`", r, diags)?;
+    let size_ms = r.duration(size_node, "size", diags)?;
+    let wtype = wm.get("type").and_then(|n| r.string(n, "type", diags));
+    let slide_ms = match (wtype.as_deref(), wm.get("slide")) {
+        (Some("tumbling"), Some(n)) => {
+            diags.push(r.error(Code::BadValue, n, "a tumbling window has no `slide`").with_hint("remove `slide`, or use `type: sliding`"));
+            return None;
+        }
+        (Some("sliding") | None, Some(n)) => r.duration(n, "slide", diags)?,
+        (Some("sliding"), None) => {
+            diags.push(r.error_at(Code::MissingKey, wm.pos, 1, "a sliding window needs `slide`"));
+            return None;
+        }
+        (Some("tumbling") | None, None) => size_ms,
+        (Some(other), _) => {
+            let n = wm.get("type").unwrap_or(wnode);
+            diags.push(r.error(Code::BadValue, n, format!("unknown window type `{other}`")).with_hint("use `tumbling` or `sliding`"));
+            return None;
+        }
+    };
+    if size_ms <= 0 || slide_ms <= 0 || size_ms % slide_ms != 0 {
+        diags.push(
+            r.error(Code::BadValue, wnode, format!("window size ({size_ms} ms) must be a positive multiple of its slide ({slide_ms} ms)"))
+                .with_hint("e.g. size: 10m, slide: 1m"),
+        );
+        return None;
+    }
+    let anode = m.require("aggregates", what, r, diags)?;
+    let list = r.string_list(anode, "aggregates", diags)?;
+    let mut aggregates: Vec<Aggregate> = Vec::new();
+    for (text, n) in list {
+        if let Some(a) = parse_aggregate(&text, &n, r, def, diags) {
+            if aggregates.iter().any(|x| x.name == a.name) {
+                diags.push(r.error(Code::DuplicateId, &n, format!("aggregate `{}` is defined twice", a.name)).with_hint("rename one with `as`"));
+                continue;
+            }
+            aggregates.push(a);
+        }
+    }
+    if aggregates.is_empty() {
+        return None;
+    }
+    let fields: Vec<Field> = aggregates
+        .iter()
+        .map(|a| Field::new(&a.name, if a.func.is_count() { DataType::Int64 } else { DataType::Float64 }, true))
+        .collect();
+    let result_schema = Arc::new(Schema::new(fields));
+    let cnode = m.require("condition", what, r, diags)?;
+    let sql = r.string(cnode, "condition", diags)?;
+    let planned = planner.predicate(&sql, &result_schema, "the window's aggregates", r, cnode, "condition", diags)?;
+    Some(WindowPlan { size_ms, slide_ms, aggregates, condition: planned.predicate, result_schema })
+}
+
+/// Parses `count`, `avg(value)`, `max(level) as peak`.
+fn parse_aggregate(text: &str, n: &Node, r: &Reader, def: &StreamDef, diags: &mut Diagnostics) -> Option<Aggregate> {
+    let (expr, alias) = match text.split_once(" as ") {
+        Some((e, a)) => (e.trim(), Some(a.trim().to_string())),
+        None => (text.trim(), None),
+    };
+    let (fname, arg) = match expr.split_once('(') {
+        Some((f, rest)) => match rest.strip_suffix(')') {
+            Some(a) => (f.trim(), Some(a.trim())),
+            None => {
+                diags.push(r.error(Code::BadExpression, n, format!("aggregate `{text}` is missing `)`")));
+                return None;
+            }
+        },
+        None => (expr, None),
+    };
+    let Some(func) = AggFunc::parse(fname) else {
+        let d = r.error(Code::UnknownFunction, n, format!("unknown aggregate function `{fname}`"));
+        diags.push(match did_you_mean(fname, AggFunc::NAMES) {
+            Some(s) => d.with_hint(format!("did you mean `{s}`?")),
+            None => d.with_hint(format!("aggregates: {}", AggFunc::NAMES.join(", "))),
+        });
+        return None;
+    };
+    let arg = arg.filter(|a| !a.is_empty() && *a != "*");
+    let field = match (func, arg) {
+        (AggFunc::Count, None) => None,
+        (_, None) => {
+            diags.push(r.error(Code::BadExpression, n, format!("`{fname}` needs a field, e.g. `{fname}(value)`")));
+            return None;
+        }
+        (_, Some(a)) => {
+            let names: Vec<&str> = def.fields.iter().map(|f| f.name.as_str()).collect();
+            match def.field_index(a) {
+                Some(i) => {
+                    let numeric = matches!(
+                        def.fields[i].ty,
+                        gridwatch_engine::schema::FieldType::Int | gridwatch_engine::schema::FieldType::Float
+                    );
+                    if !numeric && !matches!(func, AggFunc::Count | AggFunc::CountDistinct) {
+                        diags.push(r.error(Code::TypeMismatch, n, format!("`{fname}({a})` needs a number, but `{a}` is {}", def.fields[i].ty.name())).with_hint("use count_distinct for strings"));
+                        return None;
+                    }
+                    Some(i)
+                }
+                None => {
+                    let d = r.error(Code::UnknownField, n, format!("unknown field `{a}` in aggregate `{text}`"));
+                    diags.push(match did_you_mean(a, names.iter().copied()) {
+                        Some(s) => d.with_hint(format!("did you mean `{s}`?")),
+                        None => d.with_hint(format!("declared fields: {}", names.join(", "))),
+                    });
+                    return None;
+                }
+            }
+        }
+    };
+    let name = alias.unwrap_or_else(|| match arg {
+        Some(a) if func != AggFunc::Count => format!("{fname}_{a}"),
+        _ => "count".to_string(),
+    });
+    Some(Aggregate { func, field, name })
+}
