@@ -216,6 +216,12 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Sends a payload that never reached a stream (e.g. it names no known stream) to the
+    /// dead-letter output, so nothing is lost silently.
+    pub fn reject(&mut self, stream: &str, reason: String, payload: &[u8]) -> Result<()> {
+        self.send_out(Output::DeadLetter(DeadLetter { stream: stream.to_string(), reason, payload: lossy(payload) }))
+    }
+
     /// Routes every pending row to the workers.
     pub fn flush(&mut self) -> Result<()> {
         for i in 0..self.streams.len() {

@@ -1,0 +1,105 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// gridwatch: a stream-processing engine for city operations alerting.
+#[derive(Debug, Parser)]
+#[command(name = "gridwatch", version, about)]
+pub struct Cli {
+    /// More logging on stderr (-v info, -vv debug); GRIDWATCH_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the engine on the config's source (generator or file) until the input ends or Ctrl-C.
+    Run(RunArgs),
+    /// Check config and rule files; report every error with file:line:column.
+    Validate(ValidateArgs),
+    /// Write the example city's generated events to an NDJSON file.
+    Generate(GenerateArgs),
+}
+
+/// How alerts are printed on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// One readable line per alert.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Service config (streams, rules, source, sinks).
+    #[arg(short, long, default_value = "examples/city/gridwatch.yaml")]
+    pub config: PathBuf,
+    /// Replay this NDJSON events file instead of the config's source.
+    #[arg(long, value_name = "FILE.ndjson")]
+    pub events: Option<PathBuf>,
+    /// Partition workers (default: config, else number of cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Rows per batch (default: config, else 4096).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Override the generator's simulated duration (e.g. 1h).
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Override the generator's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override the generator's scale (multiplies devices, vehicles, cameras).
+    #[arg(long)]
+    pub scale: Option<u32>,
+    /// Write alerts to this NDJSON file (overrides the config).
+    #[arg(long, value_name = "FILE")]
+    pub alerts_out: Option<PathBuf>,
+    /// Write dead letters to this NDJSON file (overrides the config).
+    #[arg(long, value_name = "FILE")]
+    pub dead_letter_out: Option<PathBuf>,
+    /// Do not print alerts on stdout.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Stdout format of alerts.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Also write the run summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Rule files or directories, and/or a config file.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Config whose stream schemas the rules are checked against (default: a config among
+    /// PATHS, else `gridwatch.yaml` next to or above the first path).
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Config whose generator settings to use.
+    #[arg(short, long, default_value = "examples/city/gridwatch.yaml")]
+    pub config: PathBuf,
+    /// Output NDJSON file.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Override the simulated duration (e.g. 1h).
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Override the seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override the scale.
+    #[arg(long)]
+    pub scale: Option<u32>,
+}

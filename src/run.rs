@@ -1,0 +1,338 @@
+//! `gridwatch run`: source → engine → sinks, with a summary at the end.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use crossbeam_channel::Receiver;
+use gridwatch_connectors::file::{NdjsonSource, NdjsonWriter};
+use gridwatch_connectors::generator::{self, CityGenerator, GeneratorSettings};
+use gridwatch_engine::pipeline::PipelineReport;
+use gridwatch_engine::{Alert, AlertState, Output, Pipeline, PipelineOptions};
+use gridwatch_rules::config::{Config, SourceConfig};
+use serde::Serialize;
+
+use crate::cli::{Format, RunArgs};
+
+/// Builds generator settings from the config and CLI overrides.
+pub fn generator_settings(config: &Config, duration: Option<&str>, seed: Option<u64>, scale: Option<u32>) -> Result<GeneratorSettings> {
+    let g = match &config.source {
+        SourceConfig::Generator(g) => g.clone(),
+        SourceConfig::File { .. } => gridwatch_rules::config::GeneratorConfig::default(),
+    };
+    let duration_ms = match duration {
+        Some(d) => gridwatch_rules::duration::parse_duration(d).map_err(|e| anyhow!("--duration `{d}`: {e}"))?,
+        None => g.duration_ms,
+    };
+    Ok(GeneratorSettings { seed: seed.unwrap_or(g.seed), start_ms: g.start_ms, duration_ms, scale: scale.unwrap_or(g.scale) })
+}
+
+/// Per-rule alert counts.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RuleCounts {
+    pub firing: u64,
+    pub resolved: u64,
+}
+
+/// What the sink thread saw.
+#[derive(Debug, Default, Serialize)]
+struct SinkReport {
+    alerts: BTreeMap<String, RuleCounts>,
+    dead_letters: u64,
+    dead_letter_reasons: BTreeMap<String, u64>,
+    rule_errors: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    events_in: u64,
+    events_accepted: u64,
+    dead_lettered: u64,
+    invalid: u64,
+    late: u64,
+    unknown_stream: u64,
+    elapsed_s: f64,
+    events_per_s: f64,
+    workers: usize,
+    batch_size: usize,
+    alerts_total: u64,
+    alerts: BTreeMap<String, RuleCounts>,
+    dead_letter_reasons: BTreeMap<String, u64>,
+    rule_errors: u64,
+    streams: Vec<gridwatch_engine::pipeline::StreamStats>,
+    keys_per_rule: Vec<(String, usize)>,
+    interrupted: bool,
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let loaded = gridwatch_rules::load_config(&args.config);
+    let (mut config, plan) = loaded.into_result().map_err(|e| anyhow!("invalid configuration:\n{e}"))?;
+    if let Some(events) = &args.events {
+        config.source = SourceConfig::File { path: events.clone() };
+    }
+    let workers = args.workers.or(config.engine.workers).unwrap_or_else(|| PipelineOptions::default().workers).max(1);
+    let batch_size = args.batch_size.or(config.engine.batch_size).unwrap_or(4096).max(1);
+    let alerts_path = args.alerts_out.clone().or(config.sinks.alerts_file.clone());
+    let dead_path = args.dead_letter_out.clone().or(config.sinks.dead_letter_file.clone());
+    let stdout = !args.quiet && config.sinks.stdout;
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        // A second Ctrl-C is not caught again by anything: the default handler ends the process.
+        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+    }
+
+    let plan = Arc::new(plan);
+    let (mut pipeline, outputs) = Pipeline::start(plan.clone(), PipelineOptions { workers, batch_size, ..Default::default() });
+    let mut alerts_out = alerts_path.as_deref().map(NdjsonWriter::create).transpose()?;
+    let mut dead_out = dead_path.as_deref().map(NdjsonWriter::create).transpose()?;
+    let format = args.format;
+    let sink = std::thread::Builder::new().name("gridwatch-sink".into()).spawn(move || -> Result<SinkReport> {
+        let report = drain(&outputs, stdout, format, alerts_out.as_mut(), dead_out.as_mut());
+        if let Some(w) = alerts_out.as_mut() {
+            w.flush()?;
+        }
+        if let Some(w) = dead_out.as_mut() {
+            w.flush()?;
+        }
+        report
+    })?;
+
+    let started = Instant::now();
+    let mut unknown_stream = 0u64;
+    let feed = match &config.source {
+        SourceConfig::Generator(_) => {
+            let settings = generator_settings(&config, args.duration.as_deref(), args.seed, args.scale)?;
+            feed_generator(&mut pipeline, settings, &interrupted, &mut unknown_stream)
+        }
+        SourceConfig::File { path } => feed_file(&mut pipeline, path, &interrupted, &mut unknown_stream),
+    };
+    // Always drain and report, even if the source failed part-way.
+    let report = pipeline.finish().context("stopping the engine")?;
+    let elapsed = started.elapsed();
+    let sink_report = sink.join().map_err(|_| anyhow!("the sink thread panicked"))??;
+    feed?;
+
+    let summary = summarize(report, sink_report, unknown_stream, elapsed, workers, batch_size, interrupted.load(Ordering::SeqCst));
+    print_summary(&summary);
+    if let Some(path) = &args.summary_json {
+        let mut w = NdjsonWriter::create(path)?;
+        w.write(&summary)?;
+        w.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn feed_generator(pipeline: &mut Pipeline, settings: GeneratorSettings, stop: &AtomicBool, unknown: &mut u64) -> Result<()> {
+    let index: Vec<Option<usize>> = generator::STREAMS.iter().map(|s| pipeline.plan().stream_index(s)).collect();
+    let mut generator = CityGenerator::new(settings);
+    let mut n = 0u64;
+    while let Some((stream, payload)) = generator.next_event() {
+        match index[stream] {
+            Some(i) => pipeline.push(i, payload)?,
+            None => {
+                *unknown += 1;
+                pipeline.reject(generator::STREAMS[stream], "unknown stream: not declared in the config".into(), payload)?;
+            }
+        }
+        n += 1;
+        if n % 4096 == 0 && stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn feed_file(pipeline: &mut Pipeline, path: &std::path::Path, stop: &AtomicBool, unknown: &mut u64) -> Result<()> {
+    let mut source = NdjsonSource::open(path)?;
+    let mut n = 0u64;
+    while let Some(line) = source.next_line()? {
+        let stream = line.stream.and_then(|s| pipeline.plan().stream_index(s));
+        match stream {
+            Some(i) => pipeline.push(i, line.payload)?,
+            None => {
+                *unknown += 1;
+                let reason = match line.stream {
+                    Some(s) => format!("line {}: unknown stream `{s}`", line.line_no),
+                    None => format!("line {}: no `stream` field naming the stream", line.line_no),
+                };
+                pipeline.reject(line.stream.unwrap_or(""), reason, line.payload)?;
+            }
+        }
+        n += 1;
+        if n % 4096 == 0 && stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn drain(
+    outputs: &Receiver<Output>,
+    stdout: bool,
+    format: Format,
+    mut alerts_out: Option<&mut NdjsonWriter>,
+    mut dead_out: Option<&mut NdjsonWriter>,
+) -> Result<SinkReport> {
+    let mut report = SinkReport::default();
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::new(out.lock());
+    let mut last_flush = Instant::now();
+    for o in outputs {
+        match o {
+            Output::Alerts(alerts) => {
+                for a in &alerts {
+                    let c = report.alerts.entry(a.rule_id.to_string()).or_default();
+                    match a.state {
+                        AlertState::Firing => c.firing += 1,
+                        AlertState::Resolved => c.resolved += 1,
+                    }
+                    if let Some(w) = alerts_out.as_deref_mut() {
+                        w.write(a)?;
+                    }
+                    if stdout {
+                        match format {
+                            Format::Json => {
+                                serde_json::to_writer(&mut out, a)?;
+                                out.write_all(b"\n")?;
+                            }
+                            Format::Text => writeln!(out, "{}", render_alert(a))?,
+                        }
+                    }
+                }
+            }
+            Output::DeadLetter(d) => {
+                report.dead_letters += 1;
+                *report.dead_letter_reasons.entry(reason_class(&d.reason)).or_default() += 1;
+                if let Some(w) = dead_out.as_deref_mut() {
+                    w.write(&d)?;
+                }
+            }
+            Output::RuleError { rule, message } => {
+                report.rule_errors += 1;
+                tracing::error!(rule = %rule, error = %message, "rule evaluation failed");
+            }
+        }
+        // Alerts are interactive output: do not sit on them for long.
+        if stdout && last_flush.elapsed() > Duration::from_millis(200) {
+            out.flush()?;
+            last_flush = Instant::now();
+        }
+    }
+    out.flush()?;
+    Ok(report)
+}
+
+/// Groups dead-letter reasons for the summary ("invalid JSON", "late", "field `x`").
+fn reason_class(reason: &str) -> String {
+    if reason.starts_with("late") {
+        "late".into()
+    } else if reason.starts_with("invalid JSON") {
+        "invalid JSON".into()
+    } else if let Some(rest) = reason.strip_prefix("field `") {
+        format!("bad field `{}`", rest.split('`').next().unwrap_or(""))
+    } else if reason.starts_with("missing") {
+        "missing field".into()
+    } else if reason.contains("stream") {
+        "unknown stream".into()
+    } else {
+        "other".into()
+    }
+}
+
+fn render_alert(a: &Alert) -> String {
+    let state = match a.state {
+        AlertState::Firing if a.notification > 1 => format!("FIRING#{}", a.notification),
+        AlertState::Firing => "FIRING".to_string(),
+        AlertState::Resolved => "RESOLVED".to_string(),
+    };
+    let values: Vec<String> = a
+        .values
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::Number(n) => match n.as_f64() {
+                Some(f) if n.is_f64() => format!("{k}={f:.2}"),
+                _ => format!("{k}={n}"),
+            },
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    format!(
+        "{} {:<9} {:<8} {:<30} key={} {}",
+        gridwatch_engine::time::format_timestamp(a.event_time),
+        state,
+        a.severity.name(),
+        a.rule_id,
+        a.key,
+        values.join(" ")
+    )
+}
+
+fn summarize(
+    report: PipelineReport,
+    sink: SinkReport,
+    unknown_stream: u64,
+    elapsed: Duration,
+    workers: usize,
+    batch_size: usize,
+    interrupted: bool,
+) -> Summary {
+    let events_in = report.streams.iter().map(|s| s.received).sum::<u64>() + unknown_stream;
+    let accepted = report.streams.iter().map(|s| s.accepted).sum();
+    let invalid = report.streams.iter().map(|s| s.invalid).sum();
+    let late = report.streams.iter().map(|s| s.late).sum();
+    let secs = elapsed.as_secs_f64();
+    Summary {
+        events_in,
+        events_accepted: accepted,
+        dead_lettered: sink.dead_letters,
+        invalid,
+        late,
+        unknown_stream,
+        elapsed_s: secs,
+        events_per_s: if secs > 0.0 { events_in as f64 / secs } else { 0.0 },
+        workers,
+        batch_size,
+        alerts_total: sink.alerts.values().map(|c| c.firing + c.resolved).sum(),
+        alerts: sink.alerts,
+        dead_letter_reasons: sink.dead_letter_reasons,
+        rule_errors: sink.rule_errors,
+        streams: report.streams,
+        keys_per_rule: report.keys_per_rule,
+        interrupted,
+    }
+}
+
+fn print_summary(s: &Summary) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(e, "\n── gridwatch run summary{} ──", if s.interrupted { " (interrupted)" } else { "" });
+    let per_stream: Vec<String> = s.streams.iter().map(|st| format!("{} {}", st.stream, st.received)).collect();
+    let _ = writeln!(e, "events in      {:>12}   ({})", s.events_in, per_stream.join(", "));
+    let _ = writeln!(e, "accepted       {:>12}", s.events_accepted);
+    let reasons: Vec<String> = s.dead_letter_reasons.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let _ = writeln!(e, "dead-lettered  {:>12}   ({})", s.dead_lettered, reasons.join(", "));
+    let _ = writeln!(
+        e,
+        "elapsed        {:>12.3} s → {:.0} events/s ({} workers, batch {})",
+        s.elapsed_s, s.events_per_s, s.workers, s.batch_size
+    );
+    let _ = writeln!(e, "alerts         {:>12}", s.alerts_total);
+    let _ = writeln!(e, "  {:<32} {:>8} {:>9}", "rule", "firing", "resolved");
+    for (rule, c) in &s.alerts {
+        let _ = writeln!(e, "  {:<32} {:>8} {:>9}", rule, c.firing, c.resolved);
+    }
+    let silent: Vec<&str> = s.keys_per_rule.iter().filter(|(r, _)| !s.alerts.contains_key(r)).map(|(r, _)| r.as_str()).collect();
+    if !silent.is_empty() {
+        let _ = writeln!(e, "  no alerts: {}", silent.join(", "));
+    }
+    if s.rule_errors > 0 {
+        let _ = writeln!(e, "rule errors    {:>12}   (see log)", s.rule_errors);
+    }
+}
+
