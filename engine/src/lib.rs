@@ -35,6 +35,9 @@ pub mod plan;
 pub mod schema;
 pub mod time;
 
+#[cfg(test)]
+pub(crate) mod testutil;
+
 pub use alert::{Alert, AlertState};
 pub use error::{EngineError, Result};
 pub use pipeline::{DeadLetter, Output, Pipeline, PipelineOptions, PipelineReport};

@@ -140,3 +140,6 @@ impl Timers {
     }
 }
 
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,206 @@
+//! Event-time edge cases of every operator, run through the real pipeline.
+
+use crate::alert::AlertState::{Firing, Resolved};
+use crate::testutil::{absence, ev, run, stream, threshold, window};
+
+const S: i64 = 1000;
+
+#[test]
+fn threshold_without_for_fires_once_per_episode_and_resolves() {
+    let s = stream(0, None);
+    let events = [ev(0, "a", 1.0), ev(10 * S, "a", 30.0), ev(20 * S, "a", 31.0), ev(30 * S, "a", 2.0), ev(40 * S, "a", 40.0)];
+    let out = run(s.clone(), vec![threshold(&s, "value > 25", None, 0)], &events, 1, 16, None);
+    assert_eq!(
+        out.brief(),
+        vec![("a".into(), Firing, 10 * S), ("a".into(), Resolved, 30 * S), ("a".into(), Firing, 40 * S)]
+    );
+    // Firing and resolved of one episode share the id; the next episode gets a new one.
+    assert_eq!(out.alerts[0].alert_id, out.alerts[1].alert_id);
+    assert_ne!(out.alerts[0].alert_id, out.alerts[2].alert_id);
+    assert_eq!(out.alerts[0].values["value"], serde_json::json!(30.0));
+}
+
+#[test]
+fn threshold_for_fires_on_the_watermark_and_resets_when_it_stops_holding() {
+    let s = stream(0, None);
+    // "a" holds 0..=20 s then drops: the 30 s stopwatch resets, no alert.
+    // "b" holds from 5 s with no further reading of its own; "c"'s readings move the
+    // watermark past 35 s, so "b" fires at exactly 35 s by timer.
+    let events = [
+        ev(0, "a", 30.0),
+        ev(5 * S, "b", 30.0),
+        ev(10 * S, "a", 30.0),
+        ev(20 * S, "a", 30.0),
+        ev(25 * S, "a", 1.0),
+        ev(40 * S, "c", 1.0),
+        ev(50 * S, "a", 30.0),
+    ];
+    let out = run(s.clone(), vec![threshold(&s, "value > 25", None, 30 * S)], &events, 2, 3, None);
+    assert_eq!(out.brief(), vec![("b".into(), Firing, 35 * S)]);
+    assert_eq!(out.alerts[0].episode_start, 5 * S);
+    assert_eq!(out.alerts[0].evidence.len(), 1, "the event that started the episode");
+}
+
+#[test]
+fn threshold_for_fires_on_an_event_exactly_at_the_deadline() {
+    let s = stream(0, None);
+    let events = [ev(0, "a", 30.0), ev(30 * S, "a", 30.0)];
+    let out = run(s.clone(), vec![threshold(&s, "value > 25", None, 30 * S)], &events, 1, 1, None);
+    assert_eq!(out.brief(), vec![("a".into(), Firing, 30 * S)]);
+}
+
+#[test]
+fn hysteresis_keeps_firing_until_the_clear_condition() {
+    let s = stream(0, None);
+    let events = [ev(0, "a", 30.0), ev(10 * S, "a", 20.0), ev(20 * S, "a", 12.0), ev(30 * S, "a", 9.0)];
+    let out = run(s.clone(), vec![threshold(&s, "value > 25", Some("value < 10"), 0)], &events, 1, 4, None);
+    assert_eq!(out.brief(), vec![("a".into(), Firing, 0), ("a".into(), Resolved, 30 * S)]);
+}
+
+#[test]
+fn late_events_go_to_dead_letter_and_out_of_order_within_bounds_is_kept() {
+    let s = stream(5 * S, None);
+    let events = [ev(100 * S, "a", 1.0), ev(96 * S, "a", 30.0), ev(94 * S, "a", 30.0), ev(95 * S, "a", 30.0)];
+    let out = run(s.clone(), vec![threshold(&s, "value > 25", None, 0)], &events, 1, 8, None);
+    // 96 s is within 5 s of 100 s; 94 s is behind the watermark (95 s); 95 s is exactly on it.
+    assert_eq!(out.brief(), vec![("a".into(), Firing, 96 * S)]);
+    assert_eq!(out.dead.len(), 1);
+    assert_eq!(out.dead[0].reason, "late: 1000 ms behind the watermark");
+    assert!(out.dead[0].payload.contains("94000"));
+}
+
+#[test]
+fn tumbling_window_boundaries_are_half_open() {
+    let s = stream(0, None);
+    // Window [0, 60 s): two events; the event at exactly 60 s belongs to [60 s, 120 s).
+    let events = [ev(0, "a", 1.0), ev(59_999, "a", 2.0), ev(60 * S, "a", 3.0), ev(130 * S, "b", 0.0)];
+    let out = run(s, vec![window(60 * S, 60 * S, "count >= 1")], &events, 1, 2, None);
+    let counts: Vec<(i64, serde_json::Value)> =
+        out.alerts.iter().filter(|a| a.key == "a").map(|a| (a.event_time, a.values["count"].clone())).collect();
+    // Fires for [0,60) with count 2, stays firing for [60,120) (count 1): one episode.
+    assert_eq!(counts, vec![(60 * S, serde_json::json!(2))]);
+    assert_eq!(out.alerts[0].values["sum_value"], serde_json::json!(3.0));
+}
+
+#[test]
+fn window_resolves_when_condition_stops_holding_and_computes_delta_and_rate() {
+    let s = stream(0, None);
+    let events = [
+        ev(0, "a", 10.0),
+        ev(30 * S, "a", 40.0), // window [0,60): delta 30 over 30 s → rate 1/s
+        ev(60 * S, "a", 40.0),
+        ev(90 * S, "a", 41.0), // window [60,120): delta 1
+        ev(200 * S, "a", 41.0),
+    ];
+    let out = run(s, vec![window(60 * S, 60 * S, "delta_value >= 20")], &events, 1, 5, None);
+    assert_eq!(out.brief(), vec![("a".into(), Firing, 60 * S), ("a".into(), Resolved, 120 * S)]);
+    assert_eq!(out.alerts[0].values["rate_value"], serde_json::json!(1.0));
+    assert_eq!(out.alerts[0].values["distinct_value"], serde_json::json!(2));
+}
+
+#[test]
+fn sliding_windows_see_each_event_in_every_window_it_belongs_to() {
+    let s = stream(0, None);
+    // size 30 s, slide 10 s: an event at 25 s is in [0,30), [10,40) and [20,50). With
+    // renotify every 10 s each of those windows notifies once; none after.
+    let mut rule = window(30 * S, 10 * S, "sum_value >= 1");
+    rule.meta = std::sync::Arc::new(crate::plan::RuleMeta { renotify_ms: Some(10 * S), ..(*rule.meta).clone() });
+    let events = [ev(25 * S, "a", 1.0), ev(100 * S, "b", 0.0)];
+    let out = run(s, vec![rule], &events, 1, 1, None);
+    let a: Vec<(i64, u32)> = out.alerts.iter().filter(|x| x.key == "a").map(|x| (x.event_time, x.notification)).collect();
+    assert_eq!(a, vec![(30 * S, 1), (40 * S, 2), (50 * S, 3)]);
+    assert_eq!(out.alerts[0].episode_start, 0);
+}
+
+#[test]
+fn absence_fires_for_a_silent_key_while_others_move_the_watermark() {
+    let s = stream(0, None);
+    let mut events = vec![ev(0, "quiet", 1.0)];
+    for i in 0..40 {
+        events.push(ev(i * 30 * S, "chatty", 1.0));
+    }
+    events.push(ev(1300 * S, "quiet", 1.0)); // returns after the alert
+    let out = run(s, vec![absence(15 * 60 * S, None)], &events, 2, 7, None);
+    assert_eq!(out.brief(), vec![("quiet".into(), Firing, 900 * S), ("quiet".into(), Resolved, 1300 * S)]);
+    assert_eq!(out.alerts[0].values["silent_ms"], serde_json::json!(900_000));
+}
+
+#[test]
+fn absence_fires_when_the_whole_stream_goes_silent_after_its_idle_timeout() {
+    let s = stream(0, Some(1000));
+    let events = [ev(0, "a", 1.0), ev(10 * S, "b", 1.0)];
+    // Without idle time nothing fires: the watermark stops at 10 s.
+    let out = run(s.clone(), vec![absence(60 * S, None)], &events, 1, 1, None);
+    assert!(out.alerts.is_empty());
+    // 120 s of processing-time silence: past the 1 s idle timeout the watermark advances
+    // with the clock, so both keys are found absent.
+    let out = run(s, vec![absence(60 * S, None)], &events, 1, 1, Some(120_000));
+    assert_eq!(out.brief(), vec![("a".into(), Firing, 60 * S), ("b".into(), Firing, 70 * S)]);
+}
+
+#[test]
+fn absence_renotifies_while_silent() {
+    let s = stream(0, None);
+    let events = [ev(0, "a", 1.0), ev(100 * S, "b", 1.0)];
+    let out = run(s, vec![absence(20 * S, Some(30 * S))], &events, 1, 1, None);
+    let a: Vec<(i64, u32)> = out.alerts.iter().filter(|x| x.key == "a").map(|x| (x.event_time, x.notification)).collect();
+    assert_eq!(a, vec![(20 * S, 1), (50 * S, 2), (80 * S, 3)]);
+}
+
+#[test]
+fn bad_rows_are_dead_lettered_with_a_reason_and_never_panic() {
+    let s = stream(0, None);
+    let events = vec![
+        "{not json".to_string(),
+        r#"{"ts":1,"id":"a"}"#.to_string(),
+        r#"{"ts":1,"id":"a","value":"x"}"#.to_string(),
+        r#"[1,2,3]"#.to_string(),
+        String::new(),
+        ev(5, "a", 30.0),
+    ];
+    let out = run(s.clone(), vec![threshold(&s, "value > 25", None, 0)], &events, 2, 2, None);
+    assert_eq!(out.alerts.len(), 1);
+    assert_eq!(out.dead.len(), 5);
+    assert!(out.dead.iter().all(|d| !d.reason.is_empty() && d.stream == "s"));
+}
+
+mod determinism {
+    use proptest::prelude::*;
+
+    use super::S;
+    use crate::testutil::{absence, ev, run, stream, threshold, window};
+
+    fn events() -> impl Strategy<Value = Vec<String>> {
+        // Mostly increasing time with backward jitter up to 8 s (the bound is 5 s, so some
+        // rows are late), five keys, values around the thresholds.
+        prop::collection::vec((0i64..20, 0i64..8000, 0usize..5, 0u32..60), 1..300).prop_map(|steps| {
+            let mut t = 0;
+            steps
+                .into_iter()
+                .map(|(advance, jitter, key, value)| {
+                    t += advance * S / 2;
+                    ev(t - jitter, ["a", "b", "c", "d", "e"][key], f64::from(value))
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// The same input gives the same alerts and dead letters for any worker count and
+        /// batch size.
+        #[test]
+        fn alerts_do_not_depend_on_workers_or_batch_size(events in events(), workers in 2usize..5, batch in 1usize..64) {
+            let s = stream(5 * S, None);
+            let rules = || vec![
+                threshold(&s, "value > 40", Some("value < 20"), 10 * S),
+                window(30 * S, 10 * S, "count >= 3 AND delta_value > 10"),
+                absence(20 * S, Some(15 * S)),
+            ];
+            let reference = run(s.clone(), rules(), &events, 1, 4096, None);
+            let other = run(s.clone(), rules(), &events, workers, batch, None);
+            prop_assert_eq!(&reference.alerts, &other.alerts);
+            prop_assert_eq!(reference.dead.len(), other.dead.len());
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Test helpers: a small stream, rules built from SQL, and a driver that runs events
+//! through a real [`Pipeline`] and collects what comes out.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::common::DFSchema;
+use datafusion::prelude::SessionContext;
+
+use crate::alert::{Alert, AlertState};
+use crate::pipeline::{DeadLetter, Output, Pipeline, PipelineOptions};
+use crate::plan::{
+    AbsencePlan, AggFunc, Aggregate, Plan, Predicate, RuleKind, RuleMeta, RulePlan, Severity, ThresholdPlan, WindowPlan,
+};
+use crate::schema::{FieldDef, FieldType, LatePolicy, StreamDef};
+use crate::time::Millis;
+
+/// A stream `s` with fields ts, id (key), value and out-of-orderness `ooo` ms.
+pub fn stream(ooo: Millis, idle_timeout_ms: Option<Millis>) -> Arc<StreamDef> {
+    Arc::new(StreamDef {
+        name: "s".into(),
+        fields: vec![
+            FieldDef { name: "ts".into(), ty: FieldType::Timestamp, required: true },
+            FieldDef { name: "id".into(), ty: FieldType::String, required: true },
+            FieldDef { name: "value".into(), ty: FieldType::Float, required: true },
+        ],
+        time_field: 0,
+        key_fields: vec![1],
+        max_out_of_orderness_ms: ooo,
+        idle_timeout_ms,
+        late_policy: LatePolicy::DeadLetter,
+    })
+}
+
+/// Plans `sql` against `schema`.
+pub fn predicate(sql: &str, schema: &arrow::datatypes::SchemaRef) -> Predicate {
+    let ctx = SessionContext::new();
+    let df = DFSchema::try_from(schema.as_ref().clone()).expect("schema");
+    let e = ctx.parse_sql_expr(sql, &df).expect("parse");
+    Predicate { sql: sql.into(), expr: ctx.create_physical_expr(e, &df).expect("plan") }
+}
+
+fn meta(id: &str, renotify_ms: Option<Millis>) -> Arc<RuleMeta> {
+    Arc::new(RuleMeta {
+        id: id.into(),
+        name: id.into(),
+        description: String::new(),
+        severity: Severity::Warning,
+        category: "test".into(),
+        labels: BTreeMap::new(),
+        renotify_ms,
+    })
+}
+
+/// A threshold rule on [`stream`].
+pub fn threshold(s: &StreamDef, cond: &str, clear: Option<&str>, for_ms: Millis) -> RulePlan {
+    let schema = s.arrow_schema();
+    RulePlan {
+        meta: meta("th", None),
+        stream: 0,
+        key_fields: vec![1],
+        filter: None,
+        kind: RuleKind::Threshold(ThresholdPlan {
+            condition: predicate(cond, &schema),
+            clear_condition: clear.map(|c| predicate(c, &schema)),
+            for_ms,
+            observed: vec![2],
+        }),
+    }
+}
+
+/// A window rule with aggregates `count` and `delta(value)`, `sum(value)`.
+pub fn window(size_ms: Millis, slide_ms: Millis, cond: &str) -> RulePlan {
+    let aggregates = vec![
+        Aggregate { func: AggFunc::Count, field: None, name: "count".into() },
+        Aggregate { func: AggFunc::Sum, field: Some(2), name: "sum_value".into() },
+        Aggregate { func: AggFunc::Delta, field: Some(2), name: "delta_value".into() },
+        Aggregate { func: AggFunc::Rate, field: Some(2), name: "rate_value".into() },
+        Aggregate { func: AggFunc::CountDistinct, field: Some(2), name: "distinct_value".into() },
+    ];
+    let fields: Vec<arrow::datatypes::Field> = aggregates
+        .iter()
+        .map(|a| {
+            let ty = if a.func.is_count() { arrow::datatypes::DataType::Int64 } else { arrow::datatypes::DataType::Float64 };
+            arrow::datatypes::Field::new(&a.name, ty, true)
+        })
+        .collect();
+    let result_schema = Arc::new(arrow::datatypes::Schema::new(fields));
+    RulePlan {
+        meta: meta("win", None),
+        stream: 0,
+        key_fields: vec![1],
+        filter: None,
+        kind: RuleKind::Window(WindowPlan { size_ms, slide_ms, aggregates, condition: predicate(cond, &result_schema), result_schema }),
+    }
+}
+
+/// An absence rule.
+pub fn absence(absent_for_ms: Millis, renotify_ms: Option<Millis>) -> RulePlan {
+    RulePlan {
+        meta: meta("abs", renotify_ms),
+        stream: 0,
+        key_fields: vec![1],
+        filter: None,
+        kind: RuleKind::Absence(AbsencePlan { absent_for_ms }),
+    }
+}
+
+/// An event of [`stream`].
+pub fn ev(ts: Millis, id: &str, value: f64) -> String {
+    format!(r#"{{"ts":{ts},"id":"{id}","value":{value}}}"#)
+}
+
+/// What a run produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Alerts sorted by (rule, key, time, state, notification).
+    pub alerts: Vec<Alert>,
+    /// Dead letters in arrival order.
+    pub dead: Vec<DeadLetter>,
+}
+
+impl Outcome {
+    /// Compact `(key, state, event_time)` triples.
+    pub fn brief(&self) -> Vec<(String, AlertState, Millis)> {
+        self.alerts.iter().map(|a| (a.key.clone(), a.state, a.event_time)).collect()
+    }
+}
+
+/// Runs `payloads` through a pipeline; `idle_at` optionally simulates that much processing
+/// time of silence before the end (for idle-stream tests).
+pub fn run(stream: Arc<StreamDef>, rules: Vec<RulePlan>, payloads: &[String], workers: usize, batch_size: usize, idle_ms: Option<u64>) -> Outcome {
+    let plan = Arc::new(Plan { streams: vec![stream], rules: rules.into_iter().map(Arc::new).collect() });
+    let (mut p, rx) = Pipeline::start(plan, PipelineOptions { workers, batch_size, queue_depth: 4 });
+    let collector = std::thread::spawn(move || {
+        let mut out = Outcome::default();
+        for o in rx {
+            match o {
+                Output::Alerts(a) => out.alerts.extend(a),
+                Output::DeadLetter(d) => out.dead.push(d),
+                Output::RuleError { rule, message } => panic!("rule {rule} failed: {message}"),
+            }
+        }
+        out
+    });
+    for payload in payloads {
+        p.push(0, payload.as_bytes()).expect("push");
+    }
+    if let Some(ms) = idle_ms {
+        p.flush().expect("flush");
+        let later = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+        p.on_idle(later).expect("idle");
+    }
+    p.finish().expect("finish");
+    let mut out = collector.join().expect("collector");
+    out.alerts.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()).then_with(|| a.rule_id.cmp(&b.rule_id)));
+    out
+}
