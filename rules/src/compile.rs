@@ -137,13 +137,14 @@ fn load(path: &Path, rule_override: Option<&[PathBuf]>) -> Loaded {
             let Some(compiled) = compile_rule(node, &r, &config.streams, &planner, &mut diags) else { continue };
             let id = compiled.plan.meta.id.to_string();
             if let Some((first_src, first_pos)) = seen.get(&id) {
+                let first = if first_src.path == src.path {
+                    format!("line {}, column {}", first_pos.line, first_pos.col)
+                } else {
+                    format!("{}:{}:{}", first_src.path.display(), first_pos.line, first_pos.col)
+                };
                 diags.push(
-                    r.error(Code::DuplicateId, &compiled.id_node, format!("duplicate rule id `{id}`")).with_hint(format!(
-                        "first defined at {}:{}:{}; rule ids must be unique",
-                        first_src.path.display(),
-                        first_pos.line,
-                        first_pos.col
-                    )),
+                    r.error(Code::DuplicateId, &compiled.id_node, format!("duplicate rule id `{id}`"))
+                        .with_hint(format!("first defined at {first}; rule ids must be unique")),
                 );
                 continue;
             }

@@ -191,8 +191,21 @@ fn classify_error(
     }
     let first = msg.lines().next().unwrap_or(msg).trim();
     let first = first.strip_prefix("SQL error: ").unwrap_or(first);
-    reader
-        .error(Code::BadExpression, node, format!("invalid expression in `{what}`: {first}"))
+    // sqlparser reports `ParserError("Expected: …, found: = at Line: 1, Column: 9")`.
+    let inner = first.strip_prefix("ParserError(\"").and_then(|s| s.strip_suffix("\")")).unwrap_or(first);
+    let (text, column) = match inner.rsplit_once(" at Line: ") {
+        Some((text, at)) => (text, at.split("Column: ").nth(1).and_then(|c| c.trim().parse::<u32>().ok())),
+        None => (inner, None),
+    };
+    let single_line = !sql.contains('\n') && reader.source.line(node.pos.line).is_some_and(|l| l.contains(sql));
+    let diag = match column {
+        Some(c) if single_line => {
+            let col = node.pos.col + u32::from(reader.is_quoted(node)) + c.saturating_sub(1);
+            reader.error_at(Code::BadExpression, Pos { line: node.pos.line, col }, 1, "")
+        }
+        _ => reader.error(Code::BadExpression, node, ""),
+    };
+    Diagnostic { message: format!("invalid expression in `{what}`: {text}"), ..diag }
         .with_hint(format!("`{what}` is a SQL boolean expression such as `metric = 'ch4_lel' AND value > 25` (got `{sql}`)"))
 }
 

@@ -303,7 +303,7 @@ fn compile_window(
     let result_schema = Arc::new(Schema::new(fields));
     let cnode = m.require("condition", what, r, diags)?;
     let sql = r.string(cnode, "condition", diags)?;
-    let planned = planner.predicate(&sql, &result_schema, "the window's aggregates", r, cnode, "condition", diags)?;
+    let planned = planner.predicate(&sql, &result_schema, "the window's aggregate list", r, cnode, "condition", diags)?;
     Some(WindowPlan { size_ms, slide_ms, aggregates, condition: planned.predicate, result_schema })
 }
 

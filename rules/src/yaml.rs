@@ -129,6 +129,11 @@ pub fn parse(source: &Arc<Source>) -> Result<Node, Diagnostic> {
             .map(|l| Pos { line: l.line() as u32, col: l.column() as u32 })
             .unwrap_or(Pos { line: 1, col: 1 });
         let message = first_line(&e.to_string());
+        // The position is reported separately; drop serde-saphyr's own prefix.
+        let message = match message.split_once(": ") {
+            Some((head, rest)) if head.starts_with("error") => rest.split_once(": ").filter(|(h, _)| h.starts_with("line ")).map_or(rest, |(_, m)| m).to_string(),
+            _ => message,
+        };
         Diagnostic::new(Code::Syntax, format!("invalid YAML: {message}"), source, pos, 1)
             .with_hint("check indentation and that every `key: value` pair has a space after the colon")
     })
