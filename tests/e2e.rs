@@ -1,0 +1,108 @@
+//! End-to-end tests of the `gridwatch` binary.
+//!
+//! mod list:
+//! - city: the example city from a fixed seed gives exactly the golden alert set, for any
+//!   worker count and batch size, from the generator or a recorded file.
+//! - cli: `validate` reports every error with locations and fails; `run` reports dead letters.
+
+mod util;
+
+use util::{brief, city_config, gridwatch, run_city};
+
+const GOLDEN: &str = "tests/golden/city_seed42_2h.txt";
+
+#[test]
+fn city_run_matches_the_golden_alert_set() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (alerts, summary) = run_city(dir.path(), "golden", &["--duration", "2h", "--seed", "42"]);
+    let actual = brief(&alerts).join("\n") + "\n";
+    let golden_path = util::root().join(GOLDEN);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden_path, &actual).expect("write golden");
+    }
+    let golden = std::fs::read_to_string(&golden_path).expect("golden file (UPDATE_GOLDEN=1 to create)");
+    assert_eq!(actual, golden, "alert set changed; review, then UPDATE_GOLDEN=1 cargo test --test e2e");
+    // Every rule of the example pack fires at least once, even in two hours.
+    let fired: std::collections::BTreeSet<&str> = golden.lines().filter_map(|l| l.split(' ').next()).collect();
+    assert_eq!(fired.len(), 17, "rules that fired: {fired:?}");
+    assert!(summary["dead_lettered"].as_u64().unwrap_or(0) > 0, "the generator injects bad rows");
+    assert_eq!(summary["events_in"], summary["events_accepted"].as_u64().unwrap_or(0) + summary["dead_lettered"].as_u64().unwrap_or(0));
+}
+
+#[test]
+fn city_alerts_are_identical_for_any_workers_and_batch_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = ["--duration", "1h", "--seed", "7"];
+    let (reference, _) = run_city(dir.path(), "w1", &[&base[..], &["--workers", "1", "--batch-size", "4096"]].concat());
+    assert!(reference.len() > 10, "expected some alerts, got {}", reference.len());
+    for (workers, batch) in [("2", "1000"), ("3", "7"), ("4", "333")] {
+        let name = format!("w{workers}b{batch}");
+        let (other, _) = run_city(dir.path(), &name, &[&base[..], &["--workers", workers, "--batch-size", batch]].concat());
+        // Whole alert records, ids, values and evidence included.
+        assert_eq!(reference, other, "workers {workers}, batch {batch}");
+    }
+}
+
+#[test]
+fn replaying_a_recorded_file_gives_the_same_alerts_as_the_generator() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.ndjson");
+    let config = city_config();
+    gridwatch(&["generate", "--config", config.to_str().unwrap(), "--out", events.to_str().unwrap(), "--duration", "1h", "--seed", "9"]);
+    let (from_generator, s1) = run_city(dir.path(), "gen", &["--duration", "1h", "--seed", "9"]);
+    let (from_file, s2) = run_city(dir.path(), "file", &["--events", events.to_str().unwrap()]);
+    assert_eq!(from_generator, from_file);
+    assert_eq!(s1["events_in"], s2["events_in"]);
+    assert_eq!(s1["dead_lettered"], s2["dead_lettered"]);
+}
+
+#[test]
+fn dead_letters_carry_reason_and_raw_payload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("bad.ndjson");
+    std::fs::write(
+        &events,
+        concat!(
+            r#"{"stream":"sensor","ts":1000,"device_id":"gas-1","kind":"gas","metric":"ch4_lel","value":"high"}"#, "\n",
+            r#"{"stream":"sensor","ts":1000,"device_id":"gas-1""#, "\n",
+            r#"{"stream":"parking","ts":1000}"#, "\n",
+            r#"{"ts":1000}"#, "\n",
+            r#"{"stream":"sensor","ts":"2026-11-23T00:00:00Z","device_id":"gas-1","kind":"gas","metric":"ch4_lel","value":55}"#, "\n",
+        ),
+    )
+    .unwrap();
+    let (alerts, summary) = run_city(dir.path(), "bad", &["--events", events.to_str().unwrap()]);
+    assert_eq!(brief(&alerts), vec!["gas-methane-alarm gas-1 firing 2026-11-23T00:00:00.000Z #1".to_string()]);
+    assert_eq!(summary["dead_lettered"], 4);
+    let dead: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("bad-dead.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert!(reasons[0].starts_with("field `value`: expected float, got string \"high\""), "{reasons:?}");
+    assert!(reasons[1].starts_with("invalid JSON"), "{reasons:?}");
+    assert_eq!(reasons[2], "line 3: unknown stream `parking`");
+    assert_eq!(reasons[3], "line 4: no `stream` field naming the stream");
+    assert!(dead[1]["payload"].as_str().unwrap().contains(r#""device_id":"gas-1""#));
+}
+
+#[test]
+fn validate_lists_every_error_and_fails() {
+    let root = util::root();
+    let out = std::process::Command::new(util::bin())
+        .current_dir(&root)
+        .args(["validate", "--config", "rules/tests/fixtures/gridwatch.yaml", "rules/tests/fixtures/invalid/many_errors.yaml", "rules/tests/fixtures/invalid/window_errors.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("error[").count(), 9, "{text}");
+    assert!(text.contains("rules/tests/fixtures/invalid/many_errors.yaml:13:13"), "{text}");
+    assert!(text.contains("= hint: did you mean `sensor`?"), "{text}");
+    assert!(text.trim_end().ends_with("9 errors found"), "{text}");
+
+    let ok = gridwatch(&["validate", "examples/city/rules"]);
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(text.starts_with("ok: 17 rules in 3 files"), "{text}");
+}

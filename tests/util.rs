@@ -1,0 +1,78 @@
+//! Helpers for end-to-end tests: run the real `gridwatch` binary in a temp dir.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Path of the built binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gridwatch")
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The example city's config.
+pub fn city_config() -> PathBuf {
+    root().join("examples/city/gridwatch.yaml")
+}
+
+/// Runs `gridwatch args…`, panicking with its output if it fails.
+pub fn gridwatch(args: &[&str]) -> Output {
+    let out = Command::new(bin()).args(args).current_dir(root()).output().expect("spawn gridwatch");
+    assert!(
+        out.status.success(),
+        "gridwatch {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs the city with extra args; returns (alerts file lines sorted, summary JSON).
+pub fn run_city(dir: &Path, name: &str, extra: &[&str]) -> (Vec<String>, serde_json::Value) {
+    let alerts = dir.join(format!("{name}-alerts.ndjson"));
+    let dead = dir.join(format!("{name}-dead.ndjson"));
+    let summary = dir.join(format!("{name}-summary.json"));
+    let config = city_config();
+    let mut args = vec![
+        "run",
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        "--quiet",
+        "--alerts-out",
+        alerts.to_str().expect("utf-8 path"),
+        "--dead-letter-out",
+        dead.to_str().expect("utf-8 path"),
+        "--summary-json",
+        summary.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    gridwatch(&args);
+    let mut lines: Vec<String> = std::fs::read_to_string(&alerts).expect("alerts file").lines().map(String::from).collect();
+    lines.sort();
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).expect("summary")).expect("summary json");
+    (lines, summary)
+}
+
+/// `rule key state event_time` of each alert line, sorted.
+pub fn brief(lines: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("alert json");
+            format!(
+                "{} {} {} {} #{}",
+                v["rule_id"].as_str().unwrap_or_default(),
+                v["key"].as_str().unwrap_or_default(),
+                v["state"].as_str().unwrap_or_default(),
+                v["event_time"].as_str().unwrap_or_default(),
+                v["notification"]
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
