@@ -16,7 +16,9 @@ pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
     let mut generator = CityGenerator::new(settings);
     let mut out = NdjsonWriter::create(&args.out)?;
     let bar = ProgressBar::new(generator.estimated_total());
-    bar.set_style(ProgressStyle::with_template("{spinner} {wide_bar} {human_pos}/{human_len} events ({per_sec}, {eta})")?);
+    bar.set_style(ProgressStyle::with_template(
+        "{spinner} {wide_bar} {human_pos}/{human_len} events ({per_sec}, {eta})",
+    )?);
     let mut n = 0u64;
     while let Some((_, payload)) = generator.next_event() {
         out.write_raw(payload)?;

@@ -19,7 +19,12 @@ use serde::Serialize;
 use crate::cli::{Format, RunArgs};
 
 /// Builds generator settings from the config and CLI overrides.
-pub fn generator_settings(config: &Config, duration: Option<&str>, seed: Option<u64>, scale: Option<u32>) -> Result<GeneratorSettings> {
+pub fn generator_settings(
+    config: &Config,
+    duration: Option<&str>,
+    seed: Option<u64>,
+    scale: Option<u32>,
+) -> Result<GeneratorSettings> {
     let g = match &config.source {
         SourceConfig::Generator(g) => g.clone(),
         SourceConfig::File { .. } => gridwatch_rules::config::GeneratorConfig::default(),
@@ -28,7 +33,12 @@ pub fn generator_settings(config: &Config, duration: Option<&str>, seed: Option<
         Some(d) => gridwatch_rules::duration::parse_duration(d).map_err(|e| anyhow!("--duration `{d}`: {e}"))?,
         None => g.duration_ms,
     };
-    Ok(GeneratorSettings { seed: seed.unwrap_or(g.seed), start_ms: g.start_ms, duration_ms, scale: scale.unwrap_or(g.scale) })
+    Ok(GeneratorSettings {
+        seed: seed.unwrap_or(g.seed),
+        start_ms: g.start_ms,
+        duration_ms,
+        scale: scale.unwrap_or(g.scale),
+    })
 }
 
 /// Per-rule alert counts.
@@ -88,7 +98,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     }
 
     let plan = Arc::new(plan);
-    let (mut pipeline, outputs) = Pipeline::start(plan.clone(), PipelineOptions { workers, batch_size, ..Default::default() });
+    let (mut pipeline, outputs) =
+        Pipeline::start(plan.clone(), PipelineOptions { workers, batch_size, ..Default::default() });
     let mut alerts_out = alerts_path.as_deref().map(NdjsonWriter::create).transpose()?;
     let mut dead_out = dead_path.as_deref().map(NdjsonWriter::create).transpose()?;
     let format = args.format;
@@ -118,7 +129,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let sink_report = sink.join().map_err(|_| anyhow!("the sink thread panicked"))??;
     feed?;
 
-    let summary = summarize(report, sink_report, unknown_stream, elapsed, workers, batch_size, interrupted.load(Ordering::SeqCst));
+    let summary = summarize(
+        report,
+        sink_report,
+        unknown_stream,
+        elapsed,
+        workers,
+        batch_size,
+        interrupted.load(Ordering::SeqCst),
+    );
     print_summary(&summary);
     if let Some(path) = &args.summary_json {
         let mut w = NdjsonWriter::create(path)?;
@@ -128,7 +147,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn feed_generator(pipeline: &mut Pipeline, settings: GeneratorSettings, stop: &AtomicBool, unknown: &mut u64) -> Result<()> {
+fn feed_generator(
+    pipeline: &mut Pipeline,
+    settings: GeneratorSettings,
+    stop: &AtomicBool,
+    unknown: &mut u64,
+) -> Result<()> {
     let index: Vec<Option<usize>> = generator::STREAMS.iter().map(|s| pipeline.plan().stream_index(s)).collect();
     let mut generator = CityGenerator::new(settings);
     let mut n = 0u64;
@@ -137,7 +161,11 @@ fn feed_generator(pipeline: &mut Pipeline, settings: GeneratorSettings, stop: &A
             Some(i) => pipeline.push(i, payload)?,
             None => {
                 *unknown += 1;
-                pipeline.reject(generator::STREAMS[stream], "unknown stream: not declared in the config".into(), payload)?;
+                pipeline.reject(
+                    generator::STREAMS[stream],
+                    "unknown stream: not declared in the config".into(),
+                    payload,
+                )?;
             }
         }
         n += 1;
@@ -327,7 +355,8 @@ fn print_summary(s: &Summary) {
     for (rule, c) in &s.alerts {
         let _ = writeln!(e, "  {:<32} {:>8} {:>9}", rule, c.firing, c.resolved);
     }
-    let silent: Vec<&str> = s.keys_per_rule.iter().filter(|(r, _)| !s.alerts.contains_key(r)).map(|(r, _)| r.as_str()).collect();
+    let silent: Vec<&str> =
+        s.keys_per_rule.iter().filter(|(r, _)| !s.alerts.contains_key(r)).map(|(r, _)| r.as_str()).collect();
     if !silent.is_empty() {
         let _ = writeln!(e, "  no alerts: {}", silent.join(", "));
     }
@@ -335,4 +364,3 @@ fn print_summary(s: &Summary) {
         let _ = writeln!(e, "rule errors    {:>12}   (see log)", s.rule_errors);
     }
 }
-

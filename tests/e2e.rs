@@ -26,7 +26,10 @@ fn city_run_matches_the_golden_alert_set() {
     let fired: std::collections::BTreeSet<&str> = golden.lines().filter_map(|l| l.split(' ').next()).collect();
     assert_eq!(fired.len(), 17, "rules that fired: {fired:?}");
     assert!(summary["dead_lettered"].as_u64().unwrap_or(0) > 0, "the generator injects bad rows");
-    assert_eq!(summary["events_in"], summary["events_accepted"].as_u64().unwrap_or(0) + summary["dead_lettered"].as_u64().unwrap_or(0));
+    assert_eq!(
+        summary["events_in"],
+        summary["events_accepted"].as_u64().unwrap_or(0) + summary["dead_lettered"].as_u64().unwrap_or(0)
+    );
 }
 
 #[test]
@@ -37,7 +40,8 @@ fn city_alerts_are_identical_for_any_workers_and_batch_size() {
     assert!(reference.len() > 10, "expected some alerts, got {}", reference.len());
     for (workers, batch) in [("2", "1000"), ("3", "7"), ("4", "333")] {
         let name = format!("w{workers}b{batch}");
-        let (other, _) = run_city(dir.path(), &name, &[&base[..], &["--workers", workers, "--batch-size", batch]].concat());
+        let (other, _) =
+            run_city(dir.path(), &name, &[&base[..], &["--workers", workers, "--batch-size", batch]].concat());
         // Whole alert records, ids, values and evidence included.
         assert_eq!(reference, other, "workers {workers}, batch {batch}");
     }
@@ -48,7 +52,17 @@ fn replaying_a_recorded_file_gives_the_same_alerts_as_the_generator() {
     let dir = tempfile::tempdir().expect("tempdir");
     let events = dir.path().join("events.ndjson");
     let config = city_config();
-    gridwatch(&["generate", "--config", config.to_str().unwrap(), "--out", events.to_str().unwrap(), "--duration", "1h", "--seed", "9"]);
+    gridwatch(&[
+        "generate",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        events.to_str().unwrap(),
+        "--duration",
+        "1h",
+        "--seed",
+        "9",
+    ]);
     let (from_generator, s1) = run_city(dir.path(), "gen", &["--duration", "1h", "--seed", "9"]);
     let (from_file, s2) = run_city(dir.path(), "file", &["--events", events.to_str().unwrap()]);
     assert_eq!(from_generator, from_file);
@@ -92,7 +106,13 @@ fn validate_lists_every_error_and_fails() {
     let root = util::root();
     let out = std::process::Command::new(util::bin())
         .current_dir(&root)
-        .args(["validate", "--config", "rules/tests/fixtures/gridwatch.yaml", "rules/tests/fixtures/invalid/many_errors.yaml", "rules/tests/fixtures/invalid/window_errors.yaml"])
+        .args([
+            "validate",
+            "--config",
+            "rules/tests/fixtures/gridwatch.yaml",
+            "rules/tests/fixtures/invalid/many_errors.yaml",
+            "rules/tests/fixtures/invalid/window_errors.yaml",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

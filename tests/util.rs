@@ -51,9 +51,11 @@ pub fn run_city(dir: &Path, name: &str, extra: &[&str]) -> (Vec<String>, serde_j
     ];
     args.extend_from_slice(extra);
     gridwatch(&args);
-    let mut lines: Vec<String> = std::fs::read_to_string(&alerts).expect("alerts file").lines().map(String::from).collect();
+    let mut lines: Vec<String> =
+        std::fs::read_to_string(&alerts).expect("alerts file").lines().map(String::from).collect();
     lines.sort();
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).expect("summary")).expect("summary json");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).expect("summary")).expect("summary json");
     (lines, summary)
 }
 

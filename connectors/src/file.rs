@@ -35,7 +35,13 @@ impl NdjsonSource {
     /// Opens `path`.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|source| ConnectorError::Open { path: path.to_path_buf(), source })?;
-        Ok(NdjsonSource { path: path.to_path_buf(), reader: BufReader::with_capacity(1 << 20, file), line: Vec::new(), line_no: 0, bytes: 0 })
+        Ok(NdjsonSource {
+            path: path.to_path_buf(),
+            reader: BufReader::with_capacity(1 << 20, file),
+            line: Vec::new(),
+            line_no: 0,
+            bytes: 0,
+        })
     }
 
     /// Total size of the file in bytes (for progress).
@@ -110,7 +116,8 @@ impl NdjsonWriter {
 
     /// Writes one value as a line.
     pub fn write<T: serde::Serialize>(&mut self, value: &T) -> Result<()> {
-        serde_json::to_writer(&mut self.out, value).map_err(|e| ConnectorError::Write { path: self.path.clone(), source: e.into() })?;
+        serde_json::to_writer(&mut self.out, value)
+            .map_err(|e| ConnectorError::Write { path: self.path.clone(), source: e.into() })?;
         self.out.write_all(b"\n").map_err(|source| ConnectorError::Write { path: self.path.clone(), source })?;
         self.lines += 1;
         Ok(())
@@ -118,7 +125,10 @@ impl NdjsonWriter {
 
     /// Writes raw bytes as a line.
     pub fn write_raw(&mut self, line: &[u8]) -> Result<()> {
-        self.out.write_all(line).and_then(|()| self.out.write_all(b"\n")).map_err(|source| ConnectorError::Write { path: self.path.clone(), source })?;
+        self.out
+            .write_all(line)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .map_err(|source| ConnectorError::Write { path: self.path.clone(), source })?;
         self.lines += 1;
         Ok(())
     }

@@ -159,7 +159,8 @@ pub struct CityGenerator {
 }
 
 const CENTER: (f64, f64) = (36.07, 120.38);
-const DETECTION_CLASSES: [&str; 5] = ["illegal_stall", "exposed_garbage", "road_blocking_parking", "muck_spill", "smoke"];
+const DETECTION_CLASSES: [&str; 5] =
+    ["illegal_stall", "exposed_garbage", "road_blocking_parking", "muck_spill", "smoke"];
 
 impl CityGenerator {
     /// Builds the city for `settings`.
@@ -209,7 +210,11 @@ impl CityGenerator {
         let storm = at(0.4);
         for (n, &i) in rp.iter().step_by(10).enumerate() {
             let rise = if n % 2 == 0 { rng.random_range(30.0..45.0) } else { rng.random_range(50.0..60.0) };
-            sensors[i].episodes.push(Episode { start: storm + (n as i64) * MINUTE, end: storm + 60 * MINUTE, level: rise });
+            sensors[i].episodes.push(Episode {
+                start: storm + (n as i64) * MINUTE,
+                end: storm + 60 * MINUTE,
+                level: rise,
+            });
         }
         let pd = of_kind(&sensors, SensorKind::Ponding);
         for (n, &i) in pd.iter().step_by(12).enumerate() {
@@ -286,7 +291,18 @@ impl CityGenerator {
             c.silent_from = Some(at(0.5));
         }
 
-        CityGenerator { rng, settings, sensors, vehicles, cameras, tick: start, pending: Vec::new(), cursor: 0, buf: Vec::new(), generated: 0 }
+        CityGenerator {
+            rng,
+            settings,
+            sensors,
+            vehicles,
+            cameras,
+            tick: start,
+            pending: Vec::new(),
+            cursor: 0,
+            buf: Vec::new(),
+            generated: 0,
+        }
     }
 
     /// Events produced so far.
@@ -297,7 +313,9 @@ impl CityGenerator {
     /// Rough number of events the whole run produces (for progress bars).
     pub fn estimated_total(&self) -> u64 {
         let secs = (self.settings.duration_ms / SECOND) as u64;
-        (self.sensors.len() as u64 * secs / 30) + (self.vehicles.len() as u64 * secs / 10) + (self.cameras.len() as u64 * secs * 2 / 60)
+        (self.sensors.len() as u64 * secs / 30)
+            + (self.vehicles.len() as u64 * secs / 10)
+            + (self.cameras.len() as u64 * secs * 2 / 60)
     }
 
     /// The next event as (stream index into [`STREAMS`], JSON payload), or None at the end.
@@ -421,13 +439,7 @@ impl CityGenerator {
                 let _ = write!(
                     p,
                     r#"{{"stream":"detection","ts":{},"camera_id":"{}","class":"people_count","confidence":0.99,"count":{},"capacity":{},"zone_id":"{}","lat":{:.6},"lon":{:.6}}}"#,
-                    ts,
-                    c.id,
-                    count,
-                    c.capacity,
-                    c.zone,
-                    c.lat,
-                    c.lon
+                    ts, c.id, count, c.capacity, c.zone, c.lat, c.lon
                 );
                 self.push(2, p, fault);
             }
@@ -435,7 +447,10 @@ impl CityGenerator {
                 let stall = self.cameras[i].stall.iter().find(|e| e.active(t)).map(|e| e.level);
                 let (class, confidence) = match stall {
                     Some(conf) => ("illegal_stall", conf),
-                    None => (DETECTION_CLASSES[self.rng.random_range(0..DETECTION_CLASSES.len())], self.rng.random_range(0.5..0.85)),
+                    None => (
+                        DETECTION_CLASSES[self.rng.random_range(0..DETECTION_CLASSES.len())],
+                        self.rng.random_range(0.5..0.85),
+                    ),
                 };
                 let (ts, fault) = self.stamp(t);
                 let c = &self.cameras[i];
@@ -443,13 +458,7 @@ impl CityGenerator {
                 let _ = write!(
                     p,
                     r#"{{"stream":"detection","ts":{},"camera_id":"{}","class":"{}","confidence":{:.2},"zone_id":"{}","lat":{:.6},"lon":{:.6}}}"#,
-                    ts,
-                    c.id,
-                    class,
-                    confidence,
-                    c.zone,
-                    c.lat,
-                    c.lon
+                    ts, c.id, class, confidence, c.zone, c.lat, c.lon
                 );
                 self.push(2, p, fault);
             }
@@ -484,7 +493,9 @@ impl CityGenerator {
             Fault::None => {}
             Fault::Truncated => payload.truncate(payload.len() / 2),
             Fault::BadTime => {
-                payload = String::from_utf8_lossy(&payload).replacen(r#""ts":"#, r#""ts":"yesterday","was":"#, 1).into_bytes();
+                payload = String::from_utf8_lossy(&payload)
+                    .replacen(r#""ts":"#, r#""ts":"yesterday","was":"#, 1)
+                    .into_bytes();
             }
         }
         self.pending.push((stream, payload));

@@ -11,8 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
-    TimestampMillisecondBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
 };
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -108,7 +107,15 @@ impl Decoder {
         let schema = def.arrow_schema();
         let builders = def.fields.iter().map(|f| ColumnBuilder::new(f.ty, capacity)).collect();
         let slots = vec![Slot::Missing; def.fields.len()];
-        Decoder { def, schema, builders, slots, strings: String::new(), rows: 0, time_values: Vec::with_capacity(capacity) }
+        Decoder {
+            def,
+            schema,
+            builders,
+            slots,
+            strings: String::new(),
+            rows: 0,
+            time_values: Vec::with_capacity(capacity),
+        }
     }
 
     /// The stream this decoder serves.

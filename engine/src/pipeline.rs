@@ -108,8 +108,18 @@ pub struct PipelineReport {
 }
 
 enum WorkerMsg {
-    Batch { stream: usize, group: usize, batch: RecordBatch, times: Vec<Millis>, watermarks: Vec<Millis>, end_watermark: Millis },
-    Watermark { stream: usize, watermark: Millis },
+    Batch {
+        stream: usize,
+        group: usize,
+        batch: RecordBatch,
+        times: Vec<Millis>,
+        watermarks: Vec<Millis>,
+        end_watermark: Millis,
+    },
+    Watermark {
+        stream: usize,
+        watermark: Millis,
+    },
 }
 
 struct StreamIngest {
@@ -172,8 +182,7 @@ impl Pipeline {
                 idle_base: None,
             })
             .collect();
-        let pipeline =
-            Pipeline { plan, options, streams, workers, handles, out: out_tx, key_buf: String::new() };
+        let pipeline = Pipeline { plan, options, streams, workers, handles, out: out_tx, key_buf: String::new() };
         (pipeline, out_rx)
     }
 
@@ -372,7 +381,10 @@ fn run_worker(plan: &Plan, rx: &Receiver<WorkerMsg>, out: &Sender<Output>) -> Ve
                 let input = BatchInput { batch: &batch, times: &times, watermarks: &watermarks, end_watermark };
                 for &r in &groups[stream][group].rules {
                     if let Err(e) = ops[r].process(&input, &mut alerts) {
-                        let _ = out.send(Output::RuleError { rule: plan.rules[r].meta.id.to_string(), message: e.to_string() });
+                        let _ = out.send(Output::RuleError {
+                            rule: plan.rules[r].meta.id.to_string(),
+                            message: e.to_string(),
+                        });
                     }
                 }
             }
@@ -380,7 +392,10 @@ fn run_worker(plan: &Plan, rx: &Receiver<WorkerMsg>, out: &Sender<Output>) -> Ve
                 for g in &groups[stream] {
                     for &r in &g.rules {
                         if let Err(e) = ops[r].advance(watermark, &mut alerts) {
-                            let _ = out.send(Output::RuleError { rule: plan.rules[r].meta.id.to_string(), message: e.to_string() });
+                            let _ = out.send(Output::RuleError {
+                                rule: plan.rules[r].meta.id.to_string(),
+                                message: e.to_string(),
+                            });
                         }
                     }
                 }

@@ -105,11 +105,8 @@ pub struct StreamDef {
 impl StreamDef {
     /// The Arrow schema of decoded batches.
     pub fn arrow_schema(&self) -> SchemaRef {
-        let fields: Vec<Field> = self
-            .fields
-            .iter()
-            .map(|f| Field::new(&f.name, f.ty.arrow_type(), !f.required))
-            .collect();
+        let fields: Vec<Field> =
+            self.fields.iter().map(|f| Field::new(&f.name, f.ty.arrow_type(), !f.required)).collect();
         Arc::new(Schema::new(fields))
     }
 

@@ -81,7 +81,8 @@ pub fn window(size_ms: Millis, slide_ms: Millis, cond: &str) -> RulePlan {
     let fields: Vec<arrow::datatypes::Field> = aggregates
         .iter()
         .map(|a| {
-            let ty = if a.func.is_count() { arrow::datatypes::DataType::Int64 } else { arrow::datatypes::DataType::Float64 };
+            let ty =
+                if a.func.is_count() { arrow::datatypes::DataType::Int64 } else { arrow::datatypes::DataType::Float64 };
             arrow::datatypes::Field::new(&a.name, ty, true)
         })
         .collect();
@@ -91,7 +92,13 @@ pub fn window(size_ms: Millis, slide_ms: Millis, cond: &str) -> RulePlan {
         stream: 0,
         key_fields: vec![1],
         filter: None,
-        kind: RuleKind::Window(WindowPlan { size_ms, slide_ms, aggregates, condition: predicate(cond, &result_schema), result_schema }),
+        kind: RuleKind::Window(WindowPlan {
+            size_ms,
+            slide_ms,
+            aggregates,
+            condition: predicate(cond, &result_schema),
+            result_schema,
+        }),
     }
 }
 
@@ -129,7 +136,14 @@ impl Outcome {
 
 /// Runs `payloads` through a pipeline; `idle_at` optionally simulates that much processing
 /// time of silence before the end (for idle-stream tests).
-pub fn run(stream: Arc<StreamDef>, rules: Vec<RulePlan>, payloads: &[String], workers: usize, batch_size: usize, idle_ms: Option<u64>) -> Outcome {
+pub fn run(
+    stream: Arc<StreamDef>,
+    rules: Vec<RulePlan>,
+    payloads: &[String],
+    workers: usize,
+    batch_size: usize,
+    idle_ms: Option<u64>,
+) -> Outcome {
     let plan = Arc::new(Plan { streams: vec![stream], rules: rules.into_iter().map(Arc::new).collect() });
     let (mut p, rx) = Pipeline::start(plan, PipelineOptions { workers, batch_size, queue_depth: 4 });
     let collector = std::thread::spawn(move || {

@@ -50,7 +50,10 @@ fn read_source(path: &Path, diags: &mut Diagnostics) -> Option<Arc<Source>> {
     match std::fs::read_to_string(path) {
         Ok(text) => Some(Arc::new(Source::new(path, text))),
         Err(e) => {
-            diags.push(Diagnostic::global(Code::Io, format!("cannot read `{}`: {e}", path.display())).with_hint("check the path; relative rule paths are resolved against the config file's directory"));
+            diags.push(
+                Diagnostic::global(Code::Io, format!("cannot read `{}`: {e}", path.display()))
+                    .with_hint("check the path; relative rule paths are resolved against the config file's directory"),
+            );
             None
         }
     }
@@ -102,13 +105,40 @@ pub fn load_rules_only(config_path: &Path, rule_paths: &[PathBuf]) -> Loaded {
     load(config_path, Some(rule_paths))
 }
 
+/// Compiles a config and rule documents given as text (for embedding, tests and
+/// benchmarks); `rules` are (name, text) pairs, the names used in diagnostics. Rule paths
+/// named by the config itself are ignored.
+pub fn load_from_strings(config_name: &str, config: &str, rules: &[(&str, &str)]) -> Loaded {
+    let src = Arc::new(Source::new(config_name, config));
+    let sources = rules.iter().map(|(name, text)| Arc::new(Source::new(*name, *text))).collect();
+    load_sources(Path::new(config_name), Some(src), |_| sources)
+}
+
 fn load(path: &Path, rule_override: Option<&[PathBuf]>) -> Loaded {
     let mut diags = Diagnostics::default();
+    let src = read_source(path, &mut diags);
+    let mut loaded = load_sources(path, src, |config| {
+        let rule_paths = rule_override.map_or_else(|| config.rule_paths.clone(), <[PathBuf]>::to_vec);
+        let files = expand_rule_paths(&rule_paths, &mut diags);
+        files.iter().filter_map(|f| read_source(f, &mut diags)).collect()
+    });
+    let mut all = Diagnostics::default();
+    for d in diags.into_sorted().into_iter().chain(std::mem::take(&mut loaded.diagnostics)) {
+        all.push(d);
+    }
+    loaded.diagnostics = all.into_sorted();
+    loaded
+}
+
+/// Parses the config from `src`, asks `rule_sources` for the rule files, compiles them.
+fn load_sources(
+    path: &Path,
+    src: Option<Arc<Source>>,
+    rule_sources: impl FnOnce(&Config) -> Vec<Arc<Source>>,
+) -> Loaded {
+    let mut diags = Diagnostics::default();
     let mut loaded = Loaded { config: None, plan: Plan::default(), diagnostics: Vec::new(), rule_files: Vec::new() };
-    let Some(src) = read_source(path, &mut diags) else {
-        loaded.diagnostics = diags.into_sorted();
-        return loaded;
-    };
+    let Some(src) = src else { return loaded };
     let reader = Reader { source: src.clone() };
     let config = match yaml::parse(&src) {
         Ok(root) => parse_config(path, &root, &reader, &mut diags),
@@ -118,15 +148,13 @@ fn load(path: &Path, rule_override: Option<&[PathBuf]>) -> Loaded {
             return loaded;
         }
     };
-    let rule_paths = rule_override.map_or_else(|| config.rule_paths.clone(), <[PathBuf]>::to_vec);
-    let files = expand_rule_paths(&rule_paths, &mut diags);
+    let sources = rule_sources(&config);
     let planner = ExprPlanner::default();
     let mut seen: HashMap<String, (Arc<Source>, crate::diagnostic::Pos)> = HashMap::new();
     let mut rules = Vec::new();
-    for file in &files {
-        let Some(src) = read_source(file, &mut diags) else { continue };
+    for src in &sources {
         let r = Reader { source: src.clone() };
-        let root = match yaml::parse(&src) {
+        let root = match yaml::parse(src) {
             Ok(n) => n,
             Err(d) => {
                 diags.push(d);
@@ -154,7 +182,7 @@ fn load(path: &Path, rule_override: Option<&[PathBuf]>) -> Loaded {
     }
     loaded.plan = Plan { streams: config.streams.clone(), rules };
     loaded.config = Some(config);
-    loaded.rule_files = files;
+    loaded.rule_files = sources.iter().map(|s| s.path.clone()).collect();
     loaded.diagnostics = diags.into_sorted();
     loaded
 }
@@ -166,14 +194,22 @@ fn rule_nodes<'a>(root: &'a Node, r: &Reader, diags: &mut Diagnostics) -> Vec<&'
         Kind::Map(_) => match r.map(root, "a rule file", &["rules"], diags).and_then(|m| m.get("rules")) {
             Some(Node { kind: Kind::Seq(items), .. }) => items,
             Some(other) => {
-                diags.push(r.error(Code::WrongType, other, format!("`rules` must be a list, found {}", other.kind.describe())));
+                diags.push(r.error(
+                    Code::WrongType,
+                    other,
+                    format!("`rules` must be a list, found {}", other.kind.describe()),
+                ));
                 return Vec::new();
             }
             None => return Vec::new(),
         },
         Kind::Null => return Vec::new(),
         other => {
-            diags.push(r.error(Code::WrongType, root, format!("a rule file must hold `rules:` with a list, found {}", other.describe())));
+            diags.push(r.error(
+                Code::WrongType,
+                root,
+                format!("a rule file must hold `rules:` with a list, found {}", other.describe()),
+            ));
             return Vec::new();
         }
     };

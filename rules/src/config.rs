@@ -151,7 +151,8 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
         if let Some(n) = m.get("stdout") {
             cfg.sinks.stdout = r.boolean(n, "stdout", diags).unwrap_or(true);
         }
-        cfg.sinks.alerts_file = m.get("alerts_file").and_then(|n| r.string(n, "alerts_file", diags)).map(|p| base.join(p));
+        cfg.sinks.alerts_file =
+            m.get("alerts_file").and_then(|n| r.string(n, "alerts_file", diags)).map(|p| base.join(p));
         cfg.sinks.dead_letter_file =
             m.get("dead_letter_file").and_then(|n| r.string(n, "dead_letter_file", diags)).map(|p| base.join(p));
     }
@@ -159,7 +160,8 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
         && let Some(m) = r.map(engine, "`engine`", &["workers", "batch_size"], diags)
     {
         cfg.engine.workers = m.get("workers").and_then(|n| r.uint(n, "workers", diags)).map(|v| v.max(1) as usize);
-        cfg.engine.batch_size = m.get("batch_size").and_then(|n| r.uint(n, "batch_size", diags)).map(|v| v.max(1) as usize);
+        cfg.engine.batch_size =
+            m.get("batch_size").and_then(|n| r.uint(n, "batch_size", diags)).map(|v| v.max(1) as usize);
     }
     cfg
 }
@@ -235,7 +237,11 @@ fn parse_stream(name: &str, node: &Node, r: &Reader, diags: &mut Diagnostics) ->
         let s = r.string(n, "time_field", diags)?;
         let i = field_ref(n, &s, "time_field", diags)?;
         if fields[i].ty != FieldType::Timestamp {
-            diags.push(r.error(Code::TypeMismatch, n, format!("time_field `{s}` must have type timestamp, it is {}", fields[i].ty.name())));
+            diags.push(r.error(
+                Code::TypeMismatch,
+                n,
+                format!("time_field `{s}` must have type timestamp, it is {}", fields[i].ty.name()),
+            ));
             return None;
         }
         Some(i)
@@ -258,7 +264,10 @@ fn parse_stream(name: &str, node: &Node, r: &Reader, diags: &mut Diagnostics) ->
             Some("dead_letter") => LatePolicy::DeadLetter,
             Some("drop") => LatePolicy::Drop,
             Some(other) => {
-                diags.push(r.error(Code::BadValue, n, format!("unknown late_events policy `{other}`")).with_hint("use `dead_letter` (default) or `drop`"));
+                diags.push(
+                    r.error(Code::BadValue, n, format!("unknown late_events policy `{other}`"))
+                        .with_hint("use `dead_letter` (default) or `drop`"),
+                );
                 LatePolicy::DeadLetter
             }
             None => LatePolicy::DeadLetter,
@@ -292,7 +301,11 @@ fn parse_field(name: &str, node: &Node, r: &Reader, diags: &mut Diagnostics) -> 
             (t, r.string(t, "type", diags)?, required)
         }
         other => {
-            diags.push(r.error(Code::WrongType, node, format!("field `{name}` must be a type name or a mapping, found {}", other.describe())));
+            diags.push(r.error(
+                Code::WrongType,
+                node,
+                format!("field `{name}` must be a type name or a mapping, found {}", other.describe()),
+            ));
             return None;
         }
     };

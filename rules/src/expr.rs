@@ -102,7 +102,11 @@ impl ExprPlanner {
             Ok(other) => {
                 diags.push(
                     reader
-                        .error(Code::TypeMismatch, node, format!("`{what}` must be a boolean expression, but `{sql}` is {other}"))
+                        .error(
+                            Code::TypeMismatch,
+                            node,
+                            format!("`{what}` must be a boolean expression, but `{sql}` is {other}"),
+                        )
                         .with_hint("compare it with something, e.g. `value > 25`"),
                 );
                 return None;
@@ -126,7 +130,9 @@ type Locate<'a> = dyn Fn(&str) -> Diagnostic + 'a;
 fn locate_in(reader: &Reader, node: &Node, sql: &str, needle: &str) -> Diagnostic {
     let offset = find_word(sql, needle);
     match offset {
-        Some(off) if !sql[..off].contains('\n') && reader.source.line(node.pos.line).is_some_and(|l| l.contains(sql)) => {
+        Some(off)
+            if !sql[..off].contains('\n') && reader.source.line(node.pos.line).is_some_and(|l| l.contains(sql)) =>
+        {
             let col = node.pos.col + u32::from(reader.is_quoted(node)) + sql[..off].chars().count() as u32;
             reader.error_at(Code::BadExpression, Pos { line: node.pos.line, col }, needle.chars().count() as u32, "")
         }
@@ -205,8 +211,9 @@ fn classify_error(
         }
         _ => reader.error(Code::BadExpression, node, ""),
     };
-    Diagnostic { message: format!("invalid expression in `{what}`: {text}"), ..diag }
-        .with_hint(format!("`{what}` is a SQL boolean expression such as `metric = 'ch4_lel' AND value > 25` (got `{sql}`)"))
+    Diagnostic { message: format!("invalid expression in `{what}`: {text}"), ..diag }.with_hint(format!(
+        "`{what}` is a SQL boolean expression such as `metric = 'ch4_lel' AND value > 25` (got `{sql}`)"
+    ))
 }
 
 fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
@@ -249,8 +256,13 @@ fn check_types(expr: &Expr, schema: &DFSchema, what: &str, locate: &Locate<'_>, 
                 let (l, r) = (render(left), render(right));
                 let mut d = locate(&l);
                 d.code = Code::TypeMismatch;
-                d.message = format!("type mismatch in `{what}`: `{l}` is {} but `{r}` is {}", describe(&lt), describe(&rt));
-                let hint = if is_string(&lt) { format!("quote the value: {l} {op} '{}'", r.trim_matches('\'')) } else { "compare values of the same type".to_string() };
+                d.message =
+                    format!("type mismatch in `{what}`: `{l}` is {} but `{r}` is {}", describe(&lt), describe(&rt));
+                let hint = if is_string(&lt) {
+                    format!("quote the value: {l} {op} '{}'", r.trim_matches('\''))
+                } else {
+                    "compare values of the same type".to_string()
+                };
                 diags.push(d.with_hint(hint));
                 return Ok(TreeNodeRecursion::Stop);
             }

@@ -19,5 +19,5 @@ pub mod expr;
 pub mod rule;
 pub mod yaml;
 
-pub use compile::{Loaded, load_config, load_rules_only};
+pub use compile::{Loaded, load_config, load_from_strings, load_rules_only};
 pub use diagnostic::{Diagnostic, Diagnostics};

@@ -84,7 +84,10 @@ pub fn compile_rule(
     if let (Some(id), Some(n)) = (&id, id_node)
         && (id.is_empty() || id.chars().any(|c| c.is_whitespace()))
     {
-        diags.push(r.error(Code::BadValue, n, format!("rule id `{id}` must be non-empty and contain no spaces")).with_hint("use kebab-case, e.g. `gas-methane-sustained`"));
+        diags.push(
+            r.error(Code::BadValue, n, format!("rule id `{id}` must be non-empty and contain no spaces"))
+                .with_hint("use kebab-case, e.g. `gas-methane-sustained`"),
+        );
     }
     let name = m.get("name").and_then(|n| r.string(n, "name", diags)).or_else(|| id.clone()).unwrap_or_default();
     let description = m.get("description").and_then(|n| r.string(n, "description", diags)).unwrap_or_default();
@@ -131,7 +134,8 @@ pub fn compile_rule(
             }
         }),
     };
-    let category = m.get("category").and_then(|n| r.string(n, "category", diags)).unwrap_or_else(|| "uncategorized".into());
+    let category =
+        m.get("category").and_then(|n| r.string(n, "category", diags)).unwrap_or_else(|| "uncategorized".into());
     let mut labels = BTreeMap::new();
     if let Some(n) = m.get("labels")
         && let Some(lm) = r.map(n, "`labels`", &[], diags)
@@ -163,7 +167,11 @@ pub fn compile_rule(
                 match def.field_index(&s) {
                     Some(i) => out.push(i),
                     None => {
-                        let d = r.error(Code::UnknownField, &kn, format!("unknown field `{s}` in `key` of {what}: {schema_name} has no such field"));
+                        let d = r.error(
+                            Code::UnknownField,
+                            &kn,
+                            format!("unknown field `{s}` in `key` of {what}: {schema_name} has no such field"),
+                        );
                         diags.push(match did_you_mean(&s, field_names.iter().copied()) {
                             Some(sugg) => d.with_hint(format!("did you mean `{sugg}`?")),
                             None => d.with_hint(format!("declared fields: {}", field_names.join(", "))),
@@ -223,15 +231,8 @@ pub fn compile_rule(
         return None;
     }
     let id = id?;
-    let meta = RuleMeta {
-        id: id.as_str().into(),
-        name,
-        description,
-        severity: severity?,
-        category,
-        labels,
-        renotify_ms,
-    };
+    let meta =
+        RuleMeta { id: id.as_str().into(), name, description, severity: severity?, category, labels, renotify_ms };
     Some(CompiledRule {
         plan: RulePlan {
             meta: Arc::new(meta),
@@ -259,7 +260,10 @@ fn compile_window(
     let wtype = wm.get("type").and_then(|n| r.string(n, "type", diags));
     let slide_ms = match (wtype.as_deref(), wm.get("slide")) {
         (Some("tumbling"), Some(n)) => {
-            diags.push(r.error(Code::BadValue, n, "a tumbling window has no `slide`").with_hint("remove `slide`, or use `type: sliding`"));
+            diags.push(
+                r.error(Code::BadValue, n, "a tumbling window has no `slide`")
+                    .with_hint("remove `slide`, or use `type: sliding`"),
+            );
             return None;
         }
         (Some("sliding") | None, Some(n)) => r.duration(n, "slide", diags)?,
@@ -270,14 +274,21 @@ fn compile_window(
         (Some("tumbling") | None, None) => size_ms,
         (Some(other), _) => {
             let n = wm.get("type").unwrap_or(wnode);
-            diags.push(r.error(Code::BadValue, n, format!("unknown window type `{other}`")).with_hint("use `tumbling` or `sliding`"));
+            diags.push(
+                r.error(Code::BadValue, n, format!("unknown window type `{other}`"))
+                    .with_hint("use `tumbling` or `sliding`"),
+            );
             return None;
         }
     };
     if size_ms <= 0 || slide_ms <= 0 || size_ms % slide_ms != 0 {
         diags.push(
-            r.error(Code::BadValue, wnode, format!("window size ({size_ms} ms) must be a positive multiple of its slide ({slide_ms} ms)"))
-                .with_hint("e.g. size: 10m, slide: 1m"),
+            r.error(
+                Code::BadValue,
+                wnode,
+                format!("window size ({size_ms} ms) must be a positive multiple of its slide ({slide_ms} ms)"),
+            )
+            .with_hint("e.g. size: 10m, slide: 1m"),
         );
         return None;
     }
@@ -287,7 +298,10 @@ fn compile_window(
     for (text, n) in list {
         if let Some(a) = parse_aggregate(&text, &n, r, def, diags) {
             if aggregates.iter().any(|x| x.name == a.name) {
-                diags.push(r.error(Code::DuplicateId, &n, format!("aggregate `{}` is defined twice", a.name)).with_hint("rename one with `as`"));
+                diags.push(
+                    r.error(Code::DuplicateId, &n, format!("aggregate `{}` is defined twice", a.name))
+                        .with_hint("rename one with `as`"),
+                );
                 continue;
             }
             aggregates.push(a);
@@ -303,7 +317,8 @@ fn compile_window(
     let result_schema = Arc::new(Schema::new(fields));
     let cnode = m.require("condition", what, r, diags)?;
     let sql = r.string(cnode, "condition", diags)?;
-    let planned = planner.predicate(&sql, &result_schema, "the window's aggregate list", r, cnode, "condition", diags)?;
+    let planned =
+        planner.predicate(&sql, &result_schema, "the window's aggregate list", r, cnode, "condition", diags)?;
     Some(WindowPlan { size_ms, slide_ms, aggregates, condition: planned.predicate, result_schema })
 }
 
@@ -347,7 +362,14 @@ fn parse_aggregate(text: &str, n: &Node, r: &Reader, def: &StreamDef, diags: &mu
                         gridwatch_engine::schema::FieldType::Int | gridwatch_engine::schema::FieldType::Float
                     );
                     if !numeric && !matches!(func, AggFunc::Count | AggFunc::CountDistinct) {
-                        diags.push(r.error(Code::TypeMismatch, n, format!("`{fname}({a})` needs a number, but `{a}` is {}", def.fields[i].ty.name())).with_hint("use count_distinct for strings"));
+                        diags.push(
+                            r.error(
+                                Code::TypeMismatch,
+                                n,
+                                format!("`{fname}({a})` needs a number, but `{a}` is {}", def.fields[i].ty.name()),
+                            )
+                            .with_hint("use count_distinct for strings"),
+                        );
                         return None;
                     }
                     Some(i)

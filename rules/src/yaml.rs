@@ -131,7 +131,9 @@ pub fn parse(source: &Arc<Source>) -> Result<Node, Diagnostic> {
         let message = first_line(&e.to_string());
         // The position is reported separately; drop serde-saphyr's own prefix.
         let message = match message.split_once(": ") {
-            Some((head, rest)) if head.starts_with("error") => rest.split_once(": ").filter(|(h, _)| h.starts_with("line ")).map_or(rest, |(_, m)| m).to_string(),
+            Some((head, rest)) if head.starts_with("error") => {
+                rest.split_once(": ").filter(|(h, _)| h.starts_with("line ")).map_or(rest, |(_, m)| m).to_string()
+            }
             _ => message,
         };
         Diagnostic::new(Code::Syntax, format!("invalid YAML: {message}"), source, pos, 1)
@@ -157,7 +159,13 @@ impl Reader {
             Kind::Str(s) => s.chars().count() as u32 + u32::from(self.is_quoted(node)) * 2,
             Kind::Int(i) => i.to_string().len() as u32,
             Kind::Float(f) => f.to_string().len() as u32,
-            Kind::Bool(b) => if *b { 4 } else { 5 },
+            Kind::Bool(b) => {
+                if *b {
+                    4
+                } else {
+                    5
+                }
+            }
             _ => 1,
         }
     }
@@ -184,7 +192,11 @@ impl Reader {
     /// suggestion. `what` names the mapping in messages.
     pub fn map<'a>(&self, node: &'a Node, what: &str, allowed: &[&str], diags: &mut Diagnostics) -> Option<Fields<'a>> {
         let Kind::Map(entries) = &node.kind else {
-            diags.push(self.error(Code::WrongType, node, format!("{what} must be a mapping, found {}", node.kind.describe())));
+            diags.push(self.error(
+                Code::WrongType,
+                node,
+                format!("{what} must be a mapping, found {}", node.kind.describe()),
+            ));
             return None;
         };
         let mut fields = Fields { entries: Vec::new(), pos: node.pos };
@@ -215,7 +227,11 @@ impl Reader {
             Kind::Float(f) => Some(f.to_string()),
             Kind::Bool(b) => Some(b.to_string()),
             other => {
-                diags.push(self.error(Code::WrongType, node, format!("`{what}` must be a string, found {}", other.describe())));
+                diags.push(self.error(
+                    Code::WrongType,
+                    node,
+                    format!("`{what}` must be a string, found {}", other.describe()),
+                ));
                 None
             }
         }
@@ -235,7 +251,11 @@ impl Reader {
             }
             Kind::Str(s) => Some(vec![(s.clone(), node.clone())]),
             other => {
-                diags.push(self.error(Code::WrongType, node, format!("`{what}` must be a list of strings, found {}", other.describe())));
+                diags.push(self.error(
+                    Code::WrongType,
+                    node,
+                    format!("`{what}` must be a list of strings, found {}", other.describe()),
+                ));
                 None
             }
         }
@@ -247,7 +267,11 @@ impl Reader {
             Kind::Str(s) => s.clone(),
             Kind::Int(i) => i.to_string(),
             other => {
-                diags.push(self.error(Code::BadDuration, node, format!("`{what}` must be a duration, found {}", other.describe())));
+                diags.push(self.error(
+                    Code::BadDuration,
+                    node,
+                    format!("`{what}` must be a duration, found {}", other.describe()),
+                ));
                 return None;
             }
         };
@@ -266,7 +290,11 @@ impl Reader {
         match &node.kind {
             Kind::Int(i) if *i >= 0 => Some(*i as u64),
             other => {
-                diags.push(self.error(Code::WrongType, node, format!("`{what}` must be a non-negative integer, found {}", other.describe())));
+                diags.push(self.error(
+                    Code::WrongType,
+                    node,
+                    format!("`{what}` must be a non-negative integer, found {}", other.describe()),
+                ));
                 None
             }
         }
@@ -277,7 +305,11 @@ impl Reader {
         match &node.kind {
             Kind::Bool(b) => Some(*b),
             other => {
-                diags.push(self.error(Code::WrongType, node, format!("`{what}` must be true or false, found {}", other.describe())));
+                diags.push(self.error(
+                    Code::WrongType,
+                    node,
+                    format!("`{what}` must be true or false, found {}", other.describe()),
+                ));
                 None
             }
         }
@@ -302,7 +334,12 @@ impl<'a> Fields<'a> {
     pub fn require(&self, key: &str, what: &str, reader: &Reader, diags: &mut Diagnostics) -> Option<&'a Node> {
         let v = self.get(key);
         if v.is_none() {
-            diags.push(reader.error_at(Code::MissingKey, self.pos, 1, format!("{what} is missing required key `{key}`")));
+            diags.push(reader.error_at(
+                Code::MissingKey,
+                self.pos,
+                1,
+                format!("{what} is missing required key `{key}`"),
+            ));
         }
         v
     }

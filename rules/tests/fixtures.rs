@@ -66,7 +66,12 @@ fn invalid_fixtures_report_exactly_the_expected_diagnostics() {
             })
             .collect();
         if actual != expected {
-            failures.push(format!("{}\n  expected:\n    {}\n  actual:\n    {}", file.display(), expected.join("\n    "), actual.join("\n    ")));
+            failures.push(format!(
+                "{}\n  expected:\n    {}\n  actual:\n    {}",
+                file.display(),
+                expected.join("\n    "),
+                actual.join("\n    ")
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

@@ -64,7 +64,12 @@ pub fn build(rule: Arc<RulePlan>, stream: &StreamDef) -> Box<dyn Operator> {
 }
 
 /// Evaluates a boolean predicate on a batch; nulls count as false.
-pub(crate) fn eval_predicate(rule: &RulePlan, which: &'static str, p: &Predicate, batch: &RecordBatch) -> Result<BooleanBuffer> {
+pub(crate) fn eval_predicate(
+    rule: &RulePlan,
+    which: &'static str,
+    p: &Predicate,
+    batch: &RecordBatch,
+) -> Result<BooleanBuffer> {
     let value = p
         .expr
         .evaluate(batch)
@@ -95,7 +100,11 @@ pub(crate) fn key_columns(rule: &RulePlan, batch: &RecordBatch) -> Vec<ArrayRef>
 
 /// Calls `f` for each selected row index in order.
 #[inline]
-pub(crate) fn for_each_selected(n: usize, mask: Option<&BooleanBuffer>, mut f: impl FnMut(usize) -> Result<()>) -> Result<()> {
+pub(crate) fn for_each_selected(
+    n: usize,
+    mask: Option<&BooleanBuffer>,
+    mut f: impl FnMut(usize) -> Result<()>,
+) -> Result<()> {
     match mask {
         Some(m) => {
             for i in m.set_indices() {
@@ -139,7 +148,6 @@ impl Timers {
         matches!(self.heap.peek(), Some(Reverse((due, _))) if *due <= wm)
     }
 }
-
 
 #[cfg(test)]
 mod tests;

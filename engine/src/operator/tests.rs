@@ -8,7 +8,8 @@ const S: i64 = 1000;
 #[test]
 fn threshold_without_for_fires_once_per_episode_and_resolves() {
     let s = stream(0, None);
-    let events = [ev(0, "a", 1.0), ev(10 * S, "a", 30.0), ev(20 * S, "a", 31.0), ev(30 * S, "a", 2.0), ev(40 * S, "a", 40.0)];
+    let events =
+        [ev(0, "a", 1.0), ev(10 * S, "a", 30.0), ev(20 * S, "a", 31.0), ev(30 * S, "a", 2.0), ev(40 * S, "a", 40.0)];
     let out = run(s.clone(), vec![threshold(&s, "value > 25", None, 0)], &events, 1, 16, None);
     assert_eq!(
         out.brief(),
@@ -107,7 +108,8 @@ fn sliding_windows_see_each_event_in_every_window_it_belongs_to() {
     rule.meta = std::sync::Arc::new(crate::plan::RuleMeta { renotify_ms: Some(10 * S), ..(*rule.meta).clone() });
     let events = [ev(25 * S, "a", 1.0), ev(100 * S, "b", 0.0)];
     let out = run(s, vec![rule], &events, 1, 1, None);
-    let a: Vec<(i64, u32)> = out.alerts.iter().filter(|x| x.key == "a").map(|x| (x.event_time, x.notification)).collect();
+    let a: Vec<(i64, u32)> =
+        out.alerts.iter().filter(|x| x.key == "a").map(|x| (x.event_time, x.notification)).collect();
     assert_eq!(a, vec![(30 * S, 1), (40 * S, 2), (50 * S, 3)]);
     assert_eq!(out.alerts[0].episode_start, 0);
 }
@@ -143,7 +145,8 @@ fn absence_renotifies_while_silent() {
     let s = stream(0, None);
     let events = [ev(0, "a", 1.0), ev(100 * S, "b", 1.0)];
     let out = run(s, vec![absence(20 * S, Some(30 * S))], &events, 1, 1, None);
-    let a: Vec<(i64, u32)> = out.alerts.iter().filter(|x| x.key == "a").map(|x| (x.event_time, x.notification)).collect();
+    let a: Vec<(i64, u32)> =
+        out.alerts.iter().filter(|x| x.key == "a").map(|x| (x.event_time, x.notification)).collect();
     assert_eq!(a, vec![(20 * S, 1), (50 * S, 2), (80 * S, 3)]);
 }
 

@@ -193,7 +193,13 @@ impl WindowOperator {
             .plan
             .aggregates
             .iter()
-            .map(|a| if a.func.is_count() { ColBuilder::Int(Int64Builder::new()) } else { ColBuilder::Float(Float64Builder::new()) })
+            .map(|a| {
+                if a.func.is_count() {
+                    ColBuilder::Int(Int64Builder::new())
+                } else {
+                    ColBuilder::Float(Float64Builder::new())
+                }
+            })
             .collect();
         while let Some((end, slot)) = self.timers.pop_due(wm) {
             let st = self.keys.state_mut(slot);

@@ -1,0 +1,96 @@
+//! Filter expression, threshold + for, tumbling and sliding windows and absence, each on a
+//! decoded 4096-row batch of sensor events (the cost per event of one rule).
+
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use gridwatch_benches::{plan_with_rules, stream_events};
+use gridwatch_engine::decode::{DecodedBatch, Decoder};
+use gridwatch_engine::operator::{self, BatchInput};
+use gridwatch_engine::time::{Observed, WatermarkTracker};
+
+const RULES: &str = r#"
+rules:
+  - id: filter-only
+    kind: threshold
+    source: sensor
+    where: metric = 'ch4_lel' AND value > 25
+    condition: value > 1000
+  - id: threshold-for
+    kind: threshold
+    source: sensor
+    condition: value > 50
+    for: 30s
+    clear_condition: value < 20
+  - id: tumbling-avg
+    kind: window
+    source: sensor
+    window: {size: 1m}
+    aggregates: [avg(value), count]
+    condition: avg_value > 30 AND count >= 3
+  - id: sliding-delta
+    kind: window
+    source: sensor
+    window: {size: 10m, slide: 1m}
+    aggregates: [delta(value), max(value)]
+    condition: delta_value >= 20
+  - id: absence
+    kind: absence
+    source: sensor
+    absent_for: 15m
+"#;
+
+/// Decoded consecutive batches of sensor events with their per-row watermarks.
+fn batches(def: &Arc<gridwatch_engine::schema::StreamDef>, n_batches: usize) -> Vec<(DecodedBatch, Vec<i64>, i64)> {
+    let payloads = stream_events("sensor", 4096 * n_batches);
+    let mut tracker = WatermarkTracker::new(def.max_out_of_orderness_ms);
+    let mut out = Vec::new();
+    for chunk in payloads.chunks(4096) {
+        let mut d = Decoder::new(def.clone(), 4096);
+        let mut wms = Vec::new();
+        for p in chunk {
+            if let Ok(t) = d.parse(p)
+                && let Observed::OnTime(wm) = tracker.observe(t)
+            {
+                d.commit();
+                wms.push(wm);
+            }
+        }
+        out.push((d.finish(), wms, tracker.watermark()));
+    }
+    out
+}
+
+fn operators(c: &mut Criterion) {
+    let plan = plan_with_rules(RULES);
+    let def = plan.streams[plan.stream_index("sensor").expect("sensor")].clone();
+    let data = batches(&def, 16);
+    let rows: u64 = data.iter().map(|(b, _, _)| b.batch.num_rows() as u64).sum();
+    let mut group = c.benchmark_group("operator");
+    group.throughput(Throughput::Elements(rows));
+    for rule in &plan.rules {
+        group.bench_function(BenchmarkId::from_parameter(&*rule.meta.id), |b| {
+            b.iter_batched(
+                || operator::build(rule.clone(), &def),
+                |mut op| {
+                    let mut alerts = Vec::new();
+                    for (batch, wms, end) in &data {
+                        let input = BatchInput {
+                            batch: &batch.batch,
+                            times: &batch.event_time,
+                            watermarks: wms,
+                            end_watermark: *end,
+                        };
+                        op.process(&input, &mut alerts).expect("process");
+                    }
+                    alerts.len()
+                },
+                criterion::BatchSize::LargeInput,
+            );
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, operators);
+criterion_main!(benches);

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (`.ci/run` calls this). Works on a fresh machine with
+# a Rust toolchain: it installs and starts whatever the tests need, and stops it after.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Builds are shared across clones of this repository on one machine (CI reuses a warm
+# cache this way; on a fresh machine it is simply a clean build).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gridwatch-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "build"
+cargo build --workspace --all-targets
+
+step "tests (unit, fixtures, property, end-to-end; benches run once as tests)"
+cargo test --workspace --all-targets
+cargo test --workspace --doc
+
+step "the example rules validate"
+"$CARGO_TARGET_DIR/debug/gridwatch" validate examples/city/rules
