@@ -23,7 +23,7 @@ pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
     while let Some((_, payload)) = generator.next_event() {
         out.write_raw(payload)?;
         n += 1;
-        if n % 65_536 == 0 {
+        if n.is_multiple_of(65_536) {
             bar.set_position(n);
         }
     }

@@ -169,7 +169,7 @@ fn feed_generator(
             }
         }
         n += 1;
-        if n % 4096 == 0 && stop.load(Ordering::Relaxed) {
+        if n.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
             break;
         }
     }
@@ -193,7 +193,7 @@ fn feed_file(pipeline: &mut Pipeline, path: &std::path::Path, stop: &AtomicBool,
             }
         }
         n += 1;
-        if n % 4096 == 0 && stop.load(Ordering::Relaxed) {
+        if n.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
             break;
         }
     }

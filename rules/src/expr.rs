@@ -35,6 +35,17 @@ impl std::fmt::Debug for ExprPlanner {
     }
 }
 
+/// Where an expression was written: its file, its YAML node and its key (`where`, …).
+#[derive(Debug, Clone, Copy)]
+pub struct Site<'a> {
+    /// The file.
+    pub reader: &'a Reader,
+    /// The expression's YAML value.
+    pub node: &'a Node,
+    /// The key it was written under.
+    pub what: &'a str,
+}
+
 /// A planned boolean expression and the columns it reads.
 #[derive(Debug, Clone)]
 pub struct Planned {
@@ -52,11 +63,10 @@ impl ExprPlanner {
         sql: &str,
         schema: &SchemaRef,
         schema_name: &str,
-        reader: &Reader,
-        node: &Node,
-        what: &str,
+        site: Site<'_>,
         diags: &mut Diagnostics,
     ) -> Option<Planned> {
+        let Site { reader, node, what } = site;
         let locate = |needle: &str| locate_in(reader, node, sql, needle);
         let df_schema = match DFSchema::try_from(schema.as_ref().clone()) {
             Ok(s) => s,

@@ -27,7 +27,7 @@ use gridwatch_engine::plan::{
 use gridwatch_engine::schema::StreamDef;
 
 use crate::diagnostic::{Code, Diagnostics, did_you_mean};
-use crate::expr::ExprPlanner;
+use crate::expr::{ExprPlanner, Site};
 use crate::yaml::{Kind, Node, Reader};
 
 const COMMON_KEYS: [&str; 11] =
@@ -184,18 +184,24 @@ pub fn compile_rule(
     };
     let filter = m.get("where").and_then(|n| {
         let sql = r.string(n, "where", diags)?;
-        planner.predicate(&sql, &schema, &schema_name, r, n, "where", diags)
+        planner.predicate(&sql, &schema, &schema_name, Site { reader: r, node: n, what: "where" }, diags)
     });
     let kind = match kind.as_deref() {
         Some("threshold") => {
             let cond_node = m.require("condition", &what, r, diags);
             let condition = cond_node.and_then(|n| {
                 let sql = r.string(n, "condition", diags)?;
-                planner.predicate(&sql, &schema, &schema_name, r, n, "condition", diags)
+                planner.predicate(&sql, &schema, &schema_name, Site { reader: r, node: n, what: "condition" }, diags)
             });
             let clear = m.get("clear_condition").and_then(|n| {
                 let sql = r.string(n, "clear_condition", diags)?;
-                planner.predicate(&sql, &schema, &schema_name, r, n, "clear_condition", diags)
+                planner.predicate(
+                    &sql,
+                    &schema,
+                    &schema_name,
+                    Site { reader: r, node: n, what: "clear_condition" },
+                    diags,
+                )
             });
             let for_ms = m.get("for").and_then(|n| r.duration(n, "for", diags)).unwrap_or(0);
             condition.map(|c| {
@@ -317,8 +323,13 @@ fn compile_window(
     let result_schema = Arc::new(Schema::new(fields));
     let cnode = m.require("condition", what, r, diags)?;
     let sql = r.string(cnode, "condition", diags)?;
-    let planned =
-        planner.predicate(&sql, &result_schema, "the window's aggregate list", r, cnode, "condition", diags)?;
+    let planned = planner.predicate(
+        &sql,
+        &result_schema,
+        "the window's aggregate list",
+        Site { reader: r, node: cnode, what: "condition" },
+        diags,
+    )?;
     Some(WindowPlan { size_ms, slide_ms, aggregates, condition: planned.predicate, result_schema })
 }
 
