@@ -84,6 +84,9 @@ pub struct Decoder {
     strings: String,
     rows: usize,
     time_values: Vec<i64>,
+    /// Per enrichment, per zone, per column: the property value rendered as text.
+    enrich_values: Vec<Vec<Vec<Option<String>>>>,
+    hits: crate::zones::ZoneHits,
 }
 
 impl fmt::Debug for Decoder {
@@ -107,6 +110,31 @@ impl Decoder {
         let schema = def.arrow_schema();
         let builders = def.fields.iter().map(|f| ColumnBuilder::new(f.ty, capacity)).collect();
         let slots = vec![Slot::Missing; def.fields.len()];
+        // Property values are rendered once here, not per event.
+        let enrich_values = def
+            .enrichments
+            .iter()
+            .map(|e| {
+                e.zones
+                    .zones
+                    .iter()
+                    .map(|z| {
+                        e.columns
+                            .iter()
+                            .map(|(prop, _)| match prop.as_str() {
+                                "id" => Some(z.id.clone()),
+                                "name" => Some(z.name.clone()),
+                                "kind" => Some(z.kind.clone()),
+                                p => z.properties.get(p).map(|v| match v {
+                                    serde_json::Value::String(s) => s.clone(),
+                                    other => other.to_string(),
+                                }),
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
         Decoder {
             def,
             schema,
@@ -115,6 +143,8 @@ impl Decoder {
             strings: String::new(),
             rows: 0,
             time_values: Vec::with_capacity(capacity),
+            enrich_values,
+            hits: Default::default(),
         }
     }
 
@@ -169,11 +199,30 @@ impl Decoder {
             debug_assert!(false, "commit() without a successful parse()");
             return;
         };
+        if !self.def.enrichments.is_empty() {
+            self.enrich();
+        }
         for (builder, slot) in self.builders.iter_mut().zip(&self.slots) {
             builder.append(*slot, &self.strings);
         }
         self.time_values.push(time);
         self.rows += 1;
+    }
+
+    /// Fills enriched columns from the zone at the row's position.
+    fn enrich(&mut self) {
+        for (e, values) in self.def.enrichments.iter().zip(&self.enrich_values) {
+            let (Slot::Float(lat), Slot::Float(lon)) = (self.slots[e.lat], self.slots[e.lon]) else { continue };
+            e.zones.containing(e.zones.project(lon, lat), &mut self.hits);
+            let Some(&zone) = self.hits.first() else { continue };
+            for (c, &(_, field)) in e.columns.iter().enumerate() {
+                if let Some(v) = &values[zone as usize][c] {
+                    let start = self.strings.len();
+                    self.strings.push_str(v);
+                    self.slots[field] = Slot::Str(start as u32, self.strings.len() as u32);
+                }
+            }
+        }
     }
 
     /// Takes the rows decoded so far as one batch.
@@ -345,6 +394,8 @@ mod tests {
             max_out_of_orderness_ms: 0,
             idle_timeout_ms: None,
             late_policy: LatePolicy::DeadLetter,
+            location: None,
+            enrichments: Vec::new(),
         })
     }
 

@@ -34,6 +34,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod schema;
 pub mod time;
+pub mod zones;
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::schema::StreamDef;
 use crate::time::Millis;
+use crate::zones::{ActiveWindow, ZoneSet};
 
 /// Alert severity, ordered from least to most severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -176,6 +177,82 @@ pub struct AbsencePlan {
     pub absent_for_ms: Millis,
 }
 
+/// What a geofence rule detects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GeofenceEvent {
+    /// The entity entered a zone (edge).
+    Enter,
+    /// The entity left a zone (edge).
+    Exit,
+    /// The entity entered and then left a zone (edge, on leaving).
+    Cross,
+    /// The entity is inside a zone (level; `for` makes it sustained).
+    Inside,
+    /// The entity is outside every zone of the set (level).
+    Outside,
+    /// The entity has stayed inside the same zone for `for` (level).
+    Dwell,
+    /// The entity is farther than `max_distance_m` from its assigned route (level).
+    Corridor,
+    /// The entity is inside a zone faster than the zone's `speed_limit_kmh` (level).
+    Speeding,
+}
+
+impl GeofenceEvent {
+    /// All names, for hints.
+    pub const NAMES: [&'static str; 8] =
+        ["enter", "exit", "cross", "inside", "outside", "dwell", "corridor", "speeding"];
+
+    /// Parses a config name.
+    pub fn parse(s: &str) -> Option<GeofenceEvent> {
+        Some(match s {
+            "enter" => GeofenceEvent::Enter,
+            "exit" => GeofenceEvent::Exit,
+            "cross" => GeofenceEvent::Cross,
+            "inside" => GeofenceEvent::Inside,
+            "outside" => GeofenceEvent::Outside,
+            "dwell" => GeofenceEvent::Dwell,
+            "corridor" => GeofenceEvent::Corridor,
+            "speeding" => GeofenceEvent::Speeding,
+            _ => return None,
+        })
+    }
+
+    /// True for edge events (one alert per transition, no resolved record).
+    pub fn is_edge(self) -> bool {
+        matches!(self, GeofenceEvent::Enter | GeofenceEvent::Exit | GeofenceEvent::Cross)
+    }
+}
+
+/// Geofence rule over a stream with coordinates.
+#[derive(Debug, Clone)]
+pub struct GeofencePlan {
+    /// The zones.
+    pub zones: Arc<ZoneSet>,
+    /// What to detect.
+    pub event: GeofenceEvent,
+    /// Latitude column.
+    pub lat: usize,
+    /// Longitude column.
+    pub lon: usize,
+    /// A level must hold this long (inside, outside, dwell, corridor, speeding).
+    pub for_ms: Millis,
+    /// Enter only when at least this far inside, exit only when this far outside (metres).
+    pub margin_m: f64,
+    /// Enter/exit only after this many consecutive points agree.
+    pub confirm: u32,
+    /// Extra condition that must hold for a level (e.g. `speed_kmh < 2`).
+    pub condition: Option<Predicate>,
+    /// Rule-level active hours (in addition to each zone's own).
+    pub active: Option<ActiveWindow>,
+    /// Column naming the entity's assigned route (a zone id), for `corridor`.
+    pub route_field: Option<usize>,
+    /// Allowed distance from the route, for `corridor`.
+    pub max_distance_m: f64,
+    /// Speed column (km/h), for `speeding`.
+    pub speed_field: Option<usize>,
+}
+
 /// The kind-specific part of a rule.
 #[derive(Debug, Clone)]
 pub enum RuleKind {
@@ -185,6 +262,8 @@ pub enum RuleKind {
     Window(WindowPlan),
     /// See [`AbsencePlan`].
     Absence(AbsencePlan),
+    /// See [`GeofencePlan`].
+    Geofence(GeofencePlan),
 }
 
 /// One compiled rule.

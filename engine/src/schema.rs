@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use crate::zones::ZoneSet;
+
 /// The type of one declared field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FieldType {
@@ -83,6 +85,20 @@ pub enum LatePolicy {
     Drop,
 }
 
+/// Adds the attributes of the zone containing each event's position as columns.
+#[derive(Debug, Clone)]
+pub struct Enrichment {
+    /// The zone set (a grid layer or any zone set).
+    pub zones: Arc<ZoneSet>,
+    /// Latitude field index.
+    pub lat: usize,
+    /// Longitude field index.
+    pub lon: usize,
+    /// (zone property, target field index): the target fields are optional strings that
+    /// the decoder fills from the first zone containing the point (null outside all).
+    pub columns: Vec<(String, usize)>,
+}
+
 /// A declared input stream.
 #[derive(Debug, Clone)]
 pub struct StreamDef {
@@ -100,6 +116,10 @@ pub struct StreamDef {
     pub idle_timeout_ms: Option<i64>,
     /// Policy for events behind the watermark.
     pub late_policy: LatePolicy,
+    /// Latitude and longitude fields, if the stream has positions.
+    pub location: Option<(usize, usize)>,
+    /// Columns derived from zones at the event's position.
+    pub enrichments: Vec<Enrichment>,
 }
 
 impl StreamDef {

@@ -29,6 +29,8 @@ pub fn stream(ooo: Millis, idle_timeout_ms: Option<Millis>) -> Arc<StreamDef> {
         max_out_of_orderness_ms: ooo,
         idle_timeout_ms,
         late_policy: LatePolicy::DeadLetter,
+        location: None,
+        enrichments: Vec::new(),
     })
 }
 

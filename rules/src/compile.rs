@@ -162,7 +162,9 @@ fn load_sources(
             }
         };
         for node in rule_nodes(&root, &r, &mut diags) {
-            let Some(compiled) = compile_rule(node, &r, &config.streams, &planner, &mut diags) else { continue };
+            let Some(compiled) = compile_rule(node, &r, &config.streams, &config.zones, &planner, &mut diags) else {
+                continue;
+            };
             let id = compiled.plan.meta.id.to_string();
             if let Some((first_src, first_pos)) = seen.get(&id) {
                 let first = if first_src.path == src.path {

@@ -27,11 +27,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use gridwatch_engine::schema::{FieldDef, FieldType, LatePolicy, StreamDef};
+use std::collections::BTreeMap;
+
+use gridwatch_engine::schema::{Enrichment, FieldDef, FieldType, LatePolicy, StreamDef};
 use gridwatch_engine::time::{Millis, parse_timestamp};
+use gridwatch_engine::zones::{ActiveWindow, ZoneSet};
 
 use crate::diagnostic::{Code, Diagnostics, did_you_mean};
 use crate::yaml::{Kind, Node, Reader};
+use crate::zones::ZoneSetConfig;
 
 /// The seeded example-city generator's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +108,8 @@ pub struct Config {
     pub sinks: SinksConfig,
     /// Engine tuning.
     pub engine: EngineConfig,
+    /// Zone sets by name.
+    pub zones: BTreeMap<String, Arc<ZoneSet>>,
 }
 
 impl Config {
@@ -113,8 +119,9 @@ impl Config {
     }
 }
 
-const TOP_KEYS: [&str; 5] = ["streams", "rules", "source", "sinks", "engine"];
-const STREAM_KEYS: [&str; 6] = ["fields", "time_field", "key", "max_out_of_orderness", "idle_timeout", "late_events"];
+const TOP_KEYS: [&str; 6] = ["streams", "rules", "source", "sinks", "engine", "zones"];
+const STREAM_KEYS: [&str; 8] =
+    ["fields", "time_field", "key", "max_out_of_orderness", "idle_timeout", "late_events", "location", "enrich"];
 
 /// Reads a config document. Problems go to `diags`; the result is as complete as possible.
 pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostics) -> Config {
@@ -126,13 +133,23 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
         source: SourceConfig::Generator(GeneratorConfig::default()),
         sinks: SinksConfig { stdout: true, ..Default::default() },
         engine: EngineConfig::default(),
+        zones: BTreeMap::new(),
     };
     let Some(top) = r.map(root, "the config", &TOP_KEYS, diags) else { return cfg };
+    if let Some(zones) = top.get("zones")
+        && let Some(m) = r.map(zones, "`zones`", &[], diags)
+    {
+        for (name, _, node) in m.entries() {
+            if let Some(set) = parse_zone_set_config(name, node, &base, r, diags) {
+                cfg.zones.insert(name.to_string(), set);
+            }
+        }
+    }
     if let Some(streams) = top.require("streams", "the config", r, diags)
         && let Some(m) = r.map(streams, "`streams`", &[], diags)
     {
         for (name, _, node) in m.entries() {
-            if let Some(def) = parse_stream(name, node, r, diags) {
+            if let Some(def) = parse_stream(name, node, r, &cfg.zones, diags) {
                 cfg.streams.push(Arc::new(def));
             }
         }
@@ -204,7 +221,58 @@ fn parse_source(node: &Node, base: &Path, r: &Reader, diags: &mut Diagnostics) -
     SourceConfig::Generator(g)
 }
 
-fn parse_stream(name: &str, node: &Node, r: &Reader, diags: &mut Diagnostics) -> Option<StreamDef> {
+fn parse_zone_set_config(
+    name: &str,
+    node: &Node,
+    base: &Path,
+    r: &Reader,
+    diags: &mut Diagnostics,
+) -> Option<Arc<ZoneSet>> {
+    let what = format!("zone set `{name}`");
+    let m = r.map(node, &what, &["file", "buffer_m", "radius_m", "active"], diags)?;
+    let file = m.require("file", &what, r, diags).and_then(|n| r.string(n, "file", diags))?;
+    let mut zc = ZoneSetConfig::default();
+    let number = |key: &str, diags: &mut Diagnostics| -> Option<f64> {
+        let n = m.get(key)?;
+        match n.kind {
+            Kind::Int(i) if i > 0 => Some(i as f64),
+            Kind::Float(f) if f > 0.0 => Some(f),
+            _ => {
+                diags.push(r.error(Code::BadValue, n, format!("`{key}` must be a positive number of metres")));
+                None
+            }
+        }
+    };
+    zc.buffer_m = number("buffer_m", diags);
+    zc.radius_m = number("radius_m", diags);
+    if let Some(n) = m.get("active") {
+        zc.active = parse_active(n, r, diags);
+    }
+    crate::zones::load_zone_set(name, &base.join(file), &zc, diags)
+}
+
+/// Reads `{days: [mon..fri], hours: "07:00-20:00", tz: Asia/Shanghai}`.
+pub fn parse_active(n: &Node, r: &Reader, diags: &mut Diagnostics) -> Option<ActiveWindow> {
+    r.map(n, "`active`", &["days", "hours", "tz"], diags)?;
+    match crate::zones::active_from_json(&crate::yaml::to_json(n)) {
+        Ok(a) => Some(a),
+        Err(why) => {
+            diags.push(
+                r.error(Code::BadValue, n, format!("invalid `active`: {why}"))
+                    .with_hint("e.g. {days: [mon..fri], hours: \"07:00-20:00\", tz: Asia/Shanghai}"),
+            );
+            None
+        }
+    }
+}
+
+fn parse_stream(
+    name: &str,
+    node: &Node,
+    r: &Reader,
+    zones: &BTreeMap<String, Arc<ZoneSet>>,
+    diags: &mut Diagnostics,
+) -> Option<StreamDef> {
     let what = format!("stream `{name}`");
     let m = r.map(node, &what, &STREAM_KEYS, diags)?;
     let mut fields: Vec<FieldDef> = Vec::new();
@@ -219,12 +287,12 @@ fn parse_stream(name: &str, node: &Node, r: &Reader, diags: &mut Diagnostics) ->
             }
         }
     }
-    let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+    let names: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
     let field_ref = |n: &Node, s: &str, what: &str, diags: &mut Diagnostics| -> Option<usize> {
-        let idx = names.iter().position(|f| *f == s);
+        let idx = names.iter().position(|f| f == s);
         if idx.is_none() {
             let mut d = r.error(Code::UnknownField, n, format!("{what} `{s}` is not a field of stream `{name}`"));
-            if let Some(sugg) = did_you_mean(s, names.iter().copied()) {
+            if let Some(sugg) = did_you_mean(s, names.iter().map(String::as_str)) {
                 d = d.with_hint(format!("did you mean `{sugg}`?"));
             } else {
                 d = d.with_hint(format!("declared fields: {}", names.join(", ")));
@@ -273,6 +341,81 @@ fn parse_stream(name: &str, node: &Node, r: &Reader, diags: &mut Diagnostics) ->
             None => LatePolicy::DeadLetter,
         },
     };
+    let location = m.get("location").and_then(|n| {
+        let lm = r.map(n, "`location`", &["lat", "lon"], diags)?;
+        let pick = |k: &str, diags: &mut Diagnostics| -> Option<usize> {
+            let kn = lm.require(k, "`location`", r, diags)?;
+            let s = r.string(kn, k, diags)?;
+            let i = field_ref(kn, &s, k, diags)?;
+            if !matches!(fields[i].ty, FieldType::Float | FieldType::Int) {
+                diags.push(r.error(
+                    Code::TypeMismatch,
+                    kn,
+                    format!("`{k}` field `{s}` must be a number, it is {}", fields[i].ty.name()),
+                ));
+                return None;
+            }
+            Some(i)
+        };
+        let lat = pick("lat", diags);
+        let lon = pick("lon", diags);
+        Some((lat?, lon?))
+    });
+    let mut enrichments = Vec::new();
+    if let Some(n) = m.get("enrich") {
+        let items: Vec<Node> = match &n.kind {
+            Kind::Seq(items) => items.clone(),
+            _ => vec![n.clone()],
+        };
+        for item in &items {
+            let Some(em) = r.map(item, "an `enrich` entry", &["zones", "fields"], diags) else { continue };
+            let set = em.require("zones", "an `enrich` entry", r, diags).and_then(|zn| {
+                let set_name = r.string(zn, "zones", diags)?;
+                let found = zones.get(&set_name).cloned();
+                if found.is_none() {
+                    let names: Vec<&str> = zones.keys().map(String::as_str).collect();
+                    let d = r.error(Code::UnknownStream, zn, format!("unknown zone set `{set_name}`"));
+                    diags.push(match did_you_mean(&set_name, names.iter().copied()) {
+                        Some(sugg) => d.with_hint(format!("did you mean `{sugg}`?")),
+                        None => d.with_hint("declare it under `zones:`"),
+                    });
+                }
+                found
+            });
+            let Some(Some((lat, lon))) = location.map(Some).or_else(|| {
+                diags.push(r.error(
+                    Code::MissingKey,
+                    item,
+                    format!("stream `{name}` needs `location: {{lat, lon}}` to be enriched from zones"),
+                ));
+                None::<Option<(usize, usize)>>
+            }) else {
+                continue;
+            };
+            let mut columns = Vec::new();
+            if let Some(fm) = em
+                .require("fields", "an `enrich` entry", r, diags)
+                .and_then(|fnode| r.map(fnode, "`fields`", &[], diags))
+            {
+                for (prop, _, target) in fm.entries() {
+                    let Some(col) = r.string(target, prop, diags) else { continue };
+                    if fields.iter().any(|f| f.name == col) {
+                        diags.push(r.error(
+                            Code::DuplicateId,
+                            target,
+                            format!("enriched column `{col}` clashes with a declared field of stream `{name}`"),
+                        ));
+                        continue;
+                    }
+                    fields.push(FieldDef { name: col, ty: FieldType::String, required: false });
+                    columns.push((prop.to_string(), fields.len() - 1));
+                }
+            }
+            if let Some(zones) = set {
+                enrichments.push(Enrichment { zones, lat, lon, columns });
+            }
+        }
+    }
     let time_field = time_field?;
     // Time and key fields are always required: without them a row cannot be placed.
     fields[time_field].required = true;
@@ -288,6 +431,8 @@ fn parse_stream(name: &str, node: &Node, r: &Reader, diags: &mut Diagnostics) ->
         max_out_of_orderness_ms: ooo,
         idle_timeout_ms: idle,
         late_policy,
+        location,
+        enrichments,
     })
 }
 

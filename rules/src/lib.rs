@@ -18,6 +18,7 @@ pub mod duration;
 pub mod expr;
 pub mod rule;
 pub mod yaml;
+pub mod zones;
 
 pub use compile::{Loaded, load_config, load_from_strings, load_rules_only};
 pub use diagnostic::{Diagnostic, Diagnostics};

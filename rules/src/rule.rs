@@ -22,9 +22,11 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema};
 use gridwatch_engine::plan::{
-    AbsencePlan, AggFunc, Aggregate, RuleKind, RuleMeta, RulePlan, Severity, ThresholdPlan, WindowPlan,
+    AbsencePlan, AggFunc, Aggregate, GeofenceEvent, GeofencePlan, RuleKind, RuleMeta, RulePlan, Severity,
+    ThresholdPlan, WindowPlan,
 };
 use gridwatch_engine::schema::StreamDef;
+use gridwatch_engine::zones::ZoneSet;
 
 use crate::diagnostic::{Code, Diagnostics, did_you_mean};
 use crate::expr::{ExprPlanner, Site};
@@ -35,7 +37,19 @@ const COMMON_KEYS: [&str; 11] =
 const THRESHOLD_KEYS: [&str; 3] = ["condition", "for", "clear_condition"];
 const WINDOW_KEYS: [&str; 3] = ["window", "aggregates", "condition"];
 const ABSENCE_KEYS: [&str; 1] = ["absent_for"];
-const KINDS: [&str; 3] = ["threshold", "window", "absence"];
+const GEOFENCE_KEYS: [&str; 10] = [
+    "zones",
+    "event",
+    "for",
+    "margin_m",
+    "confirm",
+    "condition",
+    "active",
+    "route_field",
+    "max_distance_m",
+    "speed_field",
+];
+const KINDS: [&str; 4] = ["threshold", "window", "absence", "geofence"];
 
 /// A compiled rule with the position of its id (for duplicate detection).
 #[derive(Debug)]
@@ -51,6 +65,7 @@ pub fn compile_rule(
     node: &Node,
     r: &Reader,
     streams: &[Arc<StreamDef>],
+    zones: &BTreeMap<String, Arc<ZoneSet>>,
     planner: &ExprPlanner,
     diags: &mut Diagnostics,
 ) -> Option<CompiledRule> {
@@ -67,10 +82,12 @@ pub fn compile_rule(
         Some("threshold") => allowed.extend(THRESHOLD_KEYS),
         Some("window") => allowed.extend(WINDOW_KEYS),
         Some("absence") => allowed.extend(ABSENCE_KEYS),
+        Some("geofence") => allowed.extend(GEOFENCE_KEYS),
         _ => {
             allowed.extend(THRESHOLD_KEYS);
             allowed.extend(WINDOW_KEYS);
             allowed.extend(ABSENCE_KEYS);
+            allowed.extend(GEOFENCE_KEYS.iter().filter(|k| !allowed.contains(k)).collect::<Vec<_>>());
         }
     }
     let m = r.map(node, "a rule", &allowed, diags)?;
@@ -231,6 +248,7 @@ pub fn compile_rule(
             })
             .map(|absent_for_ms| RuleKind::Absence(AbsencePlan { absent_for_ms })),
         Some("window") => compile_window(&m, r, def, planner, &what, diags).map(RuleKind::Window),
+        Some("geofence") => compile_geofence(&m, r, def, zones, planner, &what, diags).map(RuleKind::Geofence),
         _ => None,
     };
     if diags.len() > before {
@@ -331,6 +349,156 @@ fn compile_window(
         diags,
     )?;
     Some(WindowPlan { size_ms, slide_ms, aggregates, condition: planned.predicate, result_schema })
+}
+
+fn compile_geofence(
+    m: &crate::yaml::Fields<'_>,
+    r: &Reader,
+    def: &StreamDef,
+    zones: &BTreeMap<String, Arc<ZoneSet>>,
+    planner: &ExprPlanner,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> Option<GeofencePlan> {
+    let before = diags.len();
+    let location = def.location;
+    if location.is_none() {
+        diags.push(
+            r.error_at(
+                Code::MissingKey,
+                m.pos,
+                1,
+                format!("{what} is a geofence but stream `{}` declares no `location`", def.name),
+            )
+            .with_hint("add `location: {lat: lat, lon: lon}` to the stream"),
+        );
+    }
+    let set = m.require("zones", what, r, diags).and_then(|n| {
+        let name = r.string(n, "zones", diags)?;
+        let found = zones.get(&name).cloned();
+        if found.is_none() {
+            let names: Vec<&str> = zones.keys().map(String::as_str).collect();
+            let d = r.error(Code::UnknownStream, n, format!("unknown zone set `{name}`"));
+            diags.push(match did_you_mean(&name, names.iter().copied()) {
+                Some(s) => d.with_hint(format!("did you mean `{s}`?")),
+                None => d.with_hint(format!("declared zone sets: {}", names.join(", "))),
+            });
+        }
+        found
+    });
+    let event = m.require("event", what, r, diags).and_then(|n| {
+        let e = r.string(n, "event", diags)?;
+        let parsed = GeofenceEvent::parse(&e);
+        if parsed.is_none() {
+            let d = r.error(Code::BadValue, n, format!("unknown geofence event `{e}`"));
+            diags.push(match did_you_mean(&e, GeofenceEvent::NAMES) {
+                Some(s) => d.with_hint(format!("did you mean `{s}`?")),
+                None => d.with_hint(format!("events: {}", GeofenceEvent::NAMES.join(", "))),
+            });
+        }
+        parsed
+    });
+    let for_ms = m.get("for").and_then(|n| r.duration(n, "for", diags)).unwrap_or(0);
+    if event == Some(GeofenceEvent::Dwell) && for_ms <= 0 {
+        diags.push(r.error_at(
+            Code::MissingKey,
+            m.pos,
+            1,
+            format!("{what}: `dwell` needs `for` (how long inside the same zone)"),
+        ));
+    }
+    let meters = |key: &str, diags: &mut Diagnostics| -> Option<f64> {
+        let n = m.get(key)?;
+        match n.kind {
+            Kind::Int(i) if i >= 0 => Some(i as f64),
+            Kind::Float(f) if f >= 0.0 => Some(f),
+            _ => {
+                diags.push(r.error(Code::BadValue, n, format!("`{key}` must be a non-negative number of metres")));
+                None
+            }
+        }
+    };
+    let margin_m = meters("margin_m", diags).unwrap_or(0.0);
+    let max_distance_m = meters("max_distance_m", diags);
+    let confirm = m.get("confirm").and_then(|n| r.uint(n, "confirm", diags)).map_or(1, |c| c.clamp(1, 1000) as u32);
+    let field = |key: &str, diags: &mut Diagnostics| -> Option<Option<usize>> {
+        let Some(n) = m.get(key) else { return Some(None) };
+        let s = r.string(n, key, diags)?;
+        match def.field_index(&s) {
+            Some(i) => Some(Some(i)),
+            None => {
+                let names: Vec<&str> = def.fields.iter().map(|f| f.name.as_str()).collect();
+                let d = r.error(
+                    Code::UnknownField,
+                    n,
+                    format!("unknown field `{s}` in `{key}`: stream `{}` has no such field", def.name),
+                );
+                diags.push(match did_you_mean(&s, names.iter().copied()) {
+                    Some(sugg) => d.with_hint(format!("did you mean `{sugg}`?")),
+                    None => d.with_hint(format!("declared fields: {}", names.join(", "))),
+                });
+                None
+            }
+        }
+    };
+    let route_field = field("route_field", diags).flatten();
+    let mut speed_field = field("speed_field", diags).flatten();
+    match event {
+        Some(GeofenceEvent::Corridor) => {
+            if route_field.is_none() || max_distance_m.is_none() {
+                diags.push(r.error_at(
+                    Code::MissingKey,
+                    m.pos,
+                    1,
+                    format!(
+                        "{what}: `corridor` needs `route_field` (the event field naming the route) and `max_distance_m`"
+                    ),
+                ));
+            }
+        }
+        Some(GeofenceEvent::Speeding) => {
+            speed_field = speed_field.or_else(|| def.field_index("speed_kmh"));
+            if speed_field.is_none() {
+                diags.push(r.error_at(
+                    Code::MissingKey,
+                    m.pos,
+                    1,
+                    format!("{what}: `speeding` needs `speed_field` (km/h)"),
+                ));
+            }
+        }
+        _ => {}
+    }
+    let schema = def.arrow_schema();
+    let condition = m.get("condition").and_then(|n| {
+        let sql = r.string(n, "condition", diags)?;
+        planner.predicate(
+            &sql,
+            &schema,
+            &format!("stream `{}`", def.name),
+            Site { reader: r, node: n, what: "condition" },
+            diags,
+        )
+    });
+    let active = m.get("active").and_then(|n| crate::config::parse_active(n, r, diags));
+    if diags.len() > before {
+        return None;
+    }
+    let (lat, lon) = location?;
+    Some(GeofencePlan {
+        zones: set?,
+        event: event?,
+        lat,
+        lon,
+        for_ms,
+        margin_m,
+        confirm,
+        condition: condition.map(|c| c.predicate),
+        active,
+        route_field,
+        max_distance_m: max_distance_m.unwrap_or(0.0),
+        speed_field,
+    })
 }
 
 /// Parses `count`, `avg(value)`, `max(level) as peak`.

@@ -145,6 +145,31 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).trim().to_string()
 }
 
+/// The node as JSON (positions dropped), for values handed to JSON-shaped parsers.
+pub fn to_json(node: &Node) -> serde_json::Value {
+    use serde_json::Value;
+    match &node.kind {
+        Kind::Null => Value::Null,
+        Kind::Bool(b) => Value::from(*b),
+        Kind::Int(i) => Value::from(*i),
+        Kind::Float(f) => Value::from(*f),
+        Kind::Str(s) => Value::from(s.as_str()),
+        Kind::Seq(items) => Value::Array(items.iter().map(to_json).collect()),
+        Kind::Map(entries) => Value::Object(
+            entries
+                .iter()
+                .map(|(k, v)| {
+                    let key = match &k.kind {
+                        Kind::Str(s) => s.clone(),
+                        _ => to_json(k).to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+    }
+}
+
 /// Reads nodes of one file, reporting into shared diagnostics.
 #[derive(Debug, Clone)]
 pub struct Reader {

@@ -9,6 +9,7 @@
 //! partitioned or batched.
 
 mod absence;
+mod geofence;
 mod threshold;
 mod window;
 
@@ -22,6 +23,7 @@ use arrow::compute::prep_null_mask_filter;
 use arrow::record_batch::RecordBatch;
 
 pub use absence::AbsenceOperator;
+pub use geofence::GeofenceOperator;
 pub use threshold::ThresholdOperator;
 pub use window::WindowOperator;
 
@@ -60,6 +62,7 @@ pub fn build(rule: Arc<RulePlan>, stream: &StreamDef) -> Box<dyn Operator> {
         RuleKind::Threshold(_) => Box::new(ThresholdOperator::new(rule, stream)),
         RuleKind::Window(_) => Box::new(WindowOperator::new(rule, stream)),
         RuleKind::Absence(_) => Box::new(AbsenceOperator::new(rule, stream)),
+        RuleKind::Geofence(_) => Box::new(GeofenceOperator::new(rule, stream)),
     }
 }
 

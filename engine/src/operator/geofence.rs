@@ -1,0 +1,412 @@
+//! Geofences: zone membership per entity as state, so enter/exit are edges and inside,
+//! outside, dwell, corridor and speeding are levels with an optional `for`.
+//!
+//! Per key the operator keeps the zones the entity is *in* (with the time it entered) and
+//! the zones it is about to enter. GPS jitter is absorbed two ways, both configurable: an
+//! entity enters only when at least `margin_m` inside and leaves only when `margin_m`
+//! outside (between the two it keeps its current state), and only after `confirm`
+//! consecutive points agree. A zone outside its active hours counts as absent.
+//!
+//! Levels work like a threshold with `for`: the stopwatch starts when the level becomes
+//! true (for dwell: when the entity entered the zone), the alert fires when it has held
+//! for `for` (seen by an event or by the watermark), and resolves when the level ends.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::Float64Type;
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+
+use super::{BatchInput, Operator, eval_predicate, for_each_selected, key_columns, selected_rows};
+use crate::alert::{Alert, AlertParts, AlertState};
+use crate::error::Result;
+use crate::keys::{KeyTable, row_to_json, write_key};
+use crate::plan::{GeofenceEvent, GeofencePlan, RuleKind, RulePlan};
+use crate::schema::StreamDef;
+use crate::time::{Millis, format_timestamp};
+use crate::zones::ZoneSet;
+
+/// Level entries use this zone index for entity-wide levels (outside, corridor).
+const WHOLE: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    zone: u32,
+    since: Millis,
+    /// Consecutive points seen clearly outside.
+    leaving: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    zone: u32,
+    first_seen: Millis,
+    points: u32,
+}
+
+#[derive(Debug)]
+struct Level {
+    zone: u32,
+    since: Millis,
+    firing: bool,
+    start_event: Option<Box<serde_json::Value>>,
+}
+
+#[derive(Debug, Default)]
+struct KeyState {
+    members: SmallVec<[Member; 2]>,
+    pending: SmallVec<[Pending; 2]>,
+    levels: SmallVec<[Level; 1]>,
+}
+
+/// Operator for geofence rules.
+pub struct GeofenceOperator {
+    rule: Arc<RulePlan>,
+    stream: Arc<str>,
+    plan: GeofencePlan,
+    route_index: FxHashMap<String, u32>,
+    keys: KeyTable<KeyState>,
+    timers: BinaryHeap<Reverse<(Millis, u32, u32)>>,
+    key_buf: String,
+    hits: crate::zones::ZoneHits,
+}
+
+impl GeofenceOperator {
+    /// A new operator with no state.
+    pub fn new(rule: Arc<RulePlan>, stream: &StreamDef) -> Self {
+        let plan = match &rule.kind {
+            RuleKind::Geofence(p) => p.clone(),
+            _ => unreachable!("GeofenceOperator is only built for geofence rules"),
+        };
+        let route_index = plan.zones.zones.iter().enumerate().map(|(i, z)| (z.id.clone(), i as u32)).collect();
+        GeofenceOperator {
+            rule,
+            stream: stream.name.as_str().into(),
+            plan,
+            route_index,
+            keys: KeyTable::default(),
+            timers: BinaryHeap::new(),
+            key_buf: String::new(),
+            hits: Default::default(),
+        }
+    }
+
+    fn zone_active(&self, zone: u32, t: Millis) -> bool {
+        self.plan.zones.zones[zone as usize].is_active(t) && self.plan.active.as_ref().is_none_or(|w| w.is_active(t))
+    }
+
+    fn alert(
+        &self,
+        key: &str,
+        zone: u32,
+        state: AlertState,
+        t: Millis,
+        start: Millis,
+        mut values: serde_json::Map<String, serde_json::Value>,
+        evidence: Vec<serde_json::Value>,
+    ) -> Alert {
+        let key = match zone {
+            WHOLE => key.to_string(),
+            z => {
+                let zone = &self.plan.zones.zones[z as usize];
+                values.insert("zone_id".into(), zone.id.clone().into());
+                values.insert("zone_name".into(), zone.name.clone().into());
+                values.insert("zone_kind".into(), zone.kind.clone().into());
+                for (k, v) in &zone.properties {
+                    values.entry(format!("zone.{k}")).or_insert_with(|| v.clone());
+                }
+                format!("{key}|{}", zone.id)
+            }
+        };
+        values.insert("zone_set".into(), self.plan.zones.name.clone().into());
+        let parts = AlertParts { key, state, event_time: t, episode_start: start, notification: 1, values, evidence };
+        Alert::new(&self.rule.meta, &self.stream, parts)
+    }
+
+    fn fire_timers(&mut self, wm: Millis, out: &mut Vec<Alert>) {
+        while let Some(Reverse((due, slot, zone))) = self.timers.peek().copied() {
+            if due > wm {
+                break;
+            }
+            self.timers.pop();
+            let for_ms = self.plan.for_ms;
+            let (key, st) = self.keys.entry_mut(slot);
+            let Some(level) = st.levels.iter_mut().find(|l| l.zone == zone) else { continue };
+            if level.firing || level.since + for_ms != due {
+                continue;
+            }
+            level.firing = true;
+            let since = level.since;
+            let evidence: Vec<serde_json::Value> = level.start_event.as_deref().cloned().into_iter().collect();
+            let key = key.to_string();
+            let mut values = serde_json::Map::new();
+            values.insert("held_ms".into(), (due - since).into());
+            values.insert("since".into(), format_timestamp(since).into());
+            out.push(self.alert(&key, zone, AlertState::Firing, due, since, values, evidence));
+        }
+    }
+
+    /// Updates membership for a point; returns (entered, exited) as (zone, since[, t]).
+    fn update_membership(
+        &mut self,
+        slot: u32,
+        p: [f64; 2],
+        t: Millis,
+    ) -> (SmallVec<[(u32, Millis); 2]>, SmallVec<[(u32, Millis); 2]>) {
+        let zones: &ZoneSet = &self.plan.zones;
+        zones.containing(p, &mut self.hits);
+        let margin = self.plan.margin_m;
+        let confirm = self.plan.confirm.max(1);
+        let mut entered = SmallVec::new();
+        let mut exited = SmallVec::new();
+        // Collect activity first: borrowing rules keep the zone set and key state apart.
+        let active: SmallVec<[bool; 4]> = self.hits.iter().map(|&z| self.zone_active(z, t)).collect();
+        let members_active: SmallVec<[bool; 4]> = {
+            let st = self.keys.state_mut(slot);
+            let zs: SmallVec<[u32; 4]> = st.members.iter().map(|m| m.zone).collect();
+            zs.iter().map(|&z| self.zone_active(z, t)).collect()
+        };
+        let zones: &ZoneSet = &self.plan.zones;
+        let st = self.keys.state_mut(slot);
+        // Leaving.
+        let before = std::mem::take(&mut st.members);
+        for (mut m, active) in before.into_iter().zip(members_active) {
+            let inside = self.hits.contains(&m.zone);
+            let clearly_out = !active || (!inside && (margin <= 0.0 || zones.signed_distance(m.zone, p) >= margin));
+            if clearly_out {
+                m.leaving += 1;
+            } else if inside {
+                m.leaving = 0;
+            }
+            if m.leaving >= confirm || !active {
+                exited.push((m.zone, m.since));
+            } else {
+                st.members.push(m);
+            }
+        }
+        // Entering.
+        st.pending.retain(|pd| self.hits.contains(&pd.zone));
+        for (h, &z) in self.hits.iter().enumerate() {
+            if !active[h] || st.members.iter().any(|m| m.zone == z) {
+                continue;
+            }
+            let deep_enough = margin <= 0.0 || zones.signed_distance(z, p) <= -margin;
+            if !deep_enough {
+                continue;
+            }
+            let pos = match st.pending.iter().position(|pd| pd.zone == z) {
+                Some(pos) => pos,
+                None => {
+                    st.pending.push(Pending { zone: z, first_seen: t, points: 0 });
+                    st.pending.len() - 1
+                }
+            };
+            st.pending[pos].points += 1;
+            if st.pending[pos].points >= confirm {
+                let since = st.pending[pos].first_seen;
+                st.pending.remove(pos);
+                st.members.push(Member { zone: z, since, leaving: 0 });
+                entered.push((z, since));
+            }
+        }
+        (entered, exited)
+    }
+}
+
+impl Operator for GeofenceOperator {
+    fn process(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()> {
+        let batch = input.batch;
+        let mask = selected_rows(&self.rule, batch)?;
+        let cond = match &self.plan.condition {
+            Some(p) => Some(eval_predicate(&self.rule, "condition", p, batch)?),
+            None => None,
+        };
+        let key_cols: Vec<ArrayRef> = key_columns(&self.rule, batch);
+        let lat = arrow::compute::cast(batch.column(self.plan.lat), &arrow::datatypes::DataType::Float64)?;
+        let lon = arrow::compute::cast(batch.column(self.plan.lon), &arrow::datatypes::DataType::Float64)?;
+        let (lat, lon) = (lat.as_primitive::<Float64Type>().clone(), lon.as_primitive::<Float64Type>().clone());
+        let speed = match self.plan.speed_field {
+            Some(c) => Some(arrow::compute::cast(batch.column(c), &arrow::datatypes::DataType::Float64)?),
+            None => None,
+        };
+        let route = self.plan.route_field.map(|c| batch.column(c).clone());
+        let event = self.plan.event;
+        for_each_selected(batch.num_rows(), mask.as_ref(), |i| {
+            let wm = input.watermarks[i];
+            if matches!(self.timers.peek(), Some(Reverse((due, _, _))) if *due <= wm) {
+                self.fire_timers(wm, out);
+            }
+            if lat.is_null(i) || lon.is_null(i) {
+                return Ok(());
+            }
+            let p = self.plan.zones.project(lon.value(i), lat.value(i));
+            let t = input.times[i];
+            let mut key = std::mem::take(&mut self.key_buf);
+            write_key(&key_cols, i, &mut key);
+            let slot = self.keys.slot(&key, KeyState::default);
+            let holds = cond.as_ref().is_none_or(|c| c.value(i));
+            let needs_membership = !matches!(event, GeofenceEvent::Corridor);
+            let (entered, exited) =
+                if needs_membership { self.update_membership(slot, p, t) } else { Default::default() };
+
+            // Edge events.
+            match event {
+                GeofenceEvent::Enter => {
+                    for &(z, since) in &entered {
+                        out.push(self.alert(
+                            &key,
+                            z,
+                            AlertState::Firing,
+                            t,
+                            since,
+                            Default::default(),
+                            vec![row_to_json(batch, i)],
+                        ));
+                    }
+                }
+                GeofenceEvent::Exit | GeofenceEvent::Cross => {
+                    for &(z, since) in &exited {
+                        let mut values = serde_json::Map::new();
+                        let start = if event == GeofenceEvent::Cross {
+                            values.insert("entered_at".into(), format_timestamp(since).into());
+                            values.insert("inside_ms".into(), (t - since).into());
+                            since
+                        } else {
+                            t
+                        };
+                        out.push(self.alert(
+                            &key,
+                            z,
+                            AlertState::Firing,
+                            t,
+                            start,
+                            values,
+                            vec![row_to_json(batch, i)],
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            if event.is_edge() {
+                self.key_buf = key;
+                return Ok(());
+            }
+
+            // Levels: which (zone, since) hold at this point.
+            let mut holding: SmallVec<[(u32, Millis, Option<f64>); 2]> = SmallVec::new();
+            let st = self.keys.state_mut(slot);
+            match event {
+                GeofenceEvent::Inside | GeofenceEvent::Dwell if holds => {
+                    for m in &st.members {
+                        holding.push((m.zone, if event == GeofenceEvent::Dwell { m.since } else { t }, None));
+                    }
+                }
+                GeofenceEvent::Outside if holds && st.members.is_empty() && st.pending.is_empty() => {
+                    holding.push((WHOLE, t, None))
+                }
+                GeofenceEvent::Speeding if holds => {
+                    if let Some(speed) = speed.as_ref().filter(|s| !s.is_null(i)) {
+                        let v = speed.as_primitive::<Float64Type>().value(i);
+                        for m in &st.members {
+                            if self.plan.zones.zones[m.zone as usize].speed_limit_kmh.is_some_and(|lim| v > lim) {
+                                holding.push((m.zone, t, Some(v)));
+                            }
+                        }
+                    }
+                }
+                GeofenceEvent::Corridor if holds => {
+                    let assigned = route.as_ref().filter(|r| !r.is_null(i)).and_then(|r| {
+                        let mut id = String::new();
+                        write_key(std::slice::from_ref(r), i, &mut id);
+                        self.route_index.get(&id).copied()
+                    });
+                    if let Some(z) = assigned
+                        && self.zone_active(z, t)
+                    {
+                        let d = self.plan.zones.distance_to(z, p);
+                        if d > self.plan.max_distance_m {
+                            holding.push((WHOLE, t, Some(d)));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            // End levels that no longer hold.
+            let mut ended: SmallVec<[(u32, Millis, bool); 2]> = SmallVec::new();
+            let st = self.keys.state_mut(slot);
+            st.levels.retain(|l| {
+                let still = holding.iter().any(|h| h.0 == l.zone);
+                if !still {
+                    ended.push((l.zone, l.since, l.firing));
+                }
+                still
+            });
+            for (z, since, was_firing) in ended {
+                if was_firing {
+                    let mut values = serde_json::Map::new();
+                    values.insert("held_ms".into(), (t - since).into());
+                    out.push(self.alert(&key, z, AlertState::Resolved, t, since, values, vec![row_to_json(batch, i)]));
+                }
+            }
+            // Start or advance levels that hold.
+            let for_ms = self.plan.for_ms;
+            for (z, since, measure) in holding {
+                let st = self.keys.state_mut(slot);
+                let pos = match st.levels.iter().position(|l| l.zone == z) {
+                    Some(pos) => pos,
+                    None => {
+                        st.levels.push(Level {
+                            zone: z,
+                            since,
+                            firing: false,
+                            start_event: Some(Box::new(row_to_json(batch, i))),
+                        });
+                        if for_ms > 0 && since + for_ms > t {
+                            self.timers.push(Reverse((since + for_ms, slot, z)));
+                        }
+                        self.keys.state_mut(slot).levels.len() - 1
+                    }
+                };
+                let level = &mut self.keys.state_mut(slot).levels[pos];
+                if !level.firing && t - level.since >= for_ms {
+                    level.firing = true;
+                    let since = level.since;
+                    let mut evidence: Vec<serde_json::Value> =
+                        level.start_event.as_deref().cloned().into_iter().collect();
+                    let trigger = row_to_json(batch, i);
+                    if evidence.first() != Some(&trigger) {
+                        evidence.push(trigger);
+                    }
+                    let mut values = serde_json::Map::new();
+                    values.insert("held_ms".into(), (t - since).into());
+                    match (event, measure) {
+                        (GeofenceEvent::Corridor, Some(d)) => {
+                            values.insert("distance_m".into(), ((d * 10.0).round() / 10.0).into());
+                        }
+                        (GeofenceEvent::Speeding, Some(v)) => {
+                            values.insert("speed_kmh".into(), v.into());
+                        }
+                        _ => {}
+                    }
+                    out.push(self.alert(&key, z, AlertState::Firing, t, since, values, evidence));
+                }
+            }
+            self.key_buf = key;
+            Ok(())
+        })?;
+        self.fire_timers(input.end_watermark, out);
+        Ok(())
+    }
+
+    fn advance(&mut self, wm: Millis, out: &mut Vec<Alert>) -> Result<()> {
+        self.fire_timers(wm, out);
+        Ok(())
+    }
+
+    fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}
