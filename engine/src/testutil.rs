@@ -172,3 +172,92 @@ pub fn run(
     out.alerts.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()).then_with(|| a.rule_id.cmp(&b.rule_id)));
     out
 }
+
+/// A GPS stream `gps`: ts, id (key), lat, lon, speed, route (optional).
+pub fn gps_stream() -> Arc<StreamDef> {
+    Arc::new(StreamDef {
+        name: "gps".into(),
+        fields: vec![
+            FieldDef { name: "ts".into(), ty: FieldType::Timestamp, required: true },
+            FieldDef { name: "id".into(), ty: FieldType::String, required: true },
+            FieldDef { name: "lat".into(), ty: FieldType::Float, required: true },
+            FieldDef { name: "lon".into(), ty: FieldType::Float, required: true },
+            FieldDef { name: "speed".into(), ty: FieldType::Float, required: true },
+            FieldDef { name: "route".into(), ty: FieldType::String, required: false },
+        ],
+        time_field: 0,
+        key_fields: vec![1],
+        max_out_of_orderness_ms: 0,
+        idle_timeout_ms: None,
+        late_policy: LatePolicy::DeadLetter,
+        location: Some((2, 3)),
+        enrichments: Vec::new(),
+    })
+}
+
+/// A GPS point of [`gps_stream`].
+pub fn gps(ts: Millis, id: &str, lon: f64, lat: f64, speed: f64, route: Option<&str>) -> String {
+    let route = route.map_or_else(|| "null".to_string(), |r| format!("\"{r}\""));
+    format!(r#"{{"ts":{ts},"id":"{id}","lat":{lat},"lon":{lon},"speed":{speed},"route":{route}}}"#)
+}
+
+/// Zones near (120.0, 36.0): `site` a 0.01° square (≈ 900 × 1110 m) with a 40 km/h limit,
+/// and `route-1` a corridor along latitude 36.02 with a 30 m buffer.
+pub fn test_zones(active: Option<crate::zones::ActiveWindow>) -> Arc<crate::zones::ZoneSet> {
+    use crate::zones::{Shape, Zone, ZoneSet, ZoneSpec};
+    use geo::{LineString, MultiPolygon, Polygon};
+    let zone = |id: &str, limit: Option<f64>| Zone {
+        id: id.into(),
+        name: id.into(),
+        kind: "test".into(),
+        properties: Default::default(),
+        shape: Shape::Circle(geo::Coord { x: 0.0, y: 0.0 }, 0.0),
+        active: active.clone(),
+        speed_limit_kmh: limit,
+    };
+    let square = Polygon::new(
+        LineString::from(vec![(120.0, 36.0), (120.01, 36.0), (120.01, 36.01), (120.0, 36.01), (120.0, 36.0)]),
+        vec![],
+    );
+    Arc::new(ZoneSet::new(
+        "test",
+        vec![zone("site", Some(40.0)), zone("route-1", None)],
+        vec![
+            ZoneSpec::Area(MultiPolygon(vec![square])),
+            ZoneSpec::Corridor(LineString::from(vec![(120.0, 36.02), (120.02, 36.02)]), 30.0),
+        ],
+    ))
+}
+
+/// A geofence rule on [`gps_stream`] over `zones`.
+pub fn geofence(
+    zones: Arc<crate::zones::ZoneSet>,
+    event: crate::plan::GeofenceEvent,
+    for_ms: Millis,
+    margin_m: f64,
+    confirm: u32,
+    condition: Option<&str>,
+) -> RulePlan {
+    let s = gps_stream();
+    let schema = s.arrow_schema();
+    RulePlan {
+        meta: meta("geo", None),
+        stream: 0,
+        key_fields: vec![1],
+        filter: None,
+        kind: RuleKind::Geofence(crate::plan::GeofencePlan {
+            zones,
+            event,
+            lat: 2,
+            lon: 3,
+            for_ms,
+            margin_m,
+            confirm,
+            condition: condition.map(|c| predicate(c, &schema)),
+            active: None,
+            route_field: Some(5),
+            max_distance_m: 200.0,
+            speed_field: Some(4),
+        }),
+    }
+}

@@ -53,6 +53,8 @@ struct Level {
     since: Millis,
     firing: bool,
     start_event: Option<Box<serde_json::Value>>,
+    /// Latest distance (corridor) or speed (speeding) while the level holds.
+    measure: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -140,12 +142,26 @@ impl GeofenceOperator {
             }
             level.firing = true;
             let since = level.since;
+            let measure = level.measure;
             let evidence: Vec<serde_json::Value> = level.start_event.as_deref().cloned().into_iter().collect();
             let key = key.to_string();
             let mut values = serde_json::Map::new();
             values.insert("held_ms".into(), (due - since).into());
             values.insert("since".into(), format_timestamp(since).into());
+            self.insert_measure(&mut values, measure);
             out.push(self.alert(&key, zone, AlertState::Firing, due, since, values, evidence));
+        }
+    }
+
+    fn insert_measure(&self, values: &mut serde_json::Map<String, serde_json::Value>, measure: Option<f64>) {
+        match (self.plan.event, measure) {
+            (GeofenceEvent::Corridor, Some(d)) => {
+                values.insert("distance_m".into(), ((d * 10.0).round() / 10.0).into());
+            }
+            (GeofenceEvent::Speeding, Some(v)) => {
+                values.insert("speed_kmh".into(), v.into());
+            }
+            _ => {}
         }
     }
 
@@ -363,6 +379,7 @@ impl Operator for GeofenceOperator {
                             since,
                             firing: false,
                             start_event: Some(Box::new(row_to_json(batch, i))),
+                            measure,
                         });
                         if for_ms > 0 && since + for_ms > t {
                             self.timers.push(Reverse((since + for_ms, slot, z)));
@@ -371,6 +388,7 @@ impl Operator for GeofenceOperator {
                     }
                 };
                 let level = &mut self.keys.state_mut(slot).levels[pos];
+                level.measure = measure.or(level.measure);
                 if !level.firing && t - level.since >= for_ms {
                     level.firing = true;
                     let since = level.since;
@@ -382,15 +400,7 @@ impl Operator for GeofenceOperator {
                     }
                     let mut values = serde_json::Map::new();
                     values.insert("held_ms".into(), (t - since).into());
-                    match (event, measure) {
-                        (GeofenceEvent::Corridor, Some(d)) => {
-                            values.insert("distance_m".into(), ((d * 10.0).round() / 10.0).into());
-                        }
-                        (GeofenceEvent::Speeding, Some(v)) => {
-                            values.insert("speed_kmh".into(), v.into());
-                        }
-                        _ => {}
-                    }
+                    self.insert_measure(&mut values, measure);
                     out.push(self.alert(&key, z, AlertState::Firing, t, since, values, evidence));
                 }
             }

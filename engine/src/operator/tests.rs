@@ -207,3 +207,158 @@ mod determinism {
         }
     }
 }
+
+mod geofences {
+    use super::S;
+    use crate::alert::AlertState::{Firing, Resolved};
+    use crate::plan::GeofenceEvent::{self, *};
+    use crate::testutil::{geofence, gps, gps_stream, run, test_zones};
+
+    const M: i64 = 60 * S;
+
+    fn brief(
+        event: GeofenceEvent,
+        margin: f64,
+        confirm: u32,
+        for_ms: i64,
+        cond: Option<&str>,
+        events: &[String],
+    ) -> Vec<(String, crate::alert::AlertState, i64)> {
+        let out = run(
+            gps_stream(),
+            vec![geofence(test_zones(None), event, for_ms, margin, confirm, cond)],
+            events,
+            2,
+            3,
+            None,
+        );
+        out.brief()
+    }
+
+    /// A bike riding the west edge of `site` (lon 120.0): ±0.00005° ≈ ±4.5 m of jitter.
+    fn riding_the_edge() -> Vec<String> {
+        let mut v = vec![gps(0, "b", 119.99, 36.005, 10.0, None)];
+        for i in 1..20 {
+            let lon = if i % 2 == 0 { 120.00005 } else { 119.99995 };
+            v.push(gps(i * 10 * S, "b", lon, 36.005, 10.0, None));
+        }
+        v.push(gps(300 * S, "b", 120.005, 36.005, 10.0, None)); // well inside (≈ 450 m)
+        v.push(gps(310 * S, "b", 119.99, 36.005, 10.0, None)); // well outside
+        v
+    }
+
+    #[test]
+    fn enter_and_exit_are_edges_and_jitter_flaps_without_hysteresis() {
+        let events = riding_the_edge();
+        let enters = brief(Enter, 0.0, 1, 0, None, &events);
+        assert_eq!(enters.len(), 10, "every jitter crossing counts without hysteresis: {enters:?}");
+        let exits = brief(Exit, 0.0, 1, 0, None, &events);
+        assert_eq!(exits.len(), 10);
+    }
+
+    #[test]
+    fn margin_hysteresis_stops_boundary_flapping() {
+        let events = riding_the_edge();
+        assert_eq!(brief(Enter, 20.0, 1, 0, None, &events), vec![("b|site".into(), Firing, 300 * S)]);
+        assert_eq!(brief(Exit, 20.0, 1, 0, None, &events), vec![("b|site".into(), Firing, 310 * S)]);
+        let cross = run(gps_stream(), vec![geofence(test_zones(None), Cross, 0, 20.0, 1, None)], &events, 1, 8, None);
+        assert_eq!(cross.alerts.len(), 1);
+        assert_eq!(cross.alerts[0].values["inside_ms"], serde_json::json!(10_000));
+    }
+
+    #[test]
+    fn confirm_points_stop_boundary_flapping() {
+        let events = riding_the_edge();
+        // Two consecutive points are needed; the edge rider never gives two in a row.
+        assert_eq!(brief(Enter, 0.0, 2, 0, None, &events), Vec::new());
+        let mut events = events;
+        events.push(gps(320 * S, "b", 120.005, 36.005, 10.0, None));
+        events.push(gps(330 * S, "b", 120.006, 36.005, 10.0, None));
+        // Entered as of the first of the two agreeing points.
+        let out = run(gps_stream(), vec![geofence(test_zones(None), Enter, 0, 0.0, 2, None)], &events, 1, 8, None);
+        assert_eq!(out.brief(), vec![("b|site".into(), Firing, 330 * S)]);
+        assert_eq!(out.alerts[0].episode_start, 320 * S);
+    }
+
+    #[test]
+    fn dwell_resets_on_leaving() {
+        let inside = |t: i64| gps(t, "bike", 120.005, 36.005, 0.0, None);
+        let outside = |t: i64| gps(t, "bike", 119.99, 36.005, 0.0, None);
+        // 5 min inside, out, then 12 min inside: dwell ≥ 10 min fires once, 10 min after
+        // the second entry, and resolves on leaving.
+        let mut events: Vec<String> = (0..=5).map(|m| inside(m * M)).collect();
+        events.push(outside(6 * M));
+        events.extend((7..=19).map(|m| inside(m * M)));
+        events.push(outside(20 * M));
+        assert_eq!(
+            brief(Dwell, 0.0, 1, 10 * M, None, &events),
+            vec![("bike|site".into(), Firing, 17 * M), ("bike|site".into(), Resolved, 20 * M)]
+        );
+    }
+
+    #[test]
+    fn dwell_fires_on_the_watermark_without_another_point() {
+        // The bike reports once inside and then nothing; another vehicle moves the watermark.
+        let events = vec![gps(0, "bike", 120.005, 36.005, 0.0, None), gps(15 * M, "other", 119.0, 36.0, 0.0, None)];
+        assert_eq!(brief(Dwell, 0.0, 1, 10 * M, None, &events), vec![("bike|site".into(), Firing, 10 * M)]);
+    }
+
+    #[test]
+    fn outside_all_zones_while_stopped_suspects_dumping() {
+        let stopped_outside = |t: i64, speed: f64| gps(t, "truck", 119.99, 36.005, speed, None);
+        let mut events: Vec<String> = (0..4).map(|m| stopped_outside(m * M, 0.5)).collect();
+        events.push(stopped_outside(4 * M, 30.0)); // drives off: resets
+        events.extend((5..=11).map(|m| stopped_outside(m * M, 1.0)));
+        events.push(gps(12 * M, "truck", 120.005, 36.005, 1.0, None)); // into the site: resolves
+        assert_eq!(
+            brief(Outside, 0.0, 1, 5 * M, Some("speed < 2"), &events),
+            vec![("truck".into(), Firing, 10 * M), ("truck".into(), Resolved, 12 * M)]
+        );
+    }
+
+    #[test]
+    fn corridor_deviation_beyond_the_distance_for_longer_than_allowed() {
+        // route-1 runs along latitude 36.02; 0.003° ≈ 333 m off, 0.001° ≈ 111 m off.
+        let at = |t: i64, lat: f64| gps(t, "truck", 120.01, lat, 30.0, Some("route-1"));
+        let events = vec![
+            at(0, 36.02),
+            at(M, 36.023),
+            at(2 * M, 36.023),
+            at(3 * M, 36.023),
+            at(4 * M, 36.021),
+            at(5 * M, 36.023),
+        ];
+        let out =
+            run(gps_stream(), vec![geofence(test_zones(None), Corridor, 2 * M, 0.0, 1, None)], &events, 1, 2, None);
+        assert_eq!(out.brief(), vec![("truck".into(), Firing, 3 * M), ("truck".into(), Resolved, 4 * M)]);
+        let d = out.alerts[0].values["distance_m"].as_f64().unwrap();
+        assert!((d - 333.6).abs() < 2.0, "{d}");
+        // An unknown route raises nothing.
+        let events =
+            vec![gps(0, "x", 120.01, 36.03, 1.0, Some("nope")), gps(10 * M, "x", 120.01, 36.03, 1.0, Some("nope"))];
+        assert!(brief(Corridor, 0.0, 1, 0, None, &events).is_empty());
+    }
+
+    #[test]
+    fn speeding_uses_the_zone_limit() {
+        let at = |t: i64, speed: f64| gps(t, "car", 120.005, 36.005, speed, None);
+        let events =
+            vec![at(0, 30.0), at(10 * S, 55.0), at(20 * S, 35.0), gps(30 * S, "car", 120.02, 36.005, 80.0, None)];
+        let out = run(gps_stream(), vec![geofence(test_zones(None), Speeding, 0, 0.0, 1, None)], &events, 1, 4, None);
+        assert_eq!(out.brief(), vec![("car|site".into(), Firing, 10 * S), ("car|site".into(), Resolved, 20 * S)]);
+        assert_eq!(out.alerts[0].values["speed_kmh"], serde_json::json!(55.0));
+        assert_eq!(out.alerts[0].values["zone_id"], serde_json::json!("site"));
+    }
+
+    #[test]
+    fn zones_count_only_during_their_active_hours() {
+        // Active 08:00-09:00 UTC: a truck inside from 07:30 to 08:30 is inside from 08:00.
+        let (start_min, end_min) = crate::zones::ActiveWindow::parse_hours("08:00-09:00").unwrap();
+        let w = crate::zones::ActiveWindow { days: [true; 7], start_min, end_min, tz: chrono_tz::UTC };
+        let base = crate::time::parse_timestamp("2026-11-23T07:30:00Z").unwrap();
+        let events: Vec<String> =
+            (0..=60).step_by(10).map(|m| gps(base + m * M, "t", 120.005, 36.005, 5.0, None)).collect();
+        let out = run(gps_stream(), vec![geofence(test_zones(Some(w)), Inside, 0, 0.0, 1, None)], &events, 1, 4, None);
+        assert_eq!(out.brief(), vec![("t|site".into(), Firing, base + 30 * M)]);
+    }
+}
