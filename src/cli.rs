@@ -21,7 +21,7 @@ pub enum Command {
     Run(RunArgs),
     /// Check config and rule files; report every error with file:line:column.
     Validate(ValidateArgs),
-    /// Write the example city's generated events to an NDJSON file.
+    /// Write the example city's generated events (NDJSON) and/or its zone files (GeoJSON).
     Generate(GenerateArgs),
 }
 
@@ -90,9 +90,12 @@ pub struct GenerateArgs {
     /// Config whose generator settings to use.
     #[arg(short, long, default_value = "examples/city/gridwatch.yaml")]
     pub config: PathBuf,
-    /// Output NDJSON file.
-    #[arg(short, long)]
-    pub out: PathBuf,
+    /// Output NDJSON file of events.
+    #[arg(short, long, required_unless_present = "zones")]
+    pub out: Option<PathBuf>,
+    /// Write the example city's zone files (GeoJSON) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub zones: Option<PathBuf>,
     /// Override the simulated duration (e.g. 1h).
     #[arg(long)]
     pub duration: Option<String>,

@@ -11,10 +11,19 @@ use crate::cli::GenerateArgs;
 use crate::run::generator_settings;
 
 pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
+    if let Some(dir) = &args.zones {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (name, text) in gridwatch_connectors::city_map::geojson_files() {
+            let path = dir.join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        eprintln!("wrote the example city's zone files to {}", dir.display());
+    }
+    let Some(out_path) = &args.out else { return Ok(ExitCode::SUCCESS) };
     let (config, _plan) = gridwatch_rules::load_config(&args.config).into_result().map_err(|e| anyhow!("{e}"))?;
     let settings = generator_settings(&config, args.duration.as_deref(), args.seed, args.scale)?;
     let mut generator = CityGenerator::new(settings);
-    let mut out = NdjsonWriter::create(&args.out)?;
+    let mut out = NdjsonWriter::create(out_path)?;
     let bar = ProgressBar::new(generator.estimated_total());
     bar.set_style(ProgressStyle::with_template(
         "{spinner} {wide_bar} {human_pos}/{human_len} events ({per_sec}, {eta})",
@@ -29,6 +38,6 @@ pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
     }
     out.flush().context("flushing the events file")?;
     bar.finish_and_clear();
-    eprintln!("wrote {n} events to {}", args.out.display());
+    eprintln!("wrote {n} events to {}", out_path.display());
     Ok(ExitCode::SUCCESS)
 }

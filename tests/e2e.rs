@@ -24,7 +24,7 @@ fn city_run_matches_the_golden_alert_set() {
     assert_eq!(actual, golden, "alert set changed; review, then UPDATE_GOLDEN=1 cargo test --test e2e");
     // Every rule of the example pack fires at least once, even in two hours.
     let fired: std::collections::BTreeSet<&str> = golden.lines().filter_map(|l| l.split(' ').next()).collect();
-    assert_eq!(fired.len(), 17, "rules that fired: {fired:?}");
+    assert_eq!(fired.len(), 24, "rules that fired: {fired:?}");
     assert!(summary["dead_lettered"].as_u64().unwrap_or(0) > 0, "the generator injects bad rows");
     assert_eq!(
         summary["events_in"],
@@ -124,5 +124,22 @@ fn validate_lists_every_error_and_fails() {
 
     let ok = gridwatch(&["validate", "examples/city/rules"]);
     let text = String::from_utf8_lossy(&ok.stdout);
-    assert!(text.starts_with("ok: 17 rules in 3 files"), "{text}");
+    assert!(text.starts_with("ok: 24 rules in 4 files"), "{text}");
+}
+
+#[test]
+fn committed_zone_files_match_the_generator_map() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    gridwatch(&["generate", "--zones", dir.path().to_str().unwrap()]);
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let committed = std::fs::read_to_string(util::root().join("examples/city/zones").join(&name))
+            .unwrap_or_else(|e| panic!("examples/city/zones/{name}: {e}"));
+        assert_eq!(
+            committed,
+            std::fs::read_to_string(&path).unwrap(),
+            "{name} is stale: run `gridwatch generate --zones examples/city/zones`"
+        );
+    }
 }

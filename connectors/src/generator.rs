@@ -28,6 +28,8 @@ use std::io::Write;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::city_map::{self, CENTER};
+
 /// Streams the generator produces, in this order of indexes.
 pub const STREAMS: [&str; 3] = ["sensor", "gps", "detection"];
 
@@ -125,6 +127,27 @@ struct Vehicle {
     phase: i64,
     episodes: Vec<Episode>,
     silent_from: Option<i64>,
+    /// Muck trucks drive an approved route back and forth.
+    route: Option<(usize, f64)>,
+    /// Time-bounded departures from normal motion (violations).
+    overrides: Vec<Override>,
+}
+
+/// Where a vehicle is during an override.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    /// Parked or stopped at a fixed point.
+    Fixed([f64; 2]),
+    /// On its route, shifted north by this many degrees of latitude.
+    OffRoute(f64),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Override {
+    start: i64,
+    end: i64,
+    place: Place,
+    speed: f64,
 }
 
 #[derive(Debug)]
@@ -156,9 +179,10 @@ pub struct CityGenerator {
     cursor: usize,
     buf: Vec<u8>,
     generated: u64,
+    routes: Vec<(String, Vec<[f64; 2]>)>,
+    route_len: Vec<f64>,
 }
 
-const CENTER: (f64, f64) = (36.07, 120.38);
 const DETECTION_CLASSES: [&str; 5] =
     ["illegal_stall", "exposed_garbage", "road_blocking_parking", "muck_spill", "smoke"];
 
@@ -238,6 +262,7 @@ impl CityGenerator {
             sensors[i].silent = Some((at(0.6), end + MINUTE));
         }
 
+        let routes: Vec<(String, Vec<[f64; 2]>)> = city_map::routes();
         let mut vehicles = Vec::new();
         for (kind, n) in [("muck_truck", 70 * s), ("sanitation", 40 * s), ("bike", 23 * s)] {
             for i in 0..n {
@@ -250,6 +275,59 @@ impl CityGenerator {
                     phase: rng.random_range(0..10) * SECOND,
                     episodes: Vec::new(),
                     silent_from: None,
+                    route: (kind == "muck_truck").then(|| (i % routes.len(), rng.random_range(0.0..20_000.0))),
+                    overrides: Vec::new(),
+                });
+            }
+        }
+        // Muck-truck violations: off the approved route, stopped away from any site
+        // (suspected dumping), a detour through the restricted old town.
+        for (n, v) in vehicles.iter_mut().filter(|v| v.kind == "muck_truck").enumerate() {
+            let st = at(0.2 + 0.07 * (n / 10) as f64);
+            match n % 10 {
+                3 => v.overrides.push(Override {
+                    start: st,
+                    end: st + 4 * MINUTE,
+                    place: Place::OffRoute(0.003),
+                    speed: 35.0,
+                }),
+                5 => v.overrides.push(Override {
+                    start: st,
+                    end: st + 7 * MINUTE,
+                    place: Place::OffRoute(0.0025),
+                    speed: 0.5,
+                }),
+                7 => v.overrides.push(Override {
+                    start: st,
+                    end: st + 3 * MINUTE,
+                    place: Place::Fixed(city_map::OLD_TOWN),
+                    speed: 38.0,
+                }),
+                _ => {}
+            }
+        }
+        // Shared bikes: some left in no-parking zones, and a crowd in one parking fence.
+        let no_parking = city_map::no_parking();
+        let fence = city_map::parking_fences()[0].0;
+        let crowd_start = at(0.5);
+        for (n, v) in vehicles.iter_mut().filter(|v| v.kind == "bike").enumerate() {
+            if n % 8 == 1 {
+                let z = no_parking[(n / 8) % no_parking.len()];
+                let st = at(0.15 + 0.1 * (n / 8) as f64);
+                v.overrides.push(Override {
+                    start: st,
+                    end: st + 15 * MINUTE,
+                    place: Place::Fixed([z.lon, z.lat]),
+                    speed: 0.0,
+                });
+            }
+            if n < 18 {
+                let spot = [fence.lon + (n as f64 - 9.0) * 0.00003, fence.lat + ((n % 3) as f64 - 1.0) * 0.00005];
+                v.overrides.push(Override {
+                    start: crowd_start,
+                    end: crowd_start + 25 * MINUTE,
+                    place: Place::Fixed(spot),
+                    speed: 0.0,
                 });
             }
         }
@@ -291,6 +369,7 @@ impl CityGenerator {
             c.silent_from = Some(at(0.5));
         }
 
+        let route_len = routes.iter().map(|(_, l)| city_map::length_m(l)).collect();
         CityGenerator {
             rng,
             settings,
@@ -302,6 +381,8 @@ impl CityGenerator {
             cursor: 0,
             buf: Vec::new(),
             generated: 0,
+            routes,
+            route_len,
         }
     }
 
@@ -398,17 +479,48 @@ impl CityGenerator {
             };
             let turn = self.rng.random_range(-0.3..0.3);
             let v = &mut self.vehicles[i];
-            v.heading += turn;
-            let step = speed / 3.6 * 10.0 / 111_000.0;
-            v.lat += step * v.heading.cos();
-            v.lon += step * v.heading.sin();
-            let (lat, lon) = (v.lat, v.lon);
+            let on_route = v.route.map(|(r, offset)| {
+                // Back and forth along the route at the base speed.
+                let line = &self.routes[r].1;
+                let len = self.route_len[r];
+                let s = (offset + base / 3.6 * ((t - self.settings.start_ms) as f64 / 1000.0)).rem_euclid(2.0 * len);
+                city_map::along(line, if s <= len { s } else { 2.0 * len - s })
+            });
+            let (mut lon, mut lat, mut speed) = match on_route {
+                Some([lon, lat]) => (lon, lat, speed),
+                None => {
+                    v.heading += turn;
+                    let step = speed / 3.6 * 10.0 / 111_000.0;
+                    v.lat += step * v.heading.cos();
+                    v.lon += step * v.heading.sin();
+                    (v.lon, v.lat, speed)
+                }
+            };
+            if let Some(o) = v.overrides.iter().find(|o| t >= o.start && t < o.end) {
+                match o.place {
+                    Place::Fixed([x, y]) => (lon, lat) = (x, y),
+                    Place::OffRoute(dlat) => {
+                        // Stopped vehicles stay where they stopped.
+                        if o.speed < 2.0
+                            && let Some((r, offset)) = v.route
+                        {
+                            let len = self.route_len[r];
+                            let s = (offset + base / 3.6 * ((o.start - self.settings.start_ms) as f64 / 1000.0))
+                                .rem_euclid(2.0 * len);
+                            [lon, lat] = city_map::along(&self.routes[r].1, if s <= len { s } else { 2.0 * len - s });
+                        }
+                        lat += dlat;
+                    }
+                }
+                speed = o.speed;
+            }
+            let route_id = v.route.map(|(r, _)| r);
             let (ts, fault) = self.stamp(t);
             let v = &self.vehicles[i];
-            let mut p = Vec::with_capacity(160);
+            let mut p = Vec::with_capacity(180);
             let _ = write!(
                 p,
-                r#"{{"stream":"gps","ts":{},"vehicle_id":"{}","kind":"{}","lat":{:.6},"lon":{:.6},"speed_kmh":{:.1},"heading":{:.0}}}"#,
+                r#"{{"stream":"gps","ts":{},"vehicle_id":"{}","kind":"{}","lat":{:.6},"lon":{:.6},"speed_kmh":{:.1},"heading":{:.0}"#,
                 ts,
                 v.id,
                 v.kind,
@@ -417,6 +529,12 @@ impl CityGenerator {
                 speed,
                 v.heading.to_degrees().rem_euclid(360.0)
             );
+            match route_id {
+                Some(r) => {
+                    let _ = write!(p, r#","route_id":"{}"}}"#, self.routes[r].0);
+                }
+                None => p.push(b'}'),
+            }
             self.push(1, p, fault);
         }
         for i in 0..self.cameras.len() {

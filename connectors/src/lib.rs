@@ -5,6 +5,7 @@
 
 #![deny(missing_docs)]
 
+pub mod city_map;
 pub mod error;
 pub mod file;
 pub mod generator;

@@ -216,11 +216,14 @@ impl Decoder {
             e.zones.containing(e.zones.project(lon, lat), &mut self.hits);
             let Some(&zone) = self.hits.first() else { continue };
             for (c, &(_, field)) in e.columns.iter().enumerate() {
-                if let Some(v) = &values[zone as usize][c] {
+                let Some(v) = &values[zone as usize][c] else { continue };
+                self.slots[field] = if self.def.fields[field].ty == FieldType::Float {
+                    v.parse().map_or(Slot::Null, Slot::Float)
+                } else {
                     let start = self.strings.len();
                     self.strings.push_str(v);
-                    self.slots[field] = Slot::Str(start as u32, self.strings.len() as u32);
-                }
+                    Slot::Str(start as u32, self.strings.len() as u32)
+                };
             }
         }
     }

@@ -407,7 +407,16 @@ fn parse_stream(
                         ));
                         continue;
                     }
-                    fields.push(FieldDef { name: col, ty: FieldType::String, required: false });
+                    // A property that is a number in every zone becomes a float column, so
+                    // rules can compare with it (`bikes > parking_capacity`).
+                    let numeric = set.as_ref().is_some_and(|z| {
+                        !z.zones.is_empty()
+                            && z.zones
+                                .iter()
+                                .all(|zone| zone.properties.get(*prop).is_some_and(serde_json::Value::is_number))
+                    });
+                    let ty = if numeric { FieldType::Float } else { FieldType::String };
+                    fields.push(FieldDef { name: col, ty, required: false });
                     columns.push((prop.to_string(), fields.len() - 1));
                 }
             }

@@ -444,17 +444,15 @@ fn compile_geofence(
     let route_field = field("route_field", diags).flatten();
     let mut speed_field = field("speed_field", diags).flatten();
     match event {
-        Some(GeofenceEvent::Corridor) => {
-            if route_field.is_none() || max_distance_m.is_none() {
-                diags.push(r.error_at(
-                    Code::MissingKey,
-                    m.pos,
-                    1,
-                    format!(
-                        "{what}: `corridor` needs `route_field` (the event field naming the route) and `max_distance_m`"
-                    ),
-                ));
-            }
+        Some(GeofenceEvent::Corridor) if route_field.is_none() || max_distance_m.is_none() => {
+            diags.push(r.error_at(
+                Code::MissingKey,
+                m.pos,
+                1,
+                format!(
+                    "{what}: `corridor` needs `route_field` (the event field naming the route) and `max_distance_m`"
+                ),
+            ));
         }
         Some(GeofenceEvent::Speeding) => {
             speed_field = speed_field.or_else(|| def.field_index("speed_kmh"));

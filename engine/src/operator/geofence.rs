@@ -29,6 +29,9 @@ use crate::schema::StreamDef;
 use crate::time::{Millis, format_timestamp};
 use crate::zones::ZoneSet;
 
+/// Zones entered or left at one point, with the time the entity entered each.
+type Transitions = SmallVec<[(u32, Millis); 2]>;
+
 /// Level entries use this zone index for entity-wide levels (outside, corridor).
 const WHOLE: u32 = u32::MAX;
 
@@ -104,9 +107,7 @@ impl GeofenceOperator {
         &self,
         key: &str,
         zone: u32,
-        state: AlertState,
-        t: Millis,
-        start: Millis,
+        (state, t, start): (AlertState, Millis, Millis),
         mut values: serde_json::Map<String, serde_json::Value>,
         evidence: Vec<serde_json::Value>,
     ) -> Alert {
@@ -149,7 +150,7 @@ impl GeofenceOperator {
             values.insert("held_ms".into(), (due - since).into());
             values.insert("since".into(), format_timestamp(since).into());
             self.insert_measure(&mut values, measure);
-            out.push(self.alert(&key, zone, AlertState::Firing, due, since, values, evidence));
+            out.push(self.alert(&key, zone, (AlertState::Firing, due, since), values, evidence));
         }
     }
 
@@ -166,12 +167,7 @@ impl GeofenceOperator {
     }
 
     /// Updates membership for a point; returns (entered, exited) as (zone, since[, t]).
-    fn update_membership(
-        &mut self,
-        slot: u32,
-        p: [f64; 2],
-        t: Millis,
-    ) -> (SmallVec<[(u32, Millis); 2]>, SmallVec<[(u32, Millis); 2]>) {
+    fn update_membership(&mut self, slot: u32, p: [f64; 2], t: Millis) -> (Transitions, Transitions) {
         let zones: &ZoneSet = &self.plan.zones;
         zones.containing(p, &mut self.hits);
         let margin = self.plan.margin_m;
@@ -272,15 +268,8 @@ impl Operator for GeofenceOperator {
             match event {
                 GeofenceEvent::Enter => {
                     for &(z, since) in &entered {
-                        out.push(self.alert(
-                            &key,
-                            z,
-                            AlertState::Firing,
-                            t,
-                            since,
-                            Default::default(),
-                            vec![row_to_json(batch, i)],
-                        ));
+                        let evidence = vec![row_to_json(batch, i)];
+                        out.push(self.alert(&key, z, (AlertState::Firing, t, since), Default::default(), evidence));
                     }
                 }
                 GeofenceEvent::Exit | GeofenceEvent::Cross => {
@@ -293,15 +282,8 @@ impl Operator for GeofenceOperator {
                         } else {
                             t
                         };
-                        out.push(self.alert(
-                            &key,
-                            z,
-                            AlertState::Firing,
-                            t,
-                            start,
-                            values,
-                            vec![row_to_json(batch, i)],
-                        ));
+                        let evidence = vec![row_to_json(batch, i)];
+                        out.push(self.alert(&key, z, (AlertState::Firing, t, start), values, evidence));
                     }
                 }
                 _ => {}
@@ -364,7 +346,13 @@ impl Operator for GeofenceOperator {
                 if was_firing {
                     let mut values = serde_json::Map::new();
                     values.insert("held_ms".into(), (t - since).into());
-                    out.push(self.alert(&key, z, AlertState::Resolved, t, since, values, vec![row_to_json(batch, i)]));
+                    out.push(self.alert(
+                        &key,
+                        z,
+                        (AlertState::Resolved, t, since),
+                        values,
+                        vec![row_to_json(batch, i)],
+                    ));
                 }
             }
             // Start or advance levels that hold.
@@ -401,7 +389,7 @@ impl Operator for GeofenceOperator {
                     let mut values = serde_json::Map::new();
                     values.insert("held_ms".into(), (t - since).into());
                     self.insert_measure(&mut values, measure);
-                    out.push(self.alert(&key, z, AlertState::Firing, t, since, values, evidence));
+                    out.push(self.alert(&key, z, (AlertState::Firing, t, since), values, evidence));
                 }
             }
             self.key_buf = key;
