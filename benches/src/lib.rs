@@ -61,3 +61,45 @@ pub fn stream_events(stream: &str, n: usize) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// `n` city-sized polygons (30–150 m across, 20–200 vertices, irregular star shapes) laid
+/// out over a ~40 × 40 km square, as a zone set.
+pub fn synthetic_zones(n: usize, seed: u64) -> gridwatch_engine::zones::ZoneSet {
+    use gridwatch_engine::zones::{Shape, Zone, ZoneSet, ZoneSpec};
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let side = (n as f64).sqrt().ceil() as usize;
+    let step = 0.36 / side as f64; // degrees between cell centres
+    let mut zones = Vec::with_capacity(n);
+    let mut specs = Vec::with_capacity(n);
+    for i in 0..n {
+        let (cx, cy) = (120.2 + (i % side) as f64 * step, 35.9 + (i / side) as f64 * step);
+        let vertices = rng.random_range(20..=200);
+        let radius_deg = rng.random_range(15.0..75.0) / 111_000.0;
+        let ring: Vec<(f64, f64)> = (0..=vertices)
+            .map(|k| {
+                let a = std::f64::consts::TAU * (k % vertices) as f64 / vertices as f64;
+                let r = radius_deg * if k % 2 == 0 { 1.0 } else { 0.7 };
+                (cx + r * a.cos() / 0.81, cy + r * a.sin())
+            })
+            .collect();
+        specs.push(ZoneSpec::Area(geo::MultiPolygon(vec![geo::Polygon::new(geo::LineString::from(ring), vec![])])));
+        zones.push(Zone {
+            id: format!("z{i}"),
+            name: format!("zone {i}"),
+            kind: "synthetic".into(),
+            properties: Default::default(),
+            shape: Shape::Circle(geo::Coord { x: 0.0, y: 0.0 }, 0.0),
+            active: None,
+            speed_limit_kmh: Some(30.0),
+        });
+    }
+    ZoneSet::new("synthetic", zones, specs)
+}
+
+/// `n` random points over the synthetic zones' square, as (lon, lat).
+pub fn random_points(n: usize, seed: u64) -> Vec<(f64, f64)> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| (rng.random_range(120.2..120.56), rng.random_range(35.9..36.26))).collect()
+}
