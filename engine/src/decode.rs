@@ -212,6 +212,10 @@ impl Decoder {
     /// Fills enriched columns from the zone at the row's position.
     fn enrich(&mut self) {
         for (e, values) in self.def.enrichments.iter().zip(&self.enrich_values) {
+            // Enriched columns come from the zones only, never from the payload.
+            for &(_, field) in &e.columns {
+                self.slots[field] = Slot::Missing;
+            }
             let (Slot::Float(lat), Slot::Float(lon)) = (self.slots[e.lat], self.slots[e.lon]) else { continue };
             e.zones.containing(e.zones.project(lon, lat), &mut self.hits);
             let Some(&zone) = self.hits.first() else { continue };
@@ -422,5 +426,57 @@ mod tests {
         assert_eq!(v.values().to_vec(), vec![1.5, 2.0]);
         assert!(out.batch.column(3).is_null(0));
         assert!(d.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod enrichment_tests {
+    use super::*;
+    use crate::schema::{Enrichment, LatePolicy};
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Float64Type;
+
+    #[test]
+    fn positions_are_enriched_with_the_containing_zone_attributes() {
+        let zones = crate::testutil::test_zones(None);
+        let field = |name: &str, ty, required| FieldDef { name: name.into(), ty, required };
+        let def = Arc::new(StreamDef {
+            name: "gps".into(),
+            fields: vec![
+                field("ts", FieldType::Timestamp, true),
+                field("id", FieldType::String, true),
+                field("lat", FieldType::Float, false),
+                field("lon", FieldType::Float, false),
+                field("zone", FieldType::String, false),
+                field("limit", FieldType::Float, false),
+            ],
+            time_field: 0,
+            key_fields: vec![1],
+            max_out_of_orderness_ms: 0,
+            idle_timeout_ms: None,
+            late_policy: LatePolicy::DeadLetter,
+            location: Some((2, 3)),
+            enrichments: vec![Enrichment {
+                zones,
+                lat: 2,
+                lon: 3,
+                columns: vec![("id".into(), 4), ("speed_limit_kmh".into(), 5)],
+            }],
+        });
+        let mut d = Decoder::new(def, 8);
+        d.push(br#"{"ts":1,"id":"a","lat":36.005,"lon":120.005}"#).unwrap();
+        d.push(br#"{"ts":2,"id":"b","lat":36.5,"lon":120.5}"#).unwrap();
+        d.push(br#"{"ts":3,"id":"c"}"#).unwrap();
+        // A payload cannot set an enriched column itself.
+        d.push(br#"{"ts":4,"id":"d","lat":36.02,"lon":120.01,"zone":"fake"}"#).unwrap();
+        d.push(br#"{"ts":5,"id":"e","lat":37.0,"lon":120.01,"zone":"fake"}"#).unwrap();
+        let b = d.finish().batch;
+        let zone = b.column(4).as_string::<i32>();
+        assert_eq!(zone.value(0), "site");
+        assert!(zone.is_null(1) && zone.is_null(2));
+        assert_eq!(zone.value(3), "route-1");
+        assert!(zone.is_null(4));
+        let limit = b.column(5).as_primitive::<Float64Type>();
+        assert!(limit.is_null(0), "speed_limit_kmh is not a property of the test zones");
     }
 }
