@@ -241,12 +241,16 @@ pub struct GeofencePlan {
     pub margin_m: f64,
     /// Enter/exit only after this many consecutive points agree.
     pub confirm: u32,
+    /// … and only after the new state has lasted this long (event time).
+    pub confirm_for_ms: Millis,
     /// Extra condition that must hold for a level (e.g. `speed_kmh < 2`).
     pub condition: Option<Predicate>,
     /// Rule-level active hours (in addition to each zone's own).
     pub active: Option<ActiveWindow>,
     /// Column naming the entity's assigned route (a zone id), for `corridor`.
     pub route_field: Option<usize>,
+    /// Entity key → route id, for entities whose events do not name their route.
+    pub route_table: Option<Arc<std::collections::HashMap<String, String>>>,
     /// Allowed distance from the route, for `corridor`.
     pub max_distance_m: f64,
     /// Speed column (km/h), for `speeding`.

@@ -37,15 +37,17 @@ const COMMON_KEYS: [&str; 11] =
 const THRESHOLD_KEYS: [&str; 3] = ["condition", "for", "clear_condition"];
 const WINDOW_KEYS: [&str; 3] = ["window", "aggregates", "condition"];
 const ABSENCE_KEYS: [&str; 1] = ["absent_for"];
-const GEOFENCE_KEYS: [&str; 10] = [
+const GEOFENCE_KEYS: [&str; 12] = [
     "zones",
     "event",
     "for",
     "margin_m",
     "confirm",
+    "confirm_for",
     "condition",
     "active",
     "route_field",
+    "route_table",
     "max_distance_m",
     "speed_field",
 ];
@@ -441,18 +443,29 @@ fn compile_geofence(
             }
         }
     };
+    let confirm_for_ms = m.get("confirm_for").and_then(|n| r.duration(n, "confirm_for", diags)).unwrap_or(0);
     let route_field = field("route_field", diags).flatten();
+    let route_table = m.get("route_table").and_then(|n| {
+        let file = r.string(n, "route_table", diags)?;
+        let base = r.source.path.parent().unwrap_or(std::path::Path::new("."));
+        load_route_table(&base.join(&file), set.as_deref(), r, n, diags)
+    });
     let mut speed_field = field("speed_field", diags).flatten();
     match event {
-        Some(GeofenceEvent::Corridor) if route_field.is_none() || max_distance_m.is_none() => {
-            diags.push(r.error_at(
-                Code::MissingKey,
-                m.pos,
-                1,
-                format!(
-                    "{what}: `corridor` needs `route_field` (the event field naming the route) and `max_distance_m`"
-                ),
-            ));
+        Some(GeofenceEvent::Corridor)
+            if (route_field.is_none() && route_table.is_none()) || max_distance_m.is_none() =>
+        {
+            diags.push(
+                r.error_at(
+                    Code::MissingKey,
+                    m.pos,
+                    1,
+                    format!(
+                        "{what}: `corridor` needs `route_field` (the event field naming the route) and `max_distance_m`"
+                    ),
+                )
+                .with_hint("or `route_table`: a CSV file `entity,route` assigning routes to entities"),
+            );
         }
         Some(GeofenceEvent::Speeding) => {
             speed_field = speed_field.or_else(|| def.field_index("speed_kmh"));
@@ -491,12 +504,61 @@ fn compile_geofence(
         for_ms,
         margin_m,
         confirm,
+        confirm_for_ms,
         condition: condition.map(|c| c.predicate),
         active,
         route_field,
+        route_table,
         max_distance_m: max_distance_m.unwrap_or(0.0),
         speed_field,
     })
+}
+
+/// Reads a CSV of `entity,route` lines (a header line `entity,route` and `#` comments are
+/// skipped); every route must be a zone of the set.
+fn load_route_table(
+    path: &std::path::Path,
+    set: Option<&ZoneSet>,
+    r: &Reader,
+    n: &Node,
+    diags: &mut Diagnostics,
+) -> Option<Arc<std::collections::HashMap<String, String>>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            diags.push(r.error(Code::Io, n, format!("cannot read route table `{}`: {e}", path.display())));
+            return None;
+        }
+    };
+    let mut table = std::collections::HashMap::new();
+    let before = diags.len();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || (i == 0 && line.replace(' ', "") == "entity,route") {
+            continue;
+        }
+        let Some((entity, route)) = line.split_once(',') else {
+            diags.push(r.error(
+                Code::BadValue,
+                n,
+                format!("{}:{}: expected `entity,route`, found `{line}`", path.display(), i + 1),
+            ));
+            continue;
+        };
+        let (entity, route) = (entity.trim(), route.trim());
+        if let Some(set) = set
+            && set.index_of(route).is_none()
+        {
+            diags.push(r.error(
+                Code::BadValue,
+                n,
+                format!("{}:{}: route `{route}` is not a zone of set `{}`", path.display(), i + 1, set.name),
+            ));
+            continue;
+        }
+        table.insert(entity.to_string(), route.to_string());
+    }
+    (diags.len() == before).then(|| Arc::new(table))
 }
 
 /// Parses `count`, `avg(value)`, `max(level) as peak`.

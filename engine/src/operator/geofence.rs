@@ -39,8 +39,9 @@ const WHOLE: u32 = u32::MAX;
 struct Member {
     zone: u32,
     since: Millis,
-    /// Consecutive points seen clearly outside.
+    /// Consecutive points seen clearly outside, and the time of the first of them.
     leaving: u32,
+    leaving_since: Millis,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -172,6 +173,7 @@ impl GeofenceOperator {
         zones.containing(p, &mut self.hits);
         let margin = self.plan.margin_m;
         let confirm = self.plan.confirm.max(1);
+        let confirm_for = self.plan.confirm_for_ms;
         let mut entered = SmallVec::new();
         let mut exited = SmallVec::new();
         // Collect activity first: borrowing rules keep the zone set and key state apart.
@@ -189,11 +191,14 @@ impl GeofenceOperator {
             let inside = self.hits.contains(&m.zone);
             let clearly_out = !active || (!inside && (margin <= 0.0 || zones.signed_distance(m.zone, p) >= margin));
             if clearly_out {
+                if m.leaving == 0 {
+                    m.leaving_since = t;
+                }
                 m.leaving += 1;
             } else if inside {
                 m.leaving = 0;
             }
-            if m.leaving >= confirm || !active {
+            if (m.leaving >= confirm && t - m.leaving_since >= confirm_for) || !active {
                 exited.push((m.zone, m.since));
             } else {
                 st.members.push(m);
@@ -217,10 +222,10 @@ impl GeofenceOperator {
                 }
             };
             st.pending[pos].points += 1;
-            if st.pending[pos].points >= confirm {
+            if st.pending[pos].points >= confirm && t - st.pending[pos].first_seen >= confirm_for {
                 let since = st.pending[pos].first_seen;
                 st.pending.remove(pos);
-                st.members.push(Member { zone: z, since, leaving: 0 });
+                st.members.push(Member { zone: z, since, leaving: 0, leaving_since: 0 });
                 entered.push((z, since));
             }
         }
@@ -316,11 +321,20 @@ impl Operator for GeofenceOperator {
                     }
                 }
                 GeofenceEvent::Corridor if holds => {
-                    let assigned = route.as_ref().filter(|r| !r.is_null(i)).and_then(|r| {
-                        let mut id = String::new();
-                        write_key(std::slice::from_ref(r), i, &mut id);
-                        self.route_index.get(&id).copied()
-                    });
+                    let assigned = match route.as_ref().filter(|r| !r.is_null(i)) {
+                        Some(r) => {
+                            let mut id = String::new();
+                            write_key(std::slice::from_ref(r), i, &mut id);
+                            self.route_index.get(&id).copied()
+                        }
+                        None => self
+                            .plan
+                            .route_table
+                            .as_ref()
+                            .and_then(|t| t.get(&key))
+                            .and_then(|id| self.route_index.get(id))
+                            .copied(),
+                    };
                     if let Some(z) = assigned
                         && self.zone_active(z, t)
                     {

@@ -340,6 +340,34 @@ mod geofences {
     }
 
     #[test]
+    fn corridor_routes_can_come_from_a_lookup_table() {
+        let mut rule = geofence(test_zones(None), Corridor, 0, 0.0, 1, None);
+        if let crate::plan::RuleKind::Geofence(g) = &mut rule.kind {
+            g.route_table =
+                Some(std::sync::Arc::new([("truck".to_string(), "route-1".to_string())].into_iter().collect()));
+        }
+        // No route on the events: the table assigns route-1 to "truck"; "other" has none.
+        let events = vec![gps(0, "truck", 120.01, 36.023, 30.0, None), gps(0, "other", 120.01, 36.023, 30.0, None)];
+        let out = run(gps_stream(), vec![rule], &events, 1, 2, None);
+        assert_eq!(out.brief(), vec![("truck".into(), Firing, 0)]);
+    }
+
+    #[test]
+    fn confirm_for_needs_the_new_state_to_last() {
+        let mut rule = geofence(test_zones(None), Enter, 0, 0.0, 1, None);
+        if let crate::plan::RuleKind::Geofence(g) = &mut rule.kind {
+            g.confirm_for_ms = 30 * S;
+        }
+        let inside = |t: i64| gps(t, "b", 120.005, 36.005, 1.0, None);
+        let outside = |t: i64| gps(t, "b", 119.99, 36.005, 1.0, None);
+        // In for 20 s (too short), out, then in for 40 s: one entry, dated at its first point.
+        let events = vec![inside(0), inside(20 * S), outside(25 * S), inside(60 * S), inside(80 * S), inside(100 * S)];
+        let out = run(gps_stream(), vec![rule], &events, 1, 3, None);
+        assert_eq!(out.brief(), vec![("b|site".into(), Firing, 100 * S)]);
+        assert_eq!(out.alerts[0].episode_start, 60 * S);
+    }
+
+    #[test]
     fn speeding_uses_the_zone_limit() {
         let at = |t: i64, speed: f64| gps(t, "car", 120.005, 36.005, speed, None);
         let events =
