@@ -21,8 +21,10 @@ pub fn city_plan() -> Arc<Plan> {
 
 /// A plan with the example city's streams and the given rules (YAML text).
 pub fn plan_with_rules(rules_yaml: &str) -> Arc<Plan> {
-    let config = std::fs::read_to_string(root().join("examples/city/gridwatch.yaml")).expect("city config");
-    let (_, plan) = gridwatch_rules::load_from_strings("gridwatch.yaml", &config, &[("bench.yaml", rules_yaml)])
+    let path = root().join("examples/city/gridwatch.yaml");
+    let config = std::fs::read_to_string(&path).expect("city config");
+    // The config's own path, so its zone files resolve.
+    let (_, plan) = gridwatch_rules::load_from_strings(&path.to_string_lossy(), &config, &[("bench.yaml", rules_yaml)])
         .into_result()
         .unwrap_or_else(|e| panic!("bench rules do not compile:\n{e}"));
     Arc::new(plan)

@@ -341,7 +341,8 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         match self.field.ty {
             FieldType::Int => Ok(Slot::Int(v)),
             FieldType::Float => Ok(Slot::Float(v as f64)),
-            FieldType::Timestamp => Ok(Slot::Ts(v)),
+            FieldType::Timestamp if crate::time::in_range(v) => Ok(Slot::Ts(v)),
+            FieldType::Timestamp => Err(self.mismatch(format_args!("{v} (epoch milliseconds outside years 1-9999)"))),
             _ => Err(self.mismatch(format_args!("number {v}"))),
         }
     }
@@ -417,6 +418,8 @@ mod tests {
         assert_eq!(e, "missing required field `device_id`");
         let e = d.push(br#"{"ts":1000,"device_id":"c""#).unwrap_err();
         assert!(e.starts_with("invalid JSON"), "{e}");
+        let e = d.push(br#"{"ts":9223372036854775807,"device_id":"c","value":1}"#).unwrap_err();
+        assert!(e.contains("outside years 1-9999"), "{e}");
         let e = d.push(br#"{"ts":"yesterday","device_id":"c","value":1}"#).unwrap_err();
         assert!(e.contains("not RFC 3339"), "{e}");
         let out = d.finish();

@@ -116,10 +116,8 @@ enum WorkerMsg {
         watermarks: Vec<Millis>,
         end_watermark: Millis,
     },
-    Watermark {
-        stream: usize,
-        watermark: Millis,
-    },
+    /// Advance the rules of `stream` (only of key group `group`, if given).
+    Watermark { stream: usize, group: Option<usize>, watermark: Millis },
 }
 
 struct StreamIngest {
@@ -304,7 +302,7 @@ impl Pipeline {
 
     fn broadcast_watermark(&self, stream: usize, watermark: Millis) -> Result<()> {
         for (w, tx) in self.workers.iter().enumerate() {
-            tx.send(WorkerMsg::Watermark { stream, watermark }).map_err(|_| EngineError::WorkerGone(w))?;
+            tx.send(WorkerMsg::Watermark { stream, group: None, watermark }).map_err(|_| EngineError::WorkerGone(w))?;
         }
         Ok(())
     }
@@ -354,10 +352,12 @@ impl Pipeline {
                 let msg = WorkerMsg::Batch { stream, group: g, batch: sub, times, watermarks: wms, end_watermark };
                 self.workers[p].send(msg).map_err(|_| EngineError::WorkerGone(p))?;
             }
-            // Workers that got no rows still learn how far the watermark moved.
+            // Workers that got no rows of this group still learn how far the watermark
+            // moved, for this group's rules only: the worker's rows of a later group are
+            // still on their way and must see their own per-row watermarks first.
             for (p, got) in reached.iter().enumerate() {
                 if !got {
-                    let msg = WorkerMsg::Watermark { stream, watermark: end_watermark };
+                    let msg = WorkerMsg::Watermark { stream, group: Some(g), watermark: end_watermark };
                     self.workers[p].send(msg).map_err(|_| EngineError::WorkerGone(p))?;
                 }
             }
@@ -388,8 +388,12 @@ fn run_worker(plan: &Plan, rx: &Receiver<WorkerMsg>, out: &Sender<Output>) -> Ve
                     }
                 }
             }
-            WorkerMsg::Watermark { stream, watermark } => {
-                for g in &groups[stream] {
+            WorkerMsg::Watermark { stream, group, watermark } => {
+                let selected = match group {
+                    Some(g) => std::slice::from_ref(&groups[stream][g]),
+                    None => &groups[stream][..],
+                };
+                for g in selected {
                     for &r in &g.rules {
                         if let Err(e) = ops[r].advance(watermark, &mut alerts) {
                             let _ = out.send(Output::RuleError {

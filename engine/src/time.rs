@@ -15,9 +15,20 @@ pub type Millis = i64;
 /// The watermark before any event has been seen.
 pub const WATERMARK_START: Millis = i64::MIN;
 
+/// Earliest accepted event time: 0001-01-01T00:00:00Z.
+pub const MIN_EVENT_TIME: Millis = -62_135_596_800_000;
+/// Latest accepted event time: 9999-12-31T23:59:59.999Z.
+pub const MAX_EVENT_TIME: Millis = 253_402_300_799_999;
+
+/// True for event times the engine accepts. Bounding them (and durations, see the rules
+/// crate) keeps every `time + duration` in operators far from `i64` overflow.
+pub fn in_range(t: Millis) -> bool {
+    (MIN_EVENT_TIME..=MAX_EVENT_TIME).contains(&t)
+}
+
 /// Parses RFC 3339 text (`2026-11-23T08:00:00Z`, `…+08:00`, fractional seconds allowed).
 pub fn parse_timestamp(text: &str) -> Option<Millis> {
-    DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis())
+    DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis()).filter(|t| in_range(*t))
 }
 
 /// Formats milliseconds as RFC 3339 UTC with millisecond precision.

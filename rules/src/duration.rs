@@ -8,7 +8,11 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
         return Err("empty duration".into());
     }
     if let Ok(secs) = t.parse::<i64>() {
-        return if secs >= 0 { Ok(secs * 1000) } else { Err("a duration cannot be negative".into()) };
+        return match secs {
+            s if s < 0 => Err("a duration cannot be negative".into()),
+            s if s > MAX_DURATION_MS / 1000 => Err("longer than 100 years".into()),
+            s => Ok(s * 1000),
+        };
     }
     let mut total: i64 = 0;
     let mut rest = t;
@@ -18,6 +22,9 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
             return Err(format!("expected a number at `{rest}`"));
         }
         let number: f64 = rest[..digits].parse().map_err(|_| format!("`{}` is not a number", &rest[..digits]))?;
+        if number > 1e12 {
+            return Err("longer than 100 years".into());
+        }
         rest = rest[digits..].trim_start();
         let unit_len = rest.find(|c: char| c.is_ascii_digit() || c.is_whitespace()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
@@ -33,8 +40,15 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
         total += (number * factor).round() as i64;
         rest = rest[unit_len..].trim_start();
     }
+    if total > MAX_DURATION_MS {
+        return Err("longer than 100 years".into());
+    }
     Ok(total)
 }
+
+/// Longest accepted duration (100 years): with event times bounded to years 1-9999, time
+/// arithmetic in operators cannot overflow.
+pub const MAX_DURATION_MS: i64 = 100 * 366 * 86_400_000;
 
 /// A hint for a bad duration, e.g. `5 minuts` → "did you mean `5m`?".
 pub fn duration_hint(text: &str) -> String {
@@ -76,6 +90,8 @@ mod tests {
         assert_eq!(parse_duration("5 minuts"), Err("unknown unit `minuts`".into()));
         assert_eq!(parse_duration("m5"), Err("expected a number at `m5`".into()));
         assert_eq!(parse_duration("-3"), Err("a duration cannot be negative".into()));
+        assert_eq!(parse_duration("99999999999d"), Err("longer than 100 years".into()));
+        assert_eq!(parse_duration("9223372036854775807"), Err("longer than 100 years".into()));
         assert!(duration_hint("5 minuts").starts_with("did you mean `5m`?"));
     }
 }

@@ -8,7 +8,7 @@
 //! consecutive points agree. A zone outside its active hours counts as absent.
 //!
 //! Levels work like a threshold with `for`: the stopwatch starts when the level becomes
-//! true (for dwell: when the entity entered the zone), the alert fires when it has held
+//! true (for dwell without a condition: when the entity entered the zone), the alert fires when it has held
 //! for `for` (seen by an event or by the watermark), and resolves when the level ends.
 
 use std::cmp::Reverse;
@@ -198,7 +198,9 @@ impl GeofenceOperator {
             } else if inside {
                 m.leaving = 0;
             }
-            if (m.leaving >= confirm && t - m.leaving_since >= confirm_for) || !active {
+            // Only a clearly-outside point can complete an exit: in the margin band the
+            // entity keeps its state.
+            if !active || (clearly_out && m.leaving >= confirm && t - m.leaving_since >= confirm_for) {
                 exited.push((m.zone, m.since));
             } else {
                 st.members.push(m);
@@ -304,12 +306,13 @@ impl Operator for GeofenceOperator {
             match event {
                 GeofenceEvent::Inside | GeofenceEvent::Dwell if holds => {
                     for m in &st.members {
-                        holding.push((m.zone, if event == GeofenceEvent::Dwell { m.since } else { t }, None));
+                        // Dwell times the stay from entry; with a condition, from when the
+                        // condition began to hold inside (so each episode has its own start).
+                        let dwell_from_entry = event == GeofenceEvent::Dwell && self.plan.condition.is_none();
+                        holding.push((m.zone, if dwell_from_entry { m.since } else { t }, None));
                     }
                 }
-                GeofenceEvent::Outside if holds && st.members.is_empty() && st.pending.is_empty() => {
-                    holding.push((WHOLE, t, None))
-                }
+                GeofenceEvent::Outside if holds && st.members.is_empty() => holding.push((WHOLE, t, None)),
                 GeofenceEvent::Speeding if holds => {
                     if let Some(speed) = speed.as_ref().filter(|s| !s.is_null(i)) {
                         let v = speed.as_primitive::<Float64Type>().value(i);

@@ -195,11 +195,17 @@ mod determinism {
         #[test]
         fn alerts_do_not_depend_on_workers_or_batch_size(events in events(), workers in 2usize..5, batch in 1usize..64) {
             let s = stream(5 * S, None);
-            let rules = || vec![
-                threshold(&s, "value > 40", Some("value < 20"), 10 * S),
-                window(30 * S, 10 * S, "count >= 3 AND delta_value > 10"),
-                absence(20 * S, Some(15 * S)),
-            ];
+            let rules = || {
+                // A second key group (keyed by value, not id) routes the same rows apart.
+                let mut by_value = threshold(&s, "value > 30", None, 5 * S);
+                by_value.key_fields = vec![2];
+                vec![
+                    threshold(&s, "value > 40", Some("value < 20"), 10 * S),
+                    window(30 * S, 10 * S, "count >= 3 AND delta_value > 10"),
+                    absence(20 * S, Some(15 * S)),
+                    by_value,
+                ]
+            };
             let reference = run(s.clone(), rules(), &events, 1, 4096, None);
             let other = run(s.clone(), rules(), &events, workers, batch, None);
             prop_assert_eq!(&reference.alerts, &other.alerts);
@@ -365,6 +371,39 @@ mod geofences {
         let out = run(gps_stream(), vec![rule], &events, 1, 3, None);
         assert_eq!(out.brief(), vec![("b|site".into(), Firing, 100 * S)]);
         assert_eq!(out.alerts[0].episode_start, 60 * S);
+    }
+
+    #[test]
+    fn a_jitter_point_inside_does_not_end_outside_when_entering_needs_confirmation() {
+        let out_at = |t: i64| gps(t, "truck", 119.99, 36.005, 0.0, None);
+        let mut events: Vec<String> = (0..=6).map(|m| out_at(m * M)).collect();
+        events.push(gps(7 * M, "truck", 120.005, 36.005, 0.0, None)); // one stray point inside
+        events.extend((8..=9).map(|m| out_at(m * M)));
+        let out =
+            run(gps_stream(), vec![geofence(test_zones(None), Outside, 5 * M, 0.0, 3, None)], &events, 1, 4, None);
+        assert_eq!(out.brief(), vec![("truck".into(), Firing, 5 * M)], "one episode, not resolved by the stray point");
+    }
+
+    #[test]
+    fn points_in_the_margin_band_never_complete_an_exit() {
+        let mut rule = geofence(test_zones(None), Exit, 0, 20.0, 2, None);
+        if let crate::plan::RuleKind::Geofence(g) = &mut rule.kind {
+            g.confirm_for_ms = 60 * S;
+        }
+        // Entered at 60 s (two points, 60 s apart); clearly out at 70 s and 80 s (not yet
+        // 60 s); a band point 5 m outside the edge at 135 s keeps it inside; clearly out
+        // again at 140 s completes the exit.
+        let events = vec![
+            gps(0, "b", 120.005, 36.005, 1.0, None),
+            gps(30 * S, "b", 120.005, 36.005, 1.0, None),
+            gps(60 * S, "b", 120.005, 36.005, 1.0, None),
+            gps(70 * S, "b", 119.99, 36.005, 1.0, None),
+            gps(80 * S, "b", 119.99, 36.005, 1.0, None),
+            gps(135 * S, "b", 119.99995, 36.005, 1.0, None),
+            gps(140 * S, "b", 119.99, 36.005, 1.0, None),
+        ];
+        let out = run(gps_stream(), vec![rule], &events, 1, 5, None);
+        assert_eq!(out.brief(), vec![("b|site".into(), Firing, 140 * S)]);
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! zone sets are far smaller than that; a country-wide set should be split by city.
 
 mod active;
+mod prepared;
 mod zone_set;
 
 pub use active::ActiveWindow;
+pub use prepared::PreparedArea;
 pub use zone_set::{Shape, Zone, ZoneHits, ZoneSet, ZoneSpec};

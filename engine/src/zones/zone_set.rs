@@ -1,11 +1,11 @@
 //! A zone set: zones projected to a local metric plane, indexed by an R-tree.
 
-use geo::{BoundingRect, Coord, Distance, Euclidean, Intersects, LineString, MultiPolygon, Point, Rect};
+use geo::{BoundingRect, Coord, Distance, Euclidean, LineString, MultiPolygon, Point, Rect};
 use rstar::RTree;
 use rstar::primitives::{GeomWithData, Rectangle};
 use smallvec::SmallVec;
 
-use super::ActiveWindow;
+use super::{ActiveWindow, PreparedArea};
 use crate::time::Millis;
 
 const EARTH_RADIUS_M: f64 = 6_371_008.8;
@@ -68,6 +68,8 @@ pub struct ZoneSet {
     origin: (f64, f64),
     scale: (f64, f64),
     tree: RTree<GeomWithData<Rectangle<[f64; 2]>, u32>>,
+    /// Per zone, its areas prepared for containment tests (None for other shapes).
+    prepared: Vec<Option<PreparedArea>>,
 }
 
 /// Zone indexes found at a point; small and inline for the usual 0–4.
@@ -129,7 +131,14 @@ impl ZoneSet {
                 boxes.push(GeomWithData::new(Rectangle::from_corners([lo.x, lo.y], [hi.x, hi.y]), i as u32));
             }
         }
-        ZoneSet { name: name.into(), zones, origin, scale, tree: RTree::bulk_load(boxes) }
+        let prepared = zones
+            .iter()
+            .map(|z| match &z.shape {
+                Shape::Area(mp) => Some(PreparedArea::new(mp)),
+                _ => None,
+            })
+            .collect();
+        ZoneSet { name: name.into(), zones, origin, scale, tree: RTree::bulk_load(boxes), prepared }
     }
 
     /// Projects lon/lat to the set's plane (metres).
@@ -155,7 +164,7 @@ impl ZoneSet {
     pub fn contains(&self, z: u32, p: [f64; 2]) -> bool {
         let c = Coord { x: p[0], y: p[1] };
         match &self.zones[z as usize].shape {
-            Shape::Area(mp) => mp.intersects(&c),
+            Shape::Area(_) => self.prepared[z as usize].as_ref().is_some_and(|p| p.contains(c)),
             Shape::Corridor(ls, buffer) => Euclidean.distance(&Point(c), ls) <= *buffer,
             Shape::Circle(center, radius) => {
                 let (dx, dy) = (c.x - center.x, c.y - center.y);
@@ -175,7 +184,7 @@ impl ZoneSet {
                     .flat_map(|poly| std::iter::once(poly.exterior()).chain(poly.interiors()))
                     .map(|ring| Euclidean.distance(&pt, ring))
                     .fold(f64::INFINITY, f64::min);
-                if mp.intersects(&pt) { -edge } else { edge }
+                if self.contains(z, p) { -edge } else { edge }
             }
             Shape::Corridor(ls, buffer) => Euclidean.distance(&pt, ls) - buffer,
             Shape::Circle(center, radius) => ((p[0] - center.x).hypot(p[1] - center.y)) - radius,
