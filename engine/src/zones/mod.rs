@@ -16,9 +16,11 @@
 //! zone sets are far smaller than that; a country-wide set should be split by city.
 
 mod active;
+mod grid;
 mod prepared;
 mod zone_set;
 
 pub use active::ActiveWindow;
+pub use grid::GridIndex;
 pub use prepared::PreparedArea;
 pub use zone_set::{Shape, Zone, ZoneHits, ZoneSet, ZoneSpec};

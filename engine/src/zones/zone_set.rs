@@ -5,7 +5,7 @@ use rstar::RTree;
 use rstar::primitives::{GeomWithData, Rectangle};
 use smallvec::SmallVec;
 
-use super::{ActiveWindow, PreparedArea};
+use super::{ActiveWindow, GridIndex, PreparedArea};
 use crate::time::Millis;
 
 const EARTH_RADIUS_M: f64 = 6_371_008.8;
@@ -70,6 +70,8 @@ pub struct ZoneSet {
     tree: RTree<GeomWithData<Rectangle<[f64; 2]>, u32>>,
     /// Per zone, its areas prepared for containment tests (None for other shapes).
     prepared: Vec<Option<PreparedArea>>,
+    /// Uniform grid over the boxes, when the set is dense and even enough for one.
+    grid: Option<GridIndex>,
 }
 
 /// Zone indexes found at a point; small and inline for the usual 0–4.
@@ -138,7 +140,10 @@ impl ZoneSet {
                 _ => None,
             })
             .collect();
-        ZoneSet { name: name.into(), zones, origin, scale, tree: RTree::bulk_load(boxes), prepared }
+        let flat: Vec<(u32, [f64; 2], [f64; 2])> =
+            boxes.iter().map(|b| (b.data, b.geom().lower(), b.geom().upper())).collect();
+        let grid = GridIndex::build(&flat);
+        ZoneSet { name: name.into(), zones, origin, scale, tree: RTree::bulk_load(boxes), prepared, grid }
     }
 
     /// Projects lon/lat to the set's plane (metres).
@@ -151,12 +156,32 @@ impl ZoneSet {
     #[inline]
     pub fn containing(&self, p: [f64; 2], out: &mut ZoneHits) {
         out.clear();
+        if let Some(grid) = &self.grid {
+            // Candidates come in ascending zone order, so no sort is needed.
+            for &z in grid.candidates(p) {
+                if self.contains(z, p) {
+                    out.push(z);
+                }
+            }
+            return;
+        }
+        self.containing_via_tree(p, out);
+    }
+
+    /// [`ZoneSet::containing`] through the R-tree alone.
+    pub(crate) fn containing_via_tree(&self, p: [f64; 2], out: &mut ZoneHits) {
+        out.clear();
         for hit in self.tree.locate_all_at_point(&p) {
             if self.contains(hit.data, p) {
                 out.push(hit.data);
             }
         }
         out.sort_unstable();
+    }
+
+    /// True if a grid index was built for this set.
+    pub fn has_grid(&self) -> bool {
+        self.grid.is_some()
     }
 
     /// True if zone `z` contains the projected point.
@@ -220,7 +245,8 @@ impl ZoneSet {
                 Shape::Circle(..) => 1,
             })
             .sum();
-        coords * std::mem::size_of::<Coord<f64>>()
+        coords * std::mem::size_of::<Coord<f64>>() * 2 // geometry and its prepared edges
+            + self.grid.as_ref().map_or(0, GridIndex::bytes)
             + self.zones.len()
                 * (std::mem::size_of::<Zone>() + std::mem::size_of::<GeomWithData<Rectangle<[f64; 2]>, u32>>() * 2)
     }
@@ -304,6 +330,35 @@ mod tests {
         assert_eq!(at(&s, 120.0, 36.005), vec![0], "on the outer edge");
         assert_eq!(at(&s, 120.004, 36.005), vec![0], "on the hole's edge");
         assert_eq!(at(&s, 120.0, 36.0), vec![0], "a vertex");
+    }
+
+    #[test]
+    fn grid_and_rtree_find_the_same_zones() {
+        // 400 overlapping squares of mixed sizes (a grid is built), plus a long corridor.
+        let mut zones = Vec::new();
+        let mut specs = Vec::new();
+        for i in 0..400 {
+            let (x, y) = (120.0 + (i % 20) as f64 * 0.001, 36.0 + (i / 20) as f64 * 0.001);
+            let h = 0.0004 + (i % 7) as f64 * 0.0002;
+            let sq =
+                Polygon::new(LineString::from(vec![(x, y), (x + h, y), (x + h, y + h), (x, y + h), (x, y)]), vec![]);
+            zones.push(zone(&format!("z{i}")));
+            specs.push(ZoneSpec::Area(MultiPolygon(vec![sq])));
+        }
+        zones.push(zone("road"));
+        specs.push(ZoneSpec::Corridor(LineString::from(vec![(120.0, 36.0), (120.02, 36.02)]), 30.0));
+        let s = ZoneSet::new("t", zones, specs);
+        assert!(s.has_grid());
+        let (mut a, mut b) = (ZoneHits::new(), ZoneHits::new());
+        let mut state = 1u64;
+        for _ in 0..20_000 {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let (fx, fy) = ((state >> 11) as f64 / (1u64 << 53) as f64, (state >> 3 & 0xffff) as f64 / 65536.0);
+            let p = s.project(119.999 + fx * 0.023, 35.999 + fy * 0.023);
+            s.containing(p, &mut a);
+            s.containing_via_tree(p, &mut b);
+            assert_eq!(a, b);
+        }
     }
 
     #[test]
