@@ -29,6 +29,11 @@ use crate::schema::StreamDef;
 use crate::time::{Millis, format_timestamp};
 use crate::zones::ZoneSet;
 
+/// The point where a level started, as evidence.
+fn start_evidence((t, lon, lat): (Millis, f64, f64)) -> serde_json::Value {
+    serde_json::json!({"level_started": format_timestamp(t), "lon": lon, "lat": lat})
+}
+
 /// Zones entered or left at one point, with the time the entity entered each.
 type Transitions = SmallVec<[(u32, Millis); 2]>;
 
@@ -56,7 +61,9 @@ struct Level {
     zone: u32,
     since: Millis,
     firing: bool,
-    start_event: Option<Box<serde_json::Value>>,
+    /// Where and when the level started: (time, lon, lat). Rendered as evidence only if
+    /// the level fires, so starting a level allocates nothing.
+    start: (Millis, f64, f64),
     /// Latest distance (corridor) or speed (speeding) while the level holds.
     measure: Option<f64>,
 }
@@ -145,7 +152,7 @@ impl GeofenceOperator {
             level.firing = true;
             let since = level.since;
             let measure = level.measure;
-            let evidence: Vec<serde_json::Value> = level.start_event.as_deref().cloned().into_iter().collect();
+            let evidence = vec![start_evidence(level.start)];
             let key = key.to_string();
             let mut values = serde_json::Map::new();
             values.insert("held_ms".into(), (due - since).into());
@@ -383,7 +390,7 @@ impl Operator for GeofenceOperator {
                             zone: z,
                             since,
                             firing: false,
-                            start_event: Some(Box::new(row_to_json(batch, i))),
+                            start: (t, lon.value(i), lat.value(i)),
                             measure,
                         });
                         if for_ms > 0 && since + for_ms > t {
@@ -397,12 +404,12 @@ impl Operator for GeofenceOperator {
                 if !level.firing && t - level.since >= for_ms {
                     level.firing = true;
                     let since = level.since;
-                    let mut evidence: Vec<serde_json::Value> =
-                        level.start_event.as_deref().cloned().into_iter().collect();
-                    let trigger = row_to_json(batch, i);
-                    if evidence.first() != Some(&trigger) {
-                        evidence.push(trigger);
+                    // The start point, unless the level started on this very row.
+                    let mut evidence = Vec::with_capacity(2);
+                    if level.start.0 != t {
+                        evidence.push(start_evidence(level.start));
                     }
+                    evidence.push(row_to_json(batch, i));
                     let mut values = serde_json::Map::new();
                     values.insert("held_ms".into(), (t - since).into());
                     self.insert_measure(&mut values, measure);

@@ -21,15 +21,18 @@ struct PreparedPolygon {
     min: Coord<f64>,
     max: Coord<f64>,
     band_height: f64,
-    edges: Vec<Edge>,
-    /// `bands[i]` lists indexes into `edges` whose y-range overlaps band i.
-    bands: Vec<Vec<u32>>,
+    n_bands: u32,
+    edges: Box<[Edge]>,
+    /// CSR: the first `n_bands + 1` entries are offsets into the rest, which lists for
+    /// each band the indexes of the edges whose y-range overlaps it. One allocation keeps
+    /// a query to few cache misses.
+    bands: Box<[u32]>,
 }
 
 /// A multipolygon prepared for fast containment tests.
 #[derive(Debug, Clone)]
 pub struct PreparedArea {
-    parts: Vec<PreparedPolygon>,
+    parts: smallvec::SmallVec<[PreparedPolygon; 1]>,
 }
 
 impl PreparedArea {
@@ -66,16 +69,40 @@ impl PreparedPolygon {
         // About four edges per band: a query then tests a handful of edges.
         let n_bands = (edges.len() / 4).clamp(1, 256);
         let band_height = ((max.y - min.y) / n_bands as f64).max(f64::MIN_POSITIVE);
-        let mut bands = vec![Vec::new(); n_bands];
-        for (i, e) in edges.iter().enumerate() {
+        let band_range = |e: &Edge| {
             let (lo, hi) = (e.a.y.min(e.b.y), e.a.y.max(e.b.y));
             let first = (((lo - min.y) / band_height) as usize).min(n_bands - 1);
             let last = (((hi - min.y) / band_height) as usize).min(n_bands - 1);
-            for band in &mut bands[first..=last] {
-                band.push(i as u32);
+            first..=last
+        };
+        let mut counts = vec![0u32; n_bands + 1];
+        for e in &edges {
+            for b in band_range(e) {
+                counts[b + 1] += 1;
             }
         }
-        PreparedPolygon { min, max, band_height, edges, bands }
+        for i in 1..counts.len() {
+            counts[i] += counts[i - 1];
+        }
+        let base = counts.len() as u32;
+        let total = counts[n_bands] as usize;
+        let mut bands: Vec<u32> = counts.iter().map(|c| c + base).collect();
+        bands.resize(bands.len() + total, 0);
+        let mut fill: Vec<u32> = counts[..n_bands].to_vec();
+        for (i, e) in edges.iter().enumerate() {
+            for b in band_range(e) {
+                bands[(base + fill[b]) as usize] = i as u32;
+                fill[b] += 1;
+            }
+        }
+        PreparedPolygon {
+            min,
+            max,
+            band_height,
+            n_bands: n_bands as u32,
+            edges: edges.into_boxed_slice(),
+            bands: bands.into_boxed_slice(),
+        }
     }
 
     #[inline]
@@ -83,9 +110,10 @@ impl PreparedPolygon {
         if c.x < self.min.x || c.x > self.max.x || c.y < self.min.y || c.y > self.max.y || self.edges.is_empty() {
             return false;
         }
-        let band = (((c.y - self.min.y) / self.band_height) as usize).min(self.bands.len() - 1);
+        let band = (((c.y - self.min.y) / self.band_height) as usize).min(self.n_bands as usize - 1);
+        let (from, to) = (self.bands[band] as usize, self.bands[band + 1] as usize);
         let mut inside = false;
-        for &i in &self.bands[band] {
+        for &i in &self.bands[from..to] {
             let Edge { a, b } = self.edges[i as usize];
             // On the edge: collinear (exactly) and within its box.
             if c.x >= a.x.min(b.x) && c.x <= a.x.max(b.x) && c.y >= a.y.min(b.y) && c.y <= a.y.max(b.y) {

@@ -188,6 +188,10 @@ impl ZoneSet {
     #[inline]
     pub fn contains(&self, z: u32, p: [f64; 2]) -> bool {
         let c = Coord { x: p[0], y: p[1] };
+        // Areas answer from their compact prepared form without touching the zone record.
+        if let Some(prepared) = &self.prepared[z as usize] {
+            return prepared.contains(c);
+        }
         match &self.zones[z as usize].shape {
             Shape::Area(_) => self.prepared[z as usize].as_ref().is_some_and(|p| p.contains(c)),
             Shape::Corridor(ls, buffer) => Euclidean.distance(&Point(c), ls) <= *buffer,
