@@ -108,7 +108,7 @@ impl GeofenceOperator {
     }
 
     fn zone_active(&self, zone: u32, t: Millis) -> bool {
-        self.plan.zones.zones[zone as usize].is_active(t) && self.plan.active.as_ref().is_none_or(|w| w.is_active(t))
+        self.plan.zones.is_active(zone, t) && self.plan.active.as_ref().is_none_or(|w| w.is_active(t))
     }
 
     fn alert(

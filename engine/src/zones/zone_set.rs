@@ -72,6 +72,8 @@ pub struct ZoneSet {
     prepared: Vec<Option<PreparedArea>>,
     /// Uniform grid over the boxes, when the set is dense and even enough for one.
     grid: Option<GridIndex>,
+    /// Zones without active hours, so the hot path need not read the zone record.
+    always_active: Vec<bool>,
 }
 
 /// Zone indexes found at a point; small and inline for the usual 0–4.
@@ -143,7 +145,17 @@ impl ZoneSet {
         let flat: Vec<(u32, [f64; 2], [f64; 2])> =
             boxes.iter().map(|b| (b.data, b.geom().lower(), b.geom().upper())).collect();
         let grid = GridIndex::build(&flat);
-        ZoneSet { name: name.into(), zones, origin, scale, tree: RTree::bulk_load(boxes), prepared, grid }
+        let always_active = zones.iter().map(|z| z.active.is_none()).collect();
+        ZoneSet {
+            name: name.into(),
+            zones,
+            origin,
+            scale,
+            tree: RTree::bulk_load(boxes),
+            prepared,
+            grid,
+            always_active,
+        }
     }
 
     /// Projects lon/lat to the set's plane (metres).
@@ -228,6 +240,12 @@ impl ZoneSet {
             Shape::Corridor(ls, _) => Euclidean.distance(&pt, ls),
             _ => self.signed_distance(z, p).max(0.0),
         }
+    }
+
+    /// True if zone `z` applies at `t` (its active hours, if any).
+    #[inline]
+    pub fn is_active(&self, z: u32, t: Millis) -> bool {
+        self.always_active[z as usize] || self.zones[z as usize].is_active(t)
     }
 
     /// Index of the zone with this id.
