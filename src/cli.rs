@@ -48,15 +48,8 @@ pub struct RunArgs {
     /// Rows per batch (default: config, else 4096).
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Override the generator's simulated duration (e.g. 1h).
-    #[arg(long)]
-    pub duration: Option<String>,
-    /// Override the generator's seed.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Override the generator's scale (multiplies devices, vehicles, cameras).
-    #[arg(long)]
-    pub scale: Option<u32>,
+    #[command(flatten)]
+    pub generator: GeneratorOverrides,
     /// Write alerts to this NDJSON file (overrides the config).
     #[arg(long, value_name = "FILE")]
     pub alerts_out: Option<PathBuf>,
@@ -96,13 +89,20 @@ pub struct GenerateArgs {
     /// Write the example city's zone files (GeoJSON) into this directory.
     #[arg(long, value_name = "DIR")]
     pub zones: Option<PathBuf>,
-    /// Override the simulated duration (e.g. 1h).
+    #[command(flatten)]
+    pub generator: GeneratorOverrides,
+}
+
+/// Overrides of the config's generator settings.
+#[derive(Debug, Args)]
+pub struct GeneratorOverrides {
+    /// Override the generator's simulated duration (e.g. 1h).
     #[arg(long)]
     pub duration: Option<String>,
-    /// Override the seed.
+    /// Override the generator's seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Override the scale.
+    /// Override the generator's scale (multiplies devices, vehicles, cameras).
     #[arg(long)]
     pub scale: Option<u32>,
 }

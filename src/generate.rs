@@ -21,7 +21,7 @@ pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
     }
     let Some(out_path) = &args.out else { return Ok(ExitCode::SUCCESS) };
     let (config, _plan) = gridwatch_rules::load_config(&args.config).into_result().map_err(|e| anyhow!("{e}"))?;
-    let settings = generator_settings(&config, args.duration.as_deref(), args.seed, args.scale)?;
+    let settings = generator_settings(&config, &args.generator)?;
     let mut generator = CityGenerator::new(settings);
     let mut out = NdjsonWriter::create(out_path)?;
     let bar = ProgressBar::new(generator.estimated_total());

@@ -16,15 +16,11 @@ use gridwatch_engine::{Alert, AlertState, Output, Pipeline, PipelineOptions};
 use gridwatch_rules::config::{Config, SourceConfig};
 use serde::Serialize;
 
-use crate::cli::{Format, RunArgs};
+use crate::cli::{Format, GeneratorOverrides, RunArgs};
 
 /// Builds generator settings from the config and CLI overrides.
-pub fn generator_settings(
-    config: &Config,
-    duration: Option<&str>,
-    seed: Option<u64>,
-    scale: Option<u32>,
-) -> Result<GeneratorSettings> {
+pub fn generator_settings(config: &Config, overrides: &GeneratorOverrides) -> Result<GeneratorSettings> {
+    let (duration, seed, scale) = (overrides.duration.as_deref(), overrides.seed, overrides.scale);
     let g = match &config.source {
         SourceConfig::Generator(g) => g.clone(),
         SourceConfig::File { .. } => gridwatch_rules::config::GeneratorConfig::default(),
@@ -118,7 +114,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let mut unknown_stream = 0u64;
     let feed = match &config.source {
         SourceConfig::Generator(_) => {
-            let settings = generator_settings(&config, args.duration.as_deref(), args.seed, args.scale)?;
+            let settings = generator_settings(&config, &args.generator)?;
             feed_generator(&mut pipeline, settings, &interrupted, &mut unknown_stream)
         }
         SourceConfig::File { path } => feed_file(&mut pipeline, path, &interrupted, &mut unknown_stream),

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use gridwatch_benches::{random_points, synthetic_zones};
-use gridwatch_engine::operator::{self, BatchInput};
+use gridwatch_benches::{drive, random_points, synthetic_zones};
+use gridwatch_engine::operator;
 use gridwatch_engine::plan::{GeofenceEvent, GeofencePlan, RuleKind, RuleMeta, RulePlan, Severity};
 use gridwatch_engine::schema::{FieldDef, FieldType, LatePolicy, StreamDef};
 use gridwatch_engine::zones::ZoneHits;
@@ -119,19 +119,7 @@ fn rule_evaluation(c: &mut Criterion) {
     group.bench_function("inside_50k_polygons", |b| {
         b.iter_batched(
             || operator::build(rule.clone(), &def),
-            |mut op| {
-                let mut alerts = Vec::new();
-                for (batch, wms, end) in &batches {
-                    let input = BatchInput {
-                        batch: &batch.batch,
-                        times: &batch.event_time,
-                        watermarks: wms,
-                        end_watermark: *end,
-                    };
-                    op.process(&input, &mut alerts).expect("process");
-                }
-                alerts.len()
-            },
+            |mut op| drive(op.as_mut(), &batches),
             criterion::BatchSize::LargeInput,
         );
     });

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use gridwatch_benches::{plan_with_rules, stream_events};
-use gridwatch_engine::decode::{DecodedBatch, Decoder};
-use gridwatch_engine::operator::{self, BatchInput};
+use gridwatch_benches::{OperatorBatch, drive, plan_with_rules, stream_events};
+use gridwatch_engine::decode::Decoder;
+use gridwatch_engine::operator;
 use gridwatch_engine::time::{Observed, WatermarkTracker};
 
 const RULES: &str = r#"
@@ -41,7 +41,7 @@ rules:
 "#;
 
 /// Decoded consecutive batches of sensor events with their per-row watermarks.
-fn batches(def: &Arc<gridwatch_engine::schema::StreamDef>, n_batches: usize) -> Vec<(DecodedBatch, Vec<i64>, i64)> {
+fn batches(def: &Arc<gridwatch_engine::schema::StreamDef>, n_batches: usize) -> Vec<OperatorBatch> {
     let payloads = stream_events("sensor", 4096 * n_batches);
     let mut tracker = WatermarkTracker::new(def.max_out_of_orderness_ms);
     let mut out = Vec::new();
@@ -72,19 +72,7 @@ fn operators(c: &mut Criterion) {
         group.bench_function(BenchmarkId::from_parameter(&*rule.meta.id), |b| {
             b.iter_batched(
                 || operator::build(rule.clone(), &def),
-                |mut op| {
-                    let mut alerts = Vec::new();
-                    for (batch, wms, end) in &data {
-                        let input = BatchInput {
-                            batch: &batch.batch,
-                            times: &batch.event_time,
-                            watermarks: wms,
-                            end_watermark: *end,
-                        };
-                        op.process(&input, &mut alerts).expect("process");
-                    }
-                    alerts.len()
-                },
+                |mut op| drive(op.as_mut(), &data),
                 criterion::BatchSize::LargeInput,
             );
         });

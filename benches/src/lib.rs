@@ -105,3 +105,21 @@ pub fn random_points(n: usize, seed: u64) -> Vec<(f64, f64)> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     (0..n).map(|_| (rng.random_range(120.2..120.56), rng.random_range(35.9..36.26))).collect()
 }
+
+/// A decoded batch with its per-row watermarks and closing watermark, as operators get it.
+pub type OperatorBatch = (gridwatch_engine::decode::DecodedBatch, Vec<i64>, i64);
+
+/// Feeds `batches` to `op`; returns the number of alerts raised.
+pub fn drive(op: &mut dyn gridwatch_engine::operator::Operator, batches: &[OperatorBatch]) -> usize {
+    let mut alerts = Vec::new();
+    for (batch, wms, end) in batches {
+        let input = gridwatch_engine::operator::BatchInput {
+            batch: &batch.batch,
+            times: &batch.event_time,
+            watermarks: wms,
+            end_watermark: *end,
+        };
+        op.process(&input, &mut alerts).expect("process");
+    }
+    alerts.len()
+}
