@@ -314,6 +314,14 @@ impl Reader {
     pub fn uint(&self, node: &Node, what: &str, diags: &mut Diagnostics) -> Option<u64> {
         match &node.kind {
             Kind::Int(i) if *i >= 0 => Some(*i as u64),
+            Kind::Int(i) => {
+                diags.push(self.error(
+                    Code::BadValue,
+                    node,
+                    format!("`{what}` must be a non-negative integer, found {i}"),
+                ));
+                None
+            }
             other => {
                 diags.push(self.error(
                     Code::WrongType,

@@ -36,35 +36,54 @@ fn valid_fixtures_compile() {
     }
 }
 
+/// The `# expect:` / `# hint:` header of a fixture, one string per diagnostic.
+fn expectations(text: &str) -> Vec<String> {
+    let mut expected: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if let Some(e) = line.strip_prefix("# expect: ") {
+            expected.push(e.to_string());
+        } else if let Some(h) = line.strip_prefix("# hint: ") {
+            let last = expected.last_mut().expect("a hint follows an expectation");
+            last.push_str(" | hint: ");
+            last.push_str(h);
+        }
+    }
+    expected
+}
+
+/// Diagnostics in the header's form.
+fn rendered(diags: &[gridwatch_rules::Diagnostic]) -> Vec<String> {
+    diags
+        .iter()
+        .map(|d| {
+            let mut s = format!("{}:{} {} {}", d.pos.line, d.pos.col, d.code.as_str(), d.message);
+            if let Some(h) = &d.hint {
+                s.push_str(" | hint: ");
+                s.push_str(h);
+            }
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn invalid_configs_report_every_error() {
+    for file in fixtures("config") {
+        let expected = expectations(&std::fs::read_to_string(&file).expect("read fixture"));
+        assert!(!expected.is_empty(), "{} has no `# expect:` header", file.display());
+        let loaded = gridwatch_rules::load_config(&file);
+        assert_eq!(rendered(&loaded.diagnostics), expected, "{}", file.display());
+    }
+}
+
 #[test]
 fn invalid_fixtures_report_exactly_the_expected_diagnostics() {
     let mut failures = Vec::new();
     for file in fixtures("invalid") {
-        let text = std::fs::read_to_string(&file).expect("read fixture");
-        let mut expected: Vec<String> = Vec::new();
-        for line in text.lines() {
-            if let Some(e) = line.strip_prefix("# expect: ") {
-                expected.push(e.to_string());
-            } else if let Some(h) = line.strip_prefix("# hint: ") {
-                let last = expected.last_mut().expect("a hint follows an expectation");
-                last.push_str(" | hint: ");
-                last.push_str(h);
-            }
-        }
+        let expected = expectations(&std::fs::read_to_string(&file).expect("read fixture"));
         assert!(!expected.is_empty(), "{} has no `# expect:` header", file.display());
         let loaded = load_rules_only(&config(), std::slice::from_ref(&file));
-        let actual: Vec<String> = loaded
-            .diagnostics
-            .iter()
-            .map(|d| {
-                let mut s = format!("{}:{} {} {}", d.pos.line, d.pos.col, d.code.as_str(), d.message);
-                if let Some(h) = &d.hint {
-                    s.push_str(" | hint: ");
-                    s.push_str(h);
-                }
-                s
-            })
-            .collect();
+        let actual = rendered(&loaded.diagnostics);
         if actual != expected {
             failures.push(format!(
                 "{}\n  expected:\n    {}\n  actual:\n    {}",
