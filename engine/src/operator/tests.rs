@@ -51,6 +51,23 @@ fn threshold_for_fires_on_an_event_exactly_at_the_deadline() {
 }
 
 #[test]
+fn an_out_of_order_event_cannot_reuse_an_ended_episode_start() {
+    let s = stream(100 * S, None);
+    // Fires at 100 s (for 0), resolves at 151 s; a late-but-on-time event at 100 s
+    // starts a new episode, dated at the end of the previous one, with a new id.
+    let events = [ev(100 * S, "a", 30.0), ev(151 * S, "a", 1.0), ev(100 * S, "a", 30.0), ev(300 * S, "b", 1.0)];
+    let out = run(s.clone(), vec![threshold(&s, "value > 25", None, 0)], &events, 1, 8, None);
+    let first: Vec<&crate::alert::Alert> =
+        out.alerts.iter().filter(|a| a.key == "a" && a.episode_start == 100 * S).collect();
+    let second: Vec<&crate::alert::Alert> =
+        out.alerts.iter().filter(|a| a.key == "a" && a.episode_start == 151 * S).collect();
+    assert_eq!((first.len(), second.len()), (2, 1), "{:?}", out.brief());
+    assert_eq!(first[0].alert_id, first[1].alert_id, "firing and resolved share the id");
+    assert_ne!(second[0].alert_id, first[0].alert_id);
+    assert_eq!((second[0].state, second[0].event_time), (Firing, 151 * S));
+}
+
+#[test]
 fn hysteresis_keeps_firing_until_the_clear_condition() {
     let s = stream(0, None);
     let events = [ev(0, "a", 30.0), ev(10 * S, "a", 20.0), ev(20 * S, "a", 12.0), ev(30 * S, "a", 9.0)];

@@ -28,6 +28,9 @@ struct KeyState {
     notifications: u32,
     /// The event that started the episode (only while pending or firing).
     start_event: Option<Box<serde_json::Value>>,
+    /// When the last episode resolved: a new one never starts before it, so an
+    /// out-of-order event cannot reopen an episode start (and its alert id) already used.
+    last_end: Option<Millis>,
 }
 
 /// Operator for threshold rules.
@@ -138,6 +141,7 @@ impl Operator for ThresholdOperator {
                     emit = Some((AlertState::Resolved, st.notifications, st.since));
                     st.firing = false;
                     st.start_event = None;
+                    st.last_end = Some(t.max(st.since + 1));
                 } else if let Some(every) = renotify
                     && t >= st.last_notify + every
                 {
@@ -148,14 +152,14 @@ impl Operator for ThresholdOperator {
             } else if holds {
                 if !st.pending {
                     st.pending = true;
-                    st.since = t;
+                    st.since = st.last_end.map_or(t, |end| t.max(end));
                     st.start_event = Some(Box::new(row_to_json(batch, i)));
                     if plan.for_ms > 0 {
-                        self.timers.schedule(t + plan.for_ms, slot);
+                        self.timers.schedule(st.since + plan.for_ms, slot);
                     }
                 }
                 let st = self.keys.state_mut(slot);
-                if t - st.since >= plan.for_ms {
+                if t.max(st.since) - st.since >= plan.for_ms {
                     st.pending = false;
                     st.firing = true;
                     st.last_notify = t;
@@ -180,7 +184,8 @@ impl Operator for ThresholdOperator {
                 let parts = AlertParts {
                     key: key.clone(),
                     state,
-                    event_time: t,
+                    // Never before the episode start (see `last_end`).
+                    event_time: t.max(episode_start),
                     episode_start,
                     notification,
                     values: self.observed_values(batch, i),
