@@ -474,10 +474,7 @@ fn parse_field(name: &str, node: &Node, r: &Reader, diags: &mut Diagnostics) -> 
         Some(ty) => Some(FieldDef { name: name.to_string(), ty, required }),
         None => {
             let mut d = r.error(Code::BadValue, ty_node, format!("unknown type `{ty_name}` for field `{name}`"));
-            d = match did_you_mean(ty_name, FieldType::NAMES) {
-                Some(s) => d.with_hint(format!("did you mean `{s}`?")),
-                None => d.with_hint(format!("types: {}", FieldType::NAMES.join(", "))),
-            };
+            d = d.suggest(ty_name, &FieldType::NAMES, "types");
             diags.push(d);
             None
         }

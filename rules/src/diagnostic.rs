@@ -133,6 +133,15 @@ impl Diagnostic {
         self
     }
 
+    /// Adds "did you mean `x`?" for the candidate closest to `word`, or else lists them
+    /// all after `label` ("declared fields: a, b, c").
+    pub fn suggest(self, word: &str, candidates: &[&str], label: &str) -> Self {
+        match did_you_mean(word, candidates.iter().copied()) {
+            Some(s) => self.with_hint(format!("did you mean `{s}`?")),
+            None => self.with_hint(format!("{label}: {}", candidates.join(", "))),
+        }
+    }
+
     /// `path:line:col`, or the path alone.
     pub fn location(&self) -> String {
         match &self.file {

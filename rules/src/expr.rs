@@ -15,7 +15,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, Operator};
 use datafusion::prelude::SessionContext;
 use gridwatch_engine::plan::Predicate;
 
-use crate::diagnostic::{Code, Diagnostic, Diagnostics, Pos, did_you_mean};
+use crate::diagnostic::{Code, Diagnostic, Diagnostics, Pos};
 use crate::yaml::{Node, Reader};
 
 /// Plans expressions; holds one DataFusion session for all of them.
@@ -173,10 +173,7 @@ fn unknown_field(name: &str, what: &str, schema_name: &str, fields: &[&str], loc
     let mut d = locate(name);
     d.code = Code::UnknownField;
     d.message = format!("unknown field `{name}` in `{what}`: {schema_name} has no such field");
-    match did_you_mean(name, fields.iter().copied()) {
-        Some(s) => d.with_hint(format!("did you mean `{s}`?")),
-        None => d.with_hint(format!("declared fields: {}", fields.join(", "))),
-    }
+    d.suggest(name, fields, "declared fields")
 }
 
 #[allow(clippy::too_many_arguments)]

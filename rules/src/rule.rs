@@ -28,7 +28,7 @@ use gridwatch_engine::plan::{
 use gridwatch_engine::schema::StreamDef;
 use gridwatch_engine::zones::ZoneSet;
 
-use crate::diagnostic::{Code, Diagnostics, did_you_mean};
+use crate::diagnostic::{Code, Diagnostics};
 use crate::expr::{ExprPlanner, Site};
 use crate::yaml::{Kind, Node, Reader};
 
@@ -117,10 +117,7 @@ pub fn compile_rule(
             Some(k)
         } else {
             let d = r.error(Code::BadValue, n, format!("unknown rule kind `{k}`"));
-            diags.push(match did_you_mean(&k, KINDS) {
-                Some(s) => d.with_hint(format!("did you mean `{s}`?")),
-                None => d.with_hint(format!("kinds: {}", KINDS.join(", "))),
-            });
+            diags.push(d.suggest(&k, &KINDS, "kinds"));
             None
         }
     });
@@ -131,10 +128,7 @@ pub fn compile_rule(
             None => {
                 let names: Vec<&str> = streams.iter().map(|d| d.name.as_str()).collect();
                 let d = r.error(Code::UnknownStream, n, format!("unknown stream `{s}` in `source` of {what}"));
-                diags.push(match did_you_mean(&s, names.iter().copied()) {
-                    Some(sugg) => d.with_hint(format!("did you mean `{sugg}`?")),
-                    None => d.with_hint(format!("declared streams: {}", names.join(", "))),
-                });
+                diags.push(d.suggest(&s, &names, "declared streams"));
                 None
             }
         }
@@ -145,10 +139,7 @@ pub fn compile_rule(
             Some(sev) => Some(sev),
             None => {
                 let d = r.error(Code::BadValue, n, format!("unknown severity `{s}`"));
-                diags.push(match did_you_mean(&s, Severity::NAMES) {
-                    Some(sugg) => d.with_hint(format!("did you mean `{sugg}`?")),
-                    None => d.with_hint(format!("severities: {}", Severity::NAMES.join(", "))),
-                });
+                diags.push(d.suggest(&s, &Severity::NAMES, "severities"));
                 None
             }
         }),
@@ -191,10 +182,7 @@ pub fn compile_rule(
                             &kn,
                             format!("unknown field `{s}` in `key` of {what}: {schema_name} has no such field"),
                         );
-                        diags.push(match did_you_mean(&s, field_names.iter().copied()) {
-                            Some(sugg) => d.with_hint(format!("did you mean `{sugg}`?")),
-                            None => d.with_hint(format!("declared fields: {}", field_names.join(", "))),
-                        });
+                        diags.push(d.suggest(&s, &field_names, "declared fields"));
                     }
                 }
             }
@@ -381,10 +369,7 @@ fn compile_geofence(
         if found.is_none() {
             let names: Vec<&str> = zones.keys().map(String::as_str).collect();
             let d = r.error(Code::UnknownStream, n, format!("unknown zone set `{name}`"));
-            diags.push(match did_you_mean(&name, names.iter().copied()) {
-                Some(s) => d.with_hint(format!("did you mean `{s}`?")),
-                None => d.with_hint(format!("declared zone sets: {}", names.join(", "))),
-            });
+            diags.push(d.suggest(&name, &names, "declared zone sets"));
         }
         found
     });
@@ -393,10 +378,7 @@ fn compile_geofence(
         let parsed = GeofenceEvent::parse(&e);
         if parsed.is_none() {
             let d = r.error(Code::BadValue, n, format!("unknown geofence event `{e}`"));
-            diags.push(match did_you_mean(&e, GeofenceEvent::NAMES) {
-                Some(s) => d.with_hint(format!("did you mean `{s}`?")),
-                None => d.with_hint(format!("events: {}", GeofenceEvent::NAMES.join(", "))),
-            });
+            diags.push(d.suggest(&e, &GeofenceEvent::NAMES, "events"));
         }
         parsed
     });
@@ -435,10 +417,7 @@ fn compile_geofence(
                     n,
                     format!("unknown field `{s}` in `{key}`: stream `{}` has no such field", def.name),
                 );
-                diags.push(match did_you_mean(&s, names.iter().copied()) {
-                    Some(sugg) => d.with_hint(format!("did you mean `{sugg}`?")),
-                    None => d.with_hint(format!("declared fields: {}", names.join(", "))),
-                });
+                diags.push(d.suggest(&s, &names, "declared fields"));
                 None
             }
         }
@@ -579,10 +558,7 @@ fn parse_aggregate(text: &str, n: &Node, r: &Reader, def: &StreamDef, diags: &mu
     };
     let Some(func) = AggFunc::parse(fname) else {
         let d = r.error(Code::UnknownFunction, n, format!("unknown aggregate function `{fname}`"));
-        diags.push(match did_you_mean(fname, AggFunc::NAMES) {
-            Some(s) => d.with_hint(format!("did you mean `{s}`?")),
-            None => d.with_hint(format!("aggregates: {}", AggFunc::NAMES.join(", "))),
-        });
+        diags.push(d.suggest(fname, &AggFunc::NAMES, "aggregates"));
         return None;
     };
     let arg = arg.filter(|a| !a.is_empty() && *a != "*");
@@ -615,10 +591,7 @@ fn parse_aggregate(text: &str, n: &Node, r: &Reader, def: &StreamDef, diags: &mu
                 }
                 None => {
                     let d = r.error(Code::UnknownField, n, format!("unknown field `{a}` in aggregate `{text}`"));
-                    diags.push(match did_you_mean(a, names.iter().copied()) {
-                        Some(s) => d.with_hint(format!("did you mean `{s}`?")),
-                        None => d.with_hint(format!("declared fields: {}", names.join(", "))),
-                    });
+                    diags.push(d.suggest(a, &names, "declared fields"));
                     return None;
                 }
             }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-use crate::diagnostic::{Code, Diagnostic, Diagnostics, Pos, Source, did_you_mean};
+use crate::diagnostic::{Code, Diagnostic, Diagnostics, Pos, Source};
 
 /// A value with its position.
 #[derive(Debug, Clone)]
@@ -232,10 +232,7 @@ impl Reader {
             };
             if !allowed.is_empty() && !allowed.contains(&name.as_str()) {
                 let mut d = self.error(Code::UnknownKey, k, format!("unknown key `{name}` in {what}"));
-                d = match did_you_mean(name, allowed.iter().copied()) {
-                    Some(s) => d.with_hint(format!("did you mean `{s}`?")),
-                    None => d.with_hint(format!("allowed keys: {}", allowed.join(", "))),
-                };
+                d = d.suggest(name, allowed, "allowed keys");
                 diags.push(d);
                 continue;
             }
