@@ -8,7 +8,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use gridwatch_benches::{drive, random_points, synthetic_zones};
 use gridwatch_engine::operator;
 use gridwatch_engine::plan::{GeofenceEvent, GeofencePlan, RuleKind, RuleMeta, RulePlan, Severity};
-use gridwatch_engine::schema::{FieldDef, FieldType, LatePolicy, StreamDef};
+use gridwatch_engine::schema::{FieldDef, FieldType, StreamDef};
 use gridwatch_engine::zones::ZoneHits;
 
 fn lookups(c: &mut Criterion) {
@@ -41,24 +41,10 @@ fn lookups(c: &mut Criterion) {
 }
 
 fn gps_def() -> Arc<StreamDef> {
-    let field = |name: &str, ty| FieldDef { name: name.into(), ty, required: true };
-    Arc::new(StreamDef {
-        name: "gps".into(),
-        fields: vec![
-            field("ts", FieldType::Timestamp),
-            field("vehicle_id", FieldType::String),
-            field("lat", FieldType::Float),
-            field("lon", FieldType::Float),
-            field("speed_kmh", FieldType::Float),
-        ],
-        time_field: 0,
-        key_fields: vec![1],
-        max_out_of_orderness_ms: 0,
-        idle_timeout_ms: None,
-        late_policy: LatePolicy::DeadLetter,
-        location: Some((2, 3)),
-        enrichments: Vec::new(),
-    })
+    let fields = ["ts", "vehicle_id", "lat", "lon", "speed_kmh"];
+    let types = [FieldType::Timestamp, FieldType::String, FieldType::Float, FieldType::Float, FieldType::Float];
+    let fields = fields.iter().zip(types).map(|(name, ty)| FieldDef::new(name, ty, true)).collect();
+    Arc::new(StreamDef { location: Some((2, 3)), ..StreamDef::new("gps", fields, 0, vec![1]) })
 }
 
 fn rule_evaluation(c: &mut Criterion) {

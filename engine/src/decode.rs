@@ -384,27 +384,17 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::LatePolicy;
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::Float64Type;
 
     fn def() -> Arc<StreamDef> {
-        Arc::new(StreamDef {
-            name: "gas".into(),
-            fields: vec![
-                FieldDef { name: "ts".into(), ty: FieldType::Timestamp, required: true },
-                FieldDef { name: "device_id".into(), ty: FieldType::String, required: true },
-                FieldDef { name: "value".into(), ty: FieldType::Float, required: true },
-                FieldDef { name: "ok".into(), ty: FieldType::Bool, required: false },
-            ],
-            time_field: 0,
-            key_fields: vec![1],
-            max_out_of_orderness_ms: 0,
-            idle_timeout_ms: None,
-            late_policy: LatePolicy::DeadLetter,
-            location: None,
-            enrichments: Vec::new(),
-        })
+        let fields = vec![
+            FieldDef::new("ts", FieldType::Timestamp, true),
+            FieldDef::new("device_id", FieldType::String, true),
+            FieldDef::new("value", FieldType::Float, true),
+            FieldDef::new("ok", FieldType::Bool, false),
+        ];
+        Arc::new(StreamDef::new("gas", fields, 0, vec![1]))
     }
 
     #[test]
@@ -435,29 +425,22 @@ mod tests {
 #[cfg(test)]
 mod enrichment_tests {
     use super::*;
-    use crate::schema::{Enrichment, LatePolicy};
+    use crate::schema::Enrichment;
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::Float64Type;
 
     #[test]
     fn positions_are_enriched_with_the_containing_zone_attributes() {
         let zones = crate::testutil::test_zones(None);
-        let field = |name: &str, ty, required| FieldDef { name: name.into(), ty, required };
+        let fields = vec![
+            FieldDef::new("ts", FieldType::Timestamp, true),
+            FieldDef::new("id", FieldType::String, true),
+            FieldDef::new("lat", FieldType::Float, false),
+            FieldDef::new("lon", FieldType::Float, false),
+            FieldDef::new("zone", FieldType::String, false),
+            FieldDef::new("limit", FieldType::Float, false),
+        ];
         let def = Arc::new(StreamDef {
-            name: "gps".into(),
-            fields: vec![
-                field("ts", FieldType::Timestamp, true),
-                field("id", FieldType::String, true),
-                field("lat", FieldType::Float, false),
-                field("lon", FieldType::Float, false),
-                field("zone", FieldType::String, false),
-                field("limit", FieldType::Float, false),
-            ],
-            time_field: 0,
-            key_fields: vec![1],
-            max_out_of_orderness_ms: 0,
-            idle_timeout_ms: None,
-            late_policy: LatePolicy::DeadLetter,
             location: Some((2, 3)),
             enrichments: vec![Enrichment {
                 zones,
@@ -465,6 +448,7 @@ mod enrichment_tests {
                 lon: 3,
                 columns: vec![("id".into(), 4), ("speed_limit_kmh".into(), 5)],
             }],
+            ..StreamDef::new("gps", fields, 0, vec![1])
         });
         let mut d = Decoder::new(def, 8);
         d.push(br#"{"ts":1,"id":"a","lat":36.005,"lon":120.005}"#).unwrap();

@@ -122,7 +122,31 @@ pub struct StreamDef {
     pub enrichments: Vec<Enrichment>,
 }
 
+impl FieldDef {
+    /// A field.
+    pub fn new(name: &str, ty: FieldType, required: bool) -> Self {
+        FieldDef { name: name.into(), ty, required }
+    }
+}
+
 impl StreamDef {
+    /// A stream with these fields, event-time field and key; everything else at its
+    /// default: no out-of-orderness, no idle timeout, late events dead-lettered, no
+    /// location, no enrichment.
+    pub fn new(name: &str, fields: Vec<FieldDef>, time_field: usize, key_fields: Vec<usize>) -> Self {
+        StreamDef {
+            name: name.into(),
+            fields,
+            time_field,
+            key_fields,
+            max_out_of_orderness_ms: 0,
+            idle_timeout_ms: None,
+            late_policy: LatePolicy::default(),
+            location: None,
+            enrichments: Vec::new(),
+        }
+    }
+
     /// The Arrow schema of decoded batches.
     pub fn arrow_schema(&self) -> SchemaRef {
         let fields: Vec<Field> =

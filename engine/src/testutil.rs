@@ -12,26 +12,17 @@ use crate::pipeline::{DeadLetter, Output, Pipeline, PipelineOptions};
 use crate::plan::{
     AbsencePlan, AggFunc, Aggregate, Plan, Predicate, RuleKind, RuleMeta, RulePlan, Severity, ThresholdPlan, WindowPlan,
 };
-use crate::schema::{FieldDef, FieldType, LatePolicy, StreamDef};
+use crate::schema::{FieldDef, FieldType, StreamDef};
 use crate::time::Millis;
 
 /// A stream `s` with fields ts, id (key), value and out-of-orderness `ooo` ms.
 pub fn stream(ooo: Millis, idle_timeout_ms: Option<Millis>) -> Arc<StreamDef> {
-    Arc::new(StreamDef {
-        name: "s".into(),
-        fields: vec![
-            FieldDef { name: "ts".into(), ty: FieldType::Timestamp, required: true },
-            FieldDef { name: "id".into(), ty: FieldType::String, required: true },
-            FieldDef { name: "value".into(), ty: FieldType::Float, required: true },
-        ],
-        time_field: 0,
-        key_fields: vec![1],
-        max_out_of_orderness_ms: ooo,
-        idle_timeout_ms,
-        late_policy: LatePolicy::DeadLetter,
-        location: None,
-        enrichments: Vec::new(),
-    })
+    let fields = vec![
+        FieldDef::new("ts", FieldType::Timestamp, true),
+        FieldDef::new("id", FieldType::String, true),
+        FieldDef::new("value", FieldType::Float, true),
+    ];
+    Arc::new(StreamDef { max_out_of_orderness_ms: ooo, idle_timeout_ms, ..StreamDef::new("s", fields, 0, vec![1]) })
 }
 
 /// Plans `sql` against `schema`.
@@ -175,24 +166,15 @@ pub fn run(
 
 /// A GPS stream `gps`: ts, id (key), lat, lon, speed, route (optional).
 pub fn gps_stream() -> Arc<StreamDef> {
-    Arc::new(StreamDef {
-        name: "gps".into(),
-        fields: vec![
-            FieldDef { name: "ts".into(), ty: FieldType::Timestamp, required: true },
-            FieldDef { name: "id".into(), ty: FieldType::String, required: true },
-            FieldDef { name: "lat".into(), ty: FieldType::Float, required: true },
-            FieldDef { name: "lon".into(), ty: FieldType::Float, required: true },
-            FieldDef { name: "speed".into(), ty: FieldType::Float, required: true },
-            FieldDef { name: "route".into(), ty: FieldType::String, required: false },
-        ],
-        time_field: 0,
-        key_fields: vec![1],
-        max_out_of_orderness_ms: 0,
-        idle_timeout_ms: None,
-        late_policy: LatePolicy::DeadLetter,
-        location: Some((2, 3)),
-        enrichments: Vec::new(),
-    })
+    let fields = vec![
+        FieldDef::new("ts", FieldType::Timestamp, true),
+        FieldDef::new("id", FieldType::String, true),
+        FieldDef::new("lat", FieldType::Float, true),
+        FieldDef::new("lon", FieldType::Float, true),
+        FieldDef::new("speed", FieldType::Float, true),
+        FieldDef::new("route", FieldType::String, false),
+    ];
+    Arc::new(StreamDef { location: Some((2, 3)), ..StreamDef::new("gps", fields, 0, vec![1]) })
 }
 
 /// A GPS point of [`gps_stream`].

@@ -102,7 +102,7 @@ impl AbsenceOperator {
 }
 
 impl Operator for AbsenceOperator {
-    fn process(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()> {
+    fn process_rows(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()> {
         let batch = input.batch;
         let mask = selected_rows(&self.rule, batch)?;
         let key_cols: Vec<ArrayRef> = key_columns(&self.rule, batch);
@@ -150,9 +150,7 @@ impl Operator for AbsenceOperator {
             }
             self.key_buf = key;
             Ok(())
-        })?;
-        self.fire_timers(input.end_watermark, out);
-        Ok(())
+        })
     }
 
     fn advance(&mut self, wm: Millis, out: &mut Vec<Alert>) -> Result<()> {

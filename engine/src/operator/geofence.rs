@@ -243,7 +243,7 @@ impl GeofenceOperator {
 }
 
 impl Operator for GeofenceOperator {
-    fn process(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()> {
+    fn process_rows(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()> {
         let batch = input.batch;
         let mask = selected_rows(&self.rule, batch)?;
         let cond = match &self.plan.condition {
@@ -418,9 +418,7 @@ impl Operator for GeofenceOperator {
             }
             self.key_buf = key;
             Ok(())
-        })?;
-        self.fire_timers(input.end_watermark, out);
-        Ok(())
+        })
     }
 
     fn advance(&mut self, wm: Millis, out: &mut Vec<Alert>) -> Result<()> {

@@ -48,8 +48,13 @@ pub struct BatchInput<'a> {
 
 /// A per-key stateful operator.
 pub trait Operator: Send {
-    /// Consumes a batch, appending alerts to `out`.
-    fn process(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()>;
+    /// Consumes a batch's rows (firing timers due before each row), appending alerts.
+    fn process_rows(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()>;
+    /// Consumes a batch: its rows, then the timers due at its closing watermark.
+    fn process(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()> {
+        self.process_rows(input, out)?;
+        self.advance(input.end_watermark, out)
+    }
     /// Fires timers due at watermark `wm`.
     fn advance(&mut self, wm: Millis, out: &mut Vec<Alert>) -> Result<()>;
     /// Number of keys with state.

@@ -109,7 +109,7 @@ fn observed_from_event(names: &[String], event: &serde_json::Value) -> serde_jso
 }
 
 impl Operator for ThresholdOperator {
-    fn process(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()> {
+    fn process_rows(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()> {
         let batch = input.batch;
         let mask = selected_rows(&self.rule, batch)?;
         let plan = self.plan().clone();
@@ -195,9 +195,7 @@ impl Operator for ThresholdOperator {
             }
             self.key_buf = key;
             Ok(())
-        })?;
-        self.fire_timers(input.end_watermark, out);
-        Ok(())
+        })
     }
 
     fn advance(&mut self, wm: Millis, out: &mut Vec<Alert>) -> Result<()> {

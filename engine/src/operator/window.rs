@@ -333,7 +333,7 @@ impl ColBuilder {
 }
 
 impl Operator for WindowOperator {
-    fn process(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()> {
+    fn process_rows(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()> {
         let batch = input.batch;
         let mask = selected_rows(&self.rule, batch)?;
         let key_cols: Vec<ArrayRef> = key_columns(&self.rule, batch);
@@ -400,8 +400,7 @@ impl Operator for WindowOperator {
                 self.timers.schedule(close, slot);
             }
             Ok(())
-        })?;
-        self.close_windows(input.end_watermark, out)
+        })
     }
 
     fn advance(&mut self, wm: Millis, out: &mut Vec<Alert>) -> Result<()> {
