@@ -17,7 +17,6 @@ pub struct NdjsonSource {
     reader: BufReader<File>,
     line: Vec<u8>,
     line_no: u64,
-    bytes: u64,
 }
 
 /// One line of an events file.
@@ -40,18 +39,7 @@ impl NdjsonSource {
             reader: BufReader::with_capacity(1 << 20, file),
             line: Vec::new(),
             line_no: 0,
-            bytes: 0,
         })
-    }
-
-    /// Total size of the file in bytes (for progress).
-    pub fn len_bytes(&self) -> u64 {
-        std::fs::metadata(&self.path).map_or(0, |m| m.len())
-    }
-
-    /// Bytes read so far.
-    pub fn bytes_read(&self) -> u64 {
-        self.bytes
     }
 
     /// The next non-empty line, or None at the end of the file.
@@ -65,7 +53,6 @@ impl NdjsonSource {
             if n == 0 {
                 return Ok(None);
             }
-            self.bytes += n as u64;
             self.line_no += 1;
             while self.line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                 self.line.pop();
@@ -101,7 +88,6 @@ pub fn sniff_stream(line: &[u8]) -> Option<&str> {
 pub struct NdjsonWriter {
     path: PathBuf,
     out: BufWriter<File>,
-    lines: u64,
 }
 
 impl NdjsonWriter {
@@ -111,7 +97,7 @@ impl NdjsonWriter {
             std::fs::create_dir_all(dir).map_err(|source| ConnectorError::Open { path: dir.to_path_buf(), source })?;
         }
         let file = File::create(path).map_err(|source| ConnectorError::Open { path: path.to_path_buf(), source })?;
-        Ok(NdjsonWriter { path: path.to_path_buf(), out: BufWriter::with_capacity(1 << 16, file), lines: 0 })
+        Ok(NdjsonWriter { path: path.to_path_buf(), out: BufWriter::with_capacity(1 << 16, file) })
     }
 
     /// Writes one value as a line.
@@ -119,7 +105,6 @@ impl NdjsonWriter {
         serde_json::to_writer(&mut self.out, value)
             .map_err(|e| ConnectorError::Write { path: self.path.clone(), source: e.into() })?;
         self.out.write_all(b"\n").map_err(|source| ConnectorError::Write { path: self.path.clone(), source })?;
-        self.lines += 1;
         Ok(())
     }
 
@@ -129,13 +114,7 @@ impl NdjsonWriter {
             .write_all(line)
             .and_then(|()| self.out.write_all(b"\n"))
             .map_err(|source| ConnectorError::Write { path: self.path.clone(), source })?;
-        self.lines += 1;
         Ok(())
-    }
-
-    /// Lines written.
-    pub fn lines(&self) -> u64 {
-        self.lines
     }
 
     /// Flushes to the OS.

@@ -142,14 +142,6 @@ impl Diagnostic {
         }
     }
 
-    /// `path:line:col`, or the path alone.
-    pub fn location(&self) -> String {
-        match &self.file {
-            Some(f) => format!("{}:{}:{}", f.path.display(), self.pos.line, self.pos.col),
-            None => String::new(),
-        }
-    }
-
     /// The offending text, if located.
     pub fn snippet(&self) -> Option<String> {
         let f = self.file.as_ref()?;

@@ -6,7 +6,6 @@
 //! syntax errors carry DataFusion's explanation.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::DFSchema;
@@ -297,6 +296,3 @@ fn describe(t: &DataType) -> &'static str {
         "another type"
     }
 }
-
-/// Keeps the shared reference alive for callers that plan many expressions.
-pub type SharedPlanner = Arc<ExprPlanner>;
