@@ -17,12 +17,34 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the engine on the config's source (generator or file) until the input ends or Ctrl-C.
+    /// Run the engine on the config's source (generator, file or Kafka) until the input ends or Ctrl-C.
     Run(RunArgs),
     /// Check config and rule files; report every error with file:line:column.
     Validate(ValidateArgs),
     /// Write the example city's generated events (NDJSON) and/or its zone files (GeoJSON).
     Generate(GenerateArgs),
+    /// Load the example city's events (or an NDJSON file) into the config's Kafka topics.
+    Produce(ProduceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Config naming the topics (per stream) and brokers.
+    #[arg(short, long, default_value = "examples/city/gridwatch.yaml")]
+    pub config: PathBuf,
+    /// Produce this NDJSON events file (lines name their stream) instead of the generator's events.
+    #[arg(long, value_name = "FILE.ndjson")]
+    pub events: Option<PathBuf>,
+    /// Partitions of topics that do not exist yet.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: i32,
+    /// Events per second (default: as fast as the broker takes them).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    #[command(flatten)]
+    pub generator: GeneratorOverrides,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 }
 
 /// How alerts are printed on stdout.
@@ -65,6 +87,29 @@ pub struct RunArgs {
     /// Also write the run summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Serve /healthz, /readyz and /metrics on this address (e.g. 127.0.0.1:9898).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<std::net::SocketAddr>,
+}
+
+/// Kafka options of `run` (and brokers/group of `produce`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct KafkaArgs {
+    /// Consume the config's Kafka topics (and write to its Kafka sink topics).
+    #[arg(long)]
+    pub kafka: bool,
+    /// Override the config's Kafka brokers.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub brokers: Option<String>,
+    /// Override the config's consumer group.
+    #[arg(long)]
+    pub group_id: Option<String>,
+    /// Stop once every assigned partition has been read to its end, closing windows as at
+    /// the end of a file (backfills, benchmarks, tests).
+    #[arg(long)]
+    pub until_caught_up: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,9 @@
 //! The `gridwatch` binary: glue between the config, the engine and the connectors.
 
+mod admin;
 mod cli;
 mod generate;
+mod produce;
 mod run;
 mod validate;
 
@@ -16,6 +18,7 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run::run(args),
         cli::Command::Validate(args) => validate::validate(args),
         cli::Command::Generate(args) => generate::generate(args),
+        cli::Command::Produce(args) => produce::produce(args),
     };
     match result {
         Ok(code) => code,

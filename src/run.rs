@@ -1,6 +1,6 @@
 //! `gridwatch run`: source → engine → sinks, with a summary at the end.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,11 +11,13 @@ use anyhow::{Context, Result, anyhow};
 use crossbeam_channel::Receiver;
 use gridwatch_connectors::file::{NdjsonSource, NdjsonWriter};
 use gridwatch_connectors::generator::{self, CityGenerator, GeneratorSettings};
+use gridwatch_connectors::kafka::{self, KafkaOptions, KafkaSink, KafkaStatus};
 use gridwatch_engine::pipeline::PipelineReport;
 use gridwatch_engine::{Alert, AlertState, Output, Pipeline, PipelineOptions};
 use gridwatch_rules::config::{Config, SourceConfig};
 use serde::Serialize;
 
+use crate::admin::{self, AdminState, SinkMetrics};
 use crate::cli::{Format, GeneratorOverrides, RunArgs};
 
 /// Builds generator settings from the config and CLI overrides.
@@ -23,7 +25,7 @@ pub fn generator_settings(config: &Config, overrides: &GeneratorOverrides) -> Re
     let (duration, seed, scale) = (overrides.duration.as_deref(), overrides.seed, overrides.scale);
     let g = match &config.source {
         SourceConfig::Generator(g) => g.clone(),
-        SourceConfig::File { .. } => gridwatch_rules::config::GeneratorConfig::default(),
+        SourceConfig::File { .. } | SourceConfig::Kafka => gridwatch_rules::config::GeneratorConfig::default(),
     };
     let duration_ms = match duration {
         Some(d) => gridwatch_rules::duration::parse_duration(d).map_err(|e| anyhow!("--duration `{d}`: {e}"))?,
@@ -72,6 +74,31 @@ struct Summary {
     streams: Vec<gridwatch_engine::pipeline::StreamStats>,
     keys_per_rule: Vec<(String, usize)>,
     interrupted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kafka_messages: Option<u64>,
+    replay_suppressed: u64,
+}
+
+/// Kafka settings of the config with the command line's overrides, streams resolved.
+pub fn kafka_options(config: &Config, plan: &gridwatch_engine::Plan, args: &crate::cli::KafkaArgs) -> Result<KafkaOptions> {
+    let k = config.kafka.as_ref().ok_or_else(|| {
+        anyhow!("`{}` has no `kafka:` block (brokers, group_id, topics per stream)", config.path.display())
+    })?;
+    let mut topics = BTreeMap::new();
+    for (topic, stream) in &k.topics {
+        let index = plan.stream_index(stream).ok_or_else(|| anyhow!("topic `{topic}` names unknown stream `{stream}`"))?;
+        topics.insert(topic.clone(), index);
+    }
+    Ok(KafkaOptions {
+        brokers: args.brokers.clone().unwrap_or_else(|| k.brokers.clone()),
+        group_id: args.group_id.clone().unwrap_or_else(|| k.group_id.clone()),
+        properties: k.properties.clone(),
+        topics,
+        alerts_topic: k.alerts_topic.clone(),
+        dead_letter_topic: k.dead_letter_topic.clone(),
+        commit_interval: Duration::from_millis(k.commit_interval_ms.max(10) as u64),
+        until_caught_up: false,
+    })
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -79,6 +106,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let (mut config, plan) = loaded.into_result().map_err(|e| anyhow!("invalid configuration:\n{e}"))?;
     if let Some(events) = &args.events {
         config.source = SourceConfig::File { path: events.clone() };
+    }
+    if args.kafka.kafka {
+        config.source = SourceConfig::Kafka;
     }
     let workers = args.workers.or(config.engine.workers).unwrap_or_else(|| PipelineOptions::default().workers).max(1);
     let batch_size = args.batch_size.or(config.engine.batch_size).unwrap_or(4096).max(1);
@@ -94,38 +124,81 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     }
 
     let plan = Arc::new(plan);
-    let (mut pipeline, outputs) =
-        Pipeline::start(plan.clone(), PipelineOptions { workers, batch_size, ..Default::default() });
-    let mut alerts_out = alerts_path.as_deref().map(NdjsonWriter::create).transpose()?;
-    let mut dead_out = dead_path.as_deref().map(NdjsonWriter::create).transpose()?;
-    let format = args.format;
+    let options = PipelineOptions { workers, batch_size, ..Default::default() };
+    let (out_tx, outputs) = crossbeam_channel::bounded(Pipeline::output_capacity(&options));
+    let kafka_opts = match config.source {
+        SourceConfig::Kafka => {
+            let mut k = kafka_options(&config, &plan, &args.kafka)?;
+            k.until_caught_up = args.kafka.until_caught_up;
+            tracing::info!(brokers = %k.brokers, group = %k.group_id, properties = ?config.kafka.as_ref().map(|c| c.redacted_properties()), "Kafka settings");
+            Some(k)
+        }
+        _ => None,
+    };
+    let kafka_status = kafka_opts.as_ref().map(|_| Arc::new(KafkaStatus::default()));
+    let kafka_sink = match (&kafka_opts, &kafka_status) {
+        (Some(k), Some(st)) if k.alerts_topic.is_some() || k.dead_letter_topic.is_some() => {
+            Some(KafkaSink::new(k, st.clone())?)
+        }
+        _ => None,
+    };
+    let metrics = Arc::new(SinkMetrics::default());
+    let started_flag = Arc::new(AtomicBool::new(false));
+    if let Some(addr) = args.admin {
+        let bound = admin::serve(
+            addr,
+            AdminState { sink: metrics.clone(), kafka: kafka_status.clone(), started: started_flag.clone() },
+        )?;
+        eprintln!("admin HTTP on http://{bound} (/healthz /readyz /metrics)");
+    }
+    let mut sinks = Sinks {
+        stdout,
+        format: args.format,
+        alerts_out: alerts_path.as_deref().map(NdjsonWriter::create).transpose()?,
+        dead_out: dead_path.as_deref().map(NdjsonWriter::create).transpose()?,
+        kafka: kafka_sink,
+        acked: kafka_status.clone(),
+        metrics,
+    };
     let sink = std::thread::Builder::new().name("gridwatch-sink".into()).spawn(move || -> Result<SinkReport> {
-        let report = drain(&outputs, stdout, format, alerts_out.as_mut(), dead_out.as_mut());
-        if let Some(w) = alerts_out.as_mut() {
-            w.flush()?;
-        }
-        if let Some(w) = dead_out.as_mut() {
-            w.flush()?;
-        }
+        let report = drain(&outputs, &mut sinks);
+        sinks.flush()?;
         report
     })?;
 
     let started = Instant::now();
+    started_flag.store(true, Ordering::Relaxed);
     let mut unknown_stream = 0u64;
-    let feed = match &config.source {
-        SourceConfig::Generator(_) => {
-            let settings = generator_settings(&config, &args.generator)?;
-            feed_generator(&mut pipeline, settings, &interrupted, &mut unknown_stream)
+    let mut kafka_messages = None;
+    let (feed, report) = match (&config.source, kafka_opts, kafka_status) {
+        (SourceConfig::Kafka, Some(k), Some(status)) => {
+            let r = kafka::run_source(plan.clone(), options, &k, out_tx, status, &interrupted);
+            match r {
+                Ok(r) => {
+                    kafka_messages = Some(r.messages);
+                    (Ok(()), merge_reports(r.pipelines))
+                }
+                Err(e) => (Err(anyhow::Error::from(e)), PipelineReport::default()),
+            }
         }
-        SourceConfig::File { path } => feed_file(&mut pipeline, path, &interrupted, &mut unknown_stream),
+        (source, _, _) => {
+            let mut pipeline = Pipeline::start_with_output(plan.clone(), options, out_tx);
+            let feed = match source {
+                SourceConfig::File { path } => feed_file(&mut pipeline, path, &interrupted, &mut unknown_stream),
+                _ => {
+                    let settings = generator_settings(&config, &args.generator)?;
+                    feed_generator(&mut pipeline, settings, &interrupted, &mut unknown_stream)
+                }
+            };
+            // Always drain and report, even if the source failed part-way.
+            (feed, pipeline.finish().context("stopping the engine")?)
+        }
     };
-    // Always drain and report, even if the source failed part-way.
-    let report = pipeline.finish().context("stopping the engine")?;
     let elapsed = started.elapsed();
     let sink_report = sink.join().map_err(|_| anyhow!("the sink thread panicked"))??;
     feed?;
 
-    let summary = summarize(
+    let mut summary = summarize(
         report,
         sink_report,
         unknown_stream,
@@ -134,6 +207,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         batch_size,
         interrupted.load(Ordering::SeqCst),
     );
+    if let Some(m) = kafka_messages {
+        summary.kafka_messages = Some(m);
+        summary.events_per_s = if summary.elapsed_s > 0.0 { m as f64 / summary.elapsed_s } else { 0.0 };
+    }
     print_summary(&summary);
     if let Some(path) = &args.summary_json {
         let mut w = NdjsonWriter::create(path)?;
@@ -196,28 +273,78 @@ fn feed_file(pipeline: &mut Pipeline, path: &std::path::Path, stop: &AtomicBool,
     Ok(())
 }
 
-fn drain(
-    outputs: &Receiver<Output>,
+/// Reports of successive pipelines (one per Kafka assignment) as one.
+fn merge_reports(reports: Vec<PipelineReport>) -> PipelineReport {
+    let mut merged = PipelineReport::default();
+    for r in reports {
+        for s in r.streams {
+            match merged.streams.iter_mut().find(|m| m.stream == s.stream) {
+                Some(m) => {
+                    m.received += s.received;
+                    m.accepted += s.accepted;
+                    m.invalid += s.invalid;
+                    m.late += s.late;
+                    m.watermark = m.watermark.max(s.watermark);
+                }
+                None => merged.streams.push(s),
+            }
+        }
+        merged.keys_per_rule = r.keys_per_rule;
+        merged.replay_suppressed += r.replay_suppressed;
+    }
+    merged
+}
+
+/// Every sink of a run; the sink thread owns it.
+struct Sinks {
     stdout: bool,
     format: Format,
-    mut alerts_out: Option<&mut NdjsonWriter>,
-    mut dead_out: Option<&mut NdjsonWriter>,
-) -> Result<SinkReport> {
+    alerts_out: Option<NdjsonWriter>,
+    dead_out: Option<NdjsonWriter>,
+    kafka: Option<KafkaSink>,
+    /// Where acknowledged barriers are reported (Kafka source).
+    acked: Option<Arc<KafkaStatus>>,
+    metrics: Arc<SinkMetrics>,
+}
+
+impl Sinks {
+    /// Makes everything written so far durable (files flushed, Kafka acknowledged).
+    fn flush(&mut self) -> Result<()> {
+        if let Some(w) = self.alerts_out.as_mut() {
+            w.flush()?;
+        }
+        if let Some(w) = self.dead_out.as_mut() {
+            w.flush()?;
+        }
+        if let Some(k) = self.kafka.as_mut() {
+            k.flush()?;
+        }
+        Ok(())
+    }
+}
+
+fn drain(outputs: &Receiver<Output>, sinks: &mut Sinks) -> Result<SinkReport> {
     let mut report = SinkReport::default();
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     let mut last_flush = Instant::now();
+    let mut barriers: HashMap<u64, usize> = HashMap::new();
+    let (stdout, format) = (sinks.stdout, sinks.format);
     for o in outputs {
         match o {
             Output::Alerts(alerts) => {
+                sinks.metrics.alerts.fetch_add(alerts.len() as u64, Ordering::Relaxed);
                 for a in &alerts {
                     let c = report.alerts.entry(a.rule_id.to_string()).or_default();
                     match a.state {
                         AlertState::Firing => c.firing += 1,
                         AlertState::Resolved => c.resolved += 1,
                     }
-                    if let Some(w) = alerts_out.as_deref_mut() {
+                    if let Some(w) = sinks.alerts_out.as_mut() {
                         w.write(a)?;
+                    }
+                    if let Some(k) = sinks.kafka.as_mut() {
+                        k.send_alert(a)?;
                     }
                     if stdout {
                         match format {
@@ -232,13 +359,31 @@ fn drain(
             }
             Output::DeadLetter(d) => {
                 report.dead_letters += 1;
+                sinks.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
                 *report.dead_letter_reasons.entry(reason_class(&d.reason)).or_default() += 1;
-                if let Some(w) = dead_out.as_deref_mut() {
+                if let Some(w) = sinks.dead_out.as_mut() {
                     w.write(&d)?;
+                }
+                if let Some(k) = sinks.kafka.as_mut() {
+                    k.send_dead_letter(&d)?;
+                }
+            }
+            Output::Barrier { seq, workers, .. } => {
+                let seen = barriers.entry(seq).or_default();
+                *seen += 1;
+                if *seen == workers {
+                    barriers.remove(&seq);
+                    out.flush()?;
+                    sinks.flush()?;
+                    sinks.metrics.barriers_acked.fetch_add(1, Ordering::Relaxed);
+                    if let Some(status) = &sinks.acked {
+                        status.acked_seq.fetch_max(seq, Ordering::AcqRel);
+                    }
                 }
             }
             Output::RuleError { rule, message } => {
                 report.rule_errors += 1;
+                sinks.metrics.rule_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(rule = %rule, error = %message, "rule evaluation failed");
             }
         }
@@ -330,6 +475,8 @@ fn summarize(
         streams: report.streams,
         keys_per_rule: report.keys_per_rule,
         interrupted,
+        kafka_messages: None,
+        replay_suppressed: 0,
     }
 }
 

@@ -35,6 +35,9 @@ pub enum ConnectorError {
         #[source]
         source: std::io::Error,
     },
+    /// A Kafka client failed; the message names the operation and the topic.
+    #[error("Kafka: {0}")]
+    Kafka(String),
 }
 
 /// Result alias for connectors.

@@ -1,7 +1,7 @@
 //! # gridwatch-connectors
 //!
 //! Sources and sinks around the engine: the seeded example-city [`generator`], NDJSON
-//! [`file`] replay and output. Connectors move bytes; they never evaluate rules.
+//! [`file`] replay and output, and [`kafka`] source and sinks. Connectors move bytes; they never evaluate rules.
 
 #![deny(missing_docs)]
 
@@ -9,5 +9,6 @@ pub mod city_map;
 pub mod error;
 pub mod file;
 pub mod generator;
+pub mod kafka;
 
 pub use error::{ConnectorError, Result};

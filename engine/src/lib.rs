@@ -41,5 +41,5 @@ pub(crate) mod testutil;
 
 pub use alert::{Alert, AlertState};
 pub use error::{EngineError, Result};
-pub use pipeline::{DeadLetter, Output, Pipeline, PipelineOptions, PipelineReport};
+pub use pipeline::{DeadLetter, Origin, Output, Pipeline, PipelineOptions, PipelineReport};
 pub use plan::Plan;

@@ -42,6 +42,11 @@ pub struct PipelineOptions {
     pub batch_size: usize,
     /// Batches queued per worker before `push` blocks.
     pub queue_depth: usize,
+    /// Restore mode, per stream (index as in the plan): alerts of a stream's rules whose
+    /// event time is before this instant are dropped (and counted), because they were
+    /// delivered before a restart and are only being recomputed while state is rebuilt from
+    /// replayed input. Empty: nothing is suppressed.
+    pub replay_until: Vec<Millis>,
 }
 
 impl Default for PipelineOptions {
@@ -50,6 +55,7 @@ impl Default for PipelineOptions {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             batch_size: 4096,
             queue_depth: 8,
+            replay_until: Vec::new(),
         }
     }
 }
@@ -63,6 +69,20 @@ pub struct DeadLetter {
     pub reason: String,
     /// The raw payload (lossy UTF-8).
     pub payload: String,
+    /// Where the payload came from, when the source has positions (Kafka).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// Position of a record in its source: topic, partition and offset for Kafka.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Origin {
+    /// Topic (or file) name.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
 }
 
 /// What comes out of a pipeline.
@@ -72,6 +92,17 @@ pub enum Output {
     Alerts(Vec<Alert>),
     /// A rejected input record.
     DeadLetter(DeadLetter),
+    /// Emitted once per worker by [`Pipeline::barrier`] after everything pushed before the
+    /// barrier was processed by that worker: once all workers' barriers `seq` arrived,
+    /// every output caused by input before it has been received.
+    Barrier {
+        /// The sequence number given to [`Pipeline::barrier`].
+        seq: u64,
+        /// Worker that passed it.
+        worker: usize,
+        /// Number of workers (barriers to expect for `seq`).
+        workers: usize,
+    },
     /// A rule failed on a batch; its other batches and the other rules go on.
     RuleError {
         /// Rule id.
@@ -105,6 +136,8 @@ pub struct PipelineReport {
     pub streams: Vec<StreamStats>,
     /// Keys with state per rule id, summed over workers.
     pub keys_per_rule: Vec<(String, usize)>,
+    /// Alerts dropped in restore mode (see [`PipelineOptions::replay_until`]).
+    pub replay_suppressed: u64,
 }
 
 enum WorkerMsg {
@@ -118,6 +151,12 @@ enum WorkerMsg {
     },
     /// Advance the rules of `stream` (only of key group `group`, if given).
     Watermark { stream: usize, group: Option<usize>, watermark: Millis },
+    Barrier(u64),
+}
+
+struct WorkerReport {
+    keys_per_rule: Vec<usize>,
+    replay_suppressed: u64,
 }
 
 struct StreamIngest {
@@ -136,7 +175,7 @@ pub struct Pipeline {
     options: PipelineOptions,
     streams: Vec<StreamIngest>,
     workers: Vec<Sender<WorkerMsg>>,
-    handles: Vec<JoinHandle<Vec<usize>>>,
+    handles: Vec<JoinHandle<WorkerReport>>,
     out: Sender<Output>,
     key_buf: String,
 }
@@ -151,17 +190,31 @@ impl Pipeline {
     /// Starts the workers. Outputs arrive on the returned receiver, which must be drained
     /// concurrently (it is bounded).
     pub fn start(plan: Arc<Plan>, options: PipelineOptions) -> (Pipeline, Receiver<Output>) {
+        let (out_tx, out_rx) = bounded::<Output>(Self::output_capacity(&options));
+        (Self::start_with_output(plan, options, out_tx), out_rx)
+    }
+
+    /// A good capacity for the output channel of [`Pipeline::start_with_output`].
+    pub fn output_capacity(options: &PipelineOptions) -> usize {
+        options.queue_depth.max(1) * options.workers.max(1) * 4
+    }
+
+    /// Starts the workers, sending outputs to `out`: successive pipelines (e.g. one per
+    /// Kafka assignment) can share one sink.
+    pub fn start_with_output(plan: Arc<Plan>, options: PipelineOptions, out_tx: Sender<Output>) -> Pipeline {
         let workers_n = options.workers.max(1);
-        let (out_tx, out_rx) = bounded::<Output>(options.queue_depth.max(1) * workers_n * 4);
+        let replay_until: Arc<[Millis]> =
+            (0..plan.streams.len()).map(|i| options.replay_until.get(i).copied().unwrap_or(WATERMARK_START)).collect();
         let mut workers = Vec::with_capacity(workers_n);
         let mut handles = Vec::with_capacity(workers_n);
         for index in 0..workers_n {
             let (tx, rx) = bounded::<WorkerMsg>(options.queue_depth.max(1));
             let plan = plan.clone();
             let out = out_tx.clone();
+            let replay_until = replay_until.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("gridwatch-worker-{index}"))
-                .spawn(move || run_worker(&plan, &rx, &out))
+                .spawn(move || run_worker(&plan, &rx, &out, &replay_until, (index, workers_n)))
                 .expect("spawning a worker thread");
             workers.push(tx);
             handles.push(handle);
@@ -180,8 +233,7 @@ impl Pipeline {
                 idle_base: None,
             })
             .collect();
-        let pipeline = Pipeline { plan, options, streams, workers, handles, out: out_tx, key_buf: String::new() };
-        (pipeline, out_rx)
+        Pipeline { plan, options, streams, workers, handles, out: out_tx, key_buf: String::new() }
     }
 
     /// The plan being run.
@@ -191,13 +243,18 @@ impl Pipeline {
 
     /// Decodes one payload of `stream` (an index into the plan's streams).
     pub fn push(&mut self, stream: usize, payload: &[u8]) -> Result<()> {
+        self.push_from(stream, payload, || None)
+    }
+
+    /// Like [`Pipeline::push`]; `origin` is asked for only when the payload is dead-lettered.
+    pub fn push_from(&mut self, stream: usize, payload: &[u8], origin: impl FnOnce() -> Option<Origin>) -> Result<()> {
         let s = &mut self.streams[stream];
         s.stats.received += 1;
         let time = match s.decoder.parse(payload) {
             Ok(t) => t,
             Err(reason) => {
                 s.stats.invalid += 1;
-                let dl = DeadLetter { stream: s.stats.stream.clone(), reason, payload: lossy(payload) };
+                let dl = DeadLetter { stream: s.stats.stream.clone(), reason, payload: lossy(payload), origin: origin() };
                 return self.send_out(Output::DeadLetter(dl));
             }
         };
@@ -211,7 +268,8 @@ impl Pipeline {
                 s.stats.late += 1;
                 if s.decoder.stream().late_policy == LatePolicy::DeadLetter {
                     let reason = format!("late: {behind_ms} ms behind the watermark");
-                    let dl = DeadLetter { stream: s.stats.stream.clone(), reason, payload: lossy(payload) };
+                    let dl =
+                        DeadLetter { stream: s.stats.stream.clone(), reason, payload: lossy(payload), origin: origin() };
                     return self.send_out(Output::DeadLetter(dl));
                 }
                 return Ok(());
@@ -226,7 +284,38 @@ impl Pipeline {
     /// Sends a payload that never reached a stream (e.g. it names no known stream) to the
     /// dead-letter output, so nothing is lost silently.
     pub fn reject(&mut self, stream: &str, reason: String, payload: &[u8]) -> Result<()> {
-        self.send_out(Output::DeadLetter(DeadLetter { stream: stream.to_string(), reason, payload: lossy(payload) }))
+        self.reject_from(stream, reason, payload, None)
+    }
+
+    /// Like [`Pipeline::reject`], with the payload's source position.
+    pub fn reject_from(&mut self, stream: &str, reason: String, payload: &[u8], origin: Option<Origin>) -> Result<()> {
+        let dl = DeadLetter { stream: stream.to_string(), reason, payload: lossy(payload), origin };
+        self.send_out(Output::DeadLetter(dl))
+    }
+
+    /// Flushes every stream and sends a barrier through every worker: each emits
+    /// [`Output::Barrier`] once it has processed all input pushed before. Returns the
+    /// watermark of each stream at the barrier.
+    pub fn barrier(&mut self, seq: u64) -> Result<Vec<Millis>> {
+        self.flush()?;
+        for (w, tx) in self.workers.iter().enumerate() {
+            tx.send(WorkerMsg::Barrier(seq)).map_err(|_| EngineError::WorkerGone(w))?;
+        }
+        Ok(self.watermarks())
+    }
+
+    /// The current watermark of each stream (index as in the plan).
+    pub fn watermarks(&self) -> Vec<Millis> {
+        self.streams.iter().map(|s| s.tracker.watermark()).collect()
+    }
+
+    /// Input batches waiting in the fullest worker queue, and that queue's capacity: a
+    /// source that must never block (a Kafka consumer has to keep polling) pauses while
+    /// the queues are nearly full.
+    pub fn backlog(&self) -> (usize, usize) {
+        let most = self.workers.iter().map(|tx| tx.len()).max().unwrap_or(0);
+        let out = self.out.len() * self.options.queue_depth.max(1) / self.out.capacity().unwrap_or(1).max(1);
+        (most.max(out), self.options.queue_depth.max(1))
     }
 
     /// Routes every pending row to the workers.
@@ -241,9 +330,24 @@ impl Pipeline {
     /// event time is taken to pass at the speed of the clock, so absence rules fire even
     /// when a whole stream has gone silent.
     pub fn on_idle(&mut self, now: Instant) -> Result<()> {
+        self.on_idle_where(now, |_| true)
+    }
+
+    /// Like [`Pipeline::on_idle`], for the streams where `may_advance(stream)` is true: a
+    /// source that knows it is behind (or cut off from its broker) holds the others back,
+    /// since their silence does not mean no events happened.
+    pub fn on_idle_where(&mut self, now: Instant, may_advance: impl Fn(usize) -> bool) -> Result<()> {
         self.flush()?;
         for i in 0..self.streams.len() {
             let s = &mut self.streams[i];
+            if !may_advance(i) {
+                // The silence so far does not count towards the idle timeout.
+                if s.last_arrival.is_some() {
+                    s.last_arrival = Some(now);
+                    s.idle_base = None;
+                }
+                continue;
+            }
             let Some(timeout) = s.decoder.stream().idle_timeout_ms else { continue };
             let Some(last) = s.last_arrival else { continue };
             let idle_ms = now.saturating_duration_since(last).as_millis() as Millis;
@@ -273,7 +377,12 @@ impl Pipeline {
     /// Ends a bounded input: flushes, moves every stream's watermark to the largest event
     /// time it saw (no more out-of-order data can come, so windows ending by then close),
     /// stops the workers and reports. Timers beyond that point do not fire.
-    pub fn finish(mut self) -> Result<PipelineReport> {
+    pub fn finish(self) -> Result<PipelineReport> {
+        self.finish_with_barrier(None)
+    }
+
+    /// [`Pipeline::finish`], then a last [`Pipeline::barrier`] `seq` after the final alerts.
+    pub fn finish_with_barrier(mut self, seq: Option<u64>) -> Result<PipelineReport> {
         self.flush()?;
         for i in 0..self.streams.len() {
             let max = self.streams[i].tracker.max_event_time();
@@ -281,18 +390,36 @@ impl Pipeline {
                 self.advance_watermark(i, max)?;
             }
         }
+        if let Some(seq) = seq {
+            self.barrier(seq)?;
+        }
+        self.join()
+    }
+
+    /// Stops a service that is not at the end of its input (shutdown, rebalance): pushed
+    /// rows are processed, but watermarks stay where they are, so windows and timers that
+    /// are not due yet do not fire; the input that would fire them is replayed on restart.
+    pub fn stop(mut self) -> Result<PipelineReport> {
+        self.flush()?;
+        self.join()
+    }
+
+    fn join(self) -> Result<PipelineReport> {
         let Pipeline { plan, streams, workers, handles, .. } = self;
         drop(workers);
         let mut keys = vec![0usize; plan.rules.len()];
+        let mut replay_suppressed = 0;
         for (w, h) in handles.into_iter().enumerate() {
-            let counts = h.join().map_err(|_| EngineError::WorkerGone(w))?;
-            for (k, c) in keys.iter_mut().zip(counts) {
+            let report = h.join().map_err(|_| EngineError::WorkerGone(w))?;
+            for (k, c) in keys.iter_mut().zip(report.keys_per_rule) {
                 *k += c;
             }
+            replay_suppressed += report.replay_suppressed;
         }
         Ok(PipelineReport {
             streams: streams.into_iter().map(|s| s.stats).collect(),
             keys_per_rule: plan.rules.iter().zip(keys).map(|(r, k)| (r.meta.id.to_string(), k)).collect(),
+            replay_suppressed,
         })
     }
 
@@ -370,7 +497,25 @@ fn lossy(payload: &[u8]) -> String {
     String::from_utf8_lossy(payload).into_owned()
 }
 
-fn run_worker(plan: &Plan, rx: &Receiver<WorkerMsg>, out: &Sender<Output>) -> Vec<usize> {
+/// Drops the alerts from `from` on that restore mode suppresses; returns how many.
+fn suppress_replayed(alerts: &mut Vec<Alert>, from: usize, until: Millis) -> u64 {
+    if until == WATERMARK_START || alerts.len() == from {
+        return 0;
+    }
+    let before = alerts.len();
+    let tail: Vec<Alert> = alerts.drain(from..).collect();
+    alerts.extend(tail.into_iter().filter(|a| a.event_time >= until));
+    (before - alerts.len()) as u64
+}
+
+fn run_worker(
+    plan: &Plan,
+    rx: &Receiver<WorkerMsg>,
+    out: &Sender<Output>,
+    replay_until: &[Millis],
+    (worker, workers): (usize, usize),
+) -> WorkerReport {
+    let mut replay_suppressed = 0;
     let mut ops: Vec<Box<dyn Operator>> =
         plan.rules.iter().map(|r| operator::build(r.clone(), &plan.streams[r.stream])).collect();
     let groups: Vec<Vec<KeyGroup>> = (0..plan.streams.len()).map(|s| plan.key_groups(s)).collect();
@@ -380,7 +525,10 @@ fn run_worker(plan: &Plan, rx: &Receiver<WorkerMsg>, out: &Sender<Output>) -> Ve
             WorkerMsg::Batch { stream, group, batch, times, watermarks, end_watermark } => {
                 let input = BatchInput { batch: &batch, times: &times, watermarks: &watermarks, end_watermark };
                 for &r in &groups[stream][group].rules {
-                    if let Err(e) = ops[r].process(&input, &mut alerts) {
+                    let from = alerts.len();
+                    let result = ops[r].process(&input, &mut alerts);
+                    replay_suppressed += suppress_replayed(&mut alerts, from, replay_until[stream]);
+                    if let Err(e) = result {
                         let _ = out.send(Output::RuleError {
                             rule: plan.rules[r].meta.id.to_string(),
                             message: e.to_string(),
@@ -395,7 +543,10 @@ fn run_worker(plan: &Plan, rx: &Receiver<WorkerMsg>, out: &Sender<Output>) -> Ve
                 };
                 for g in selected {
                     for &r in &g.rules {
-                        if let Err(e) = ops[r].advance(watermark, &mut alerts) {
+                        let from = alerts.len();
+                        let result = ops[r].advance(watermark, &mut alerts);
+                        replay_suppressed += suppress_replayed(&mut alerts, from, replay_until[stream]);
+                        if let Err(e) = result {
                             let _ = out.send(Output::RuleError {
                                 rule: plan.rules[r].meta.id.to_string(),
                                 message: e.to_string(),
@@ -404,10 +555,18 @@ fn run_worker(plan: &Plan, rx: &Receiver<WorkerMsg>, out: &Sender<Output>) -> Ve
                     }
                 }
             }
+            WorkerMsg::Barrier(seq) => {
+                if !alerts.is_empty() && out.send(Output::Alerts(std::mem::take(&mut alerts))).is_err() {
+                    break;
+                }
+                if out.send(Output::Barrier { seq, worker, workers }).is_err() {
+                    break;
+                }
+            }
         }
         if !alerts.is_empty() && out.send(Output::Alerts(std::mem::take(&mut alerts))).is_err() {
             break;
         }
     }
-    ops.iter().map(|o| o.key_count()).collect()
+    WorkerReport { keys_per_rule: ops.iter().map(|o| o.key_count()).collect(), replay_suppressed }
 }

@@ -300,6 +300,23 @@ impl Plan {
         self.streams.iter().position(|s| s.name == name)
     }
 
+    /// How much event time of `stream` the rules' state can span: replaying input from
+    /// this far behind a watermark rebuilds every pending `for`, window, absence and dwell
+    /// decision due after it. Used to choose the Kafka offsets that are safe to commit.
+    pub fn state_horizon_ms(&self, stream: usize) -> Millis {
+        self.rules
+            .iter()
+            .filter(|r| r.stream == stream)
+            .map(|r| match &r.kind {
+                RuleKind::Threshold(t) => t.for_ms,
+                RuleKind::Window(w) => w.size_ms.saturating_add(w.slide_ms),
+                RuleKind::Absence(a) => a.absent_for_ms,
+                RuleKind::Geofence(g) => g.for_ms.saturating_add(g.confirm_for_ms),
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Rules of `stream` grouped by key columns: one routing pass per group.
     pub fn key_groups(&self, stream: usize) -> Vec<KeyGroup> {
         let mut groups: Vec<KeyGroup> = Vec::new();

@@ -34,6 +34,7 @@ use gridwatch_engine::time::{Millis, parse_timestamp};
 use gridwatch_engine::zones::{ActiveWindow, ZoneSet};
 
 use crate::diagnostic::{Code, Diagnostics, did_you_mean};
+use crate::kafka::{self, KafkaConfig};
 use crate::yaml::{Kind, Node, Reader};
 use crate::zones::ZoneSetConfig;
 
@@ -71,6 +72,8 @@ pub enum SourceConfig {
         /// Path (relative paths are relative to the config file).
         path: PathBuf,
     },
+    /// Kafka topics, as set in [`Config::kafka`].
+    Kafka,
 }
 
 /// Where alerts and dead letters go.
@@ -110,6 +113,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// Zone sets by name.
     pub zones: BTreeMap<String, Arc<ZoneSet>>,
+    /// Kafka connection, topics and sink topics, if any `kafka:` block is present.
+    pub kafka: Option<KafkaConfig>,
 }
 
 impl Config {
@@ -119,9 +124,18 @@ impl Config {
     }
 }
 
-const TOP_KEYS: [&str; 6] = ["streams", "rules", "source", "sinks", "engine", "zones"];
-const STREAM_KEYS: [&str; 8] =
-    ["fields", "time_field", "key", "max_out_of_orderness", "idle_timeout", "late_events", "location", "enrich"];
+const TOP_KEYS: [&str; 7] = ["streams", "rules", "source", "sinks", "engine", "zones", "kafka"];
+const STREAM_KEYS: [&str; 9] = [
+    "fields",
+    "time_field",
+    "key",
+    "max_out_of_orderness",
+    "idle_timeout",
+    "late_events",
+    "location",
+    "enrich",
+    "kafka",
+];
 
 /// Reads a config document. Problems go to `diags`; the result is as complete as possible.
 pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostics) -> Config {
@@ -134,8 +148,10 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
         sinks: SinksConfig { stdout: true, ..Default::default() },
         engine: EngineConfig::default(),
         zones: BTreeMap::new(),
+        kafka: None,
     };
     let Some(top) = r.map(root, "the config", &TOP_KEYS, diags) else { return cfg };
+    let mut stream_kafka = Vec::new();
     if let Some(zones) = top.get("zones")
         && let Some(m) = r.map(zones, "`zones`", &[], diags)
     {
@@ -152,8 +168,15 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
             if let Some(def) = parse_stream(name, node, r, &cfg.zones, diags) {
                 cfg.streams.push(Arc::new(def));
             }
+            if let Kind::Map(entries) = &node.kind
+                && let Some((_, k)) = entries.iter().find(|(k, _)| matches!(&k.kind, Kind::Str(s) if s == "kafka"))
+            {
+                stream_kafka.push((name.to_string(), kafka::parse_block(k, false, r, diags)));
+            }
         }
     }
+    let top_kafka = top.get("kafka").map(|n| kafka::parse_block(n, true, r, diags));
+    cfg.kafka = kafka::resolve(top_kafka, stream_kafka, r, diags);
     if let Some(rules) = top.get("rules")
         && let Some(list) = r.string_list(rules, "rules", diags)
     {
@@ -161,6 +184,12 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
     }
     if let Some(src) = top.get("source") {
         cfg.source = parse_source(src, &base, r, diags);
+        if cfg.source == SourceConfig::Kafka && cfg.kafka.as_ref().is_none_or(|k| k.topics.is_empty()) {
+            diags.push(
+                r.error(Code::MissingKey, src, "the source is Kafka, but no stream names a topic")
+                    .with_hint("add `kafka: {topic: <name>}` to each stream, and a top-level `kafka:` block with `brokers` and `group_id`"),
+            );
+        }
     }
     if let Some(sinks) = top.get("sinks")
         && let Some(m) = r.map(sinks, "`sinks`", &["stdout", "alerts_file", "dead_letter_file"], diags)
@@ -185,7 +214,13 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
 
 fn parse_source(node: &Node, base: &Path, r: &Reader, diags: &mut Diagnostics) -> SourceConfig {
     let default = SourceConfig::Generator(GeneratorConfig::default());
-    let Some(m) = r.map(node, "`source`", &["generator", "file"], diags) else { return default };
+    if matches!(&node.kind, Kind::Str(s) if s == "kafka") {
+        return SourceConfig::Kafka;
+    }
+    let Some(m) = r.map(node, "`source`", &["generator", "file", "kafka"], diags) else { return default };
+    if m.get("kafka").is_some() {
+        return SourceConfig::Kafka;
+    }
     if let Some(file) = m.get("file") {
         return match r.string(file, "file", diags) {
             Some(p) => SourceConfig::File { path: base.join(p) },

@@ -16,6 +16,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod duration;
 pub mod expr;
+pub mod kafka;
 pub mod rule;
 pub mod yaml;
 pub mod zones;

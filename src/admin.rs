@@ -1,0 +1,117 @@
+//! Admin HTTP for running as a sidecar: `/healthz` (the process answers), `/readyz` (the
+//! source is connected and assigned; 503 otherwise, with the reason) and `/metrics`
+//! (Prometheus text format).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use gridwatch_connectors::kafka::KafkaStatus;
+
+/// Counters kept by the sink thread, readable while the engine runs.
+#[derive(Debug, Default)]
+pub struct SinkMetrics {
+    /// Alerts written to the sinks.
+    pub alerts: AtomicU64,
+    /// Dead letters written.
+    pub dead_letters: AtomicU64,
+    /// Rule evaluation failures.
+    pub rule_errors: AtomicU64,
+    /// Barriers acknowledged (all outputs before them delivered).
+    pub barriers_acked: AtomicU64,
+}
+
+/// What the endpoints report on.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    /// Sink counters.
+    pub sink: Arc<SinkMetrics>,
+    /// Kafka source and sink state, when running on Kafka.
+    pub kafka: Option<Arc<KafkaStatus>>,
+    /// Set once the engine runs (for sources without their own readiness).
+    pub started: Arc<AtomicBool>,
+}
+
+/// Serves the admin endpoints on `addr` from a background thread; returns the bound address
+/// (port 0 picks a free one).
+pub fn serve(addr: SocketAddr, state: AdminState) -> Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding the admin address {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new().name("gridwatch-admin".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "admin HTTP: cannot start its runtime");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let app = Router::new()
+                .route("/healthz", get(|| async { "ok\n" }))
+                .route("/readyz", get(readyz))
+                .route("/metrics", get(metrics))
+                .with_state(state);
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => {
+                    if let Err(e) = axum::serve(l, app).await {
+                        tracing::error!(error = %e, "admin HTTP stopped");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "admin HTTP: cannot use the listener"),
+            }
+        });
+    })?;
+    tracing::info!(%bound, "admin HTTP listening");
+    Ok(bound)
+}
+
+async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
+    if let Some(k) = &s.kafka {
+        if !k.broker_up.load(Ordering::Relaxed) {
+            return (StatusCode::SERVICE_UNAVAILABLE, "not ready: Kafka broker unreachable\n".into());
+        }
+        if !k.ready.load(Ordering::Relaxed) {
+            return (StatusCode::SERVICE_UNAVAILABLE, "not ready: no partitions assigned yet\n".into());
+        }
+        return (StatusCode::OK, "ready\n".into());
+    }
+    if s.started.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n".into())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting\n".into())
+    }
+}
+
+async fn metrics(State(s): State<AdminState>) -> String {
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    };
+    counter("gridwatch_alerts_total", "Alerts written to the sinks.", s.sink.alerts.load(Ordering::Relaxed));
+    counter("gridwatch_dead_letters_total", "Records sent to the dead-letter outputs.", s.sink.dead_letters.load(Ordering::Relaxed));
+    counter("gridwatch_rule_errors_total", "Rule evaluation failures.", s.sink.rule_errors.load(Ordering::Relaxed));
+    counter("gridwatch_barriers_acked_total", "Delivery barriers acknowledged by every sink.", s.sink.barriers_acked.load(Ordering::Relaxed));
+    if let Some(k) = &s.kafka {
+        counter("gridwatch_kafka_messages_in_total", "Kafka messages consumed.", k.messages_in.load(Ordering::Relaxed));
+        counter("gridwatch_kafka_alerts_out_total", "Alerts acknowledged by Kafka.", k.alerts_out.load(Ordering::Relaxed));
+        counter("gridwatch_kafka_dead_letters_out_total", "Dead letters acknowledged by Kafka.", k.dead_letters_out.load(Ordering::Relaxed));
+        counter("gridwatch_kafka_delivery_retries_total", "Kafka deliveries that failed and were sent again.", k.delivery_retries.load(Ordering::Relaxed));
+        counter("gridwatch_kafka_commits_total", "Offset commits.", k.commits.load(Ordering::Relaxed));
+        counter("gridwatch_kafka_rebalances_total", "Consumer-group rebalances.", k.rebalances.load(Ordering::Relaxed));
+        counter("gridwatch_replay_suppressed_alerts_total", "Alerts recomputed while replaying after a restart and not sent again.", k.replay_suppressed.load(Ordering::Relaxed));
+        let mut gauge = |name: &str, help: &str, v: i64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        gauge("gridwatch_kafka_ready", "1 when partitions are assigned and the broker answers.", i64::from(k.ready.load(Ordering::Relaxed) && k.broker_up.load(Ordering::Relaxed)));
+        gauge("gridwatch_kafka_paused", "1 while consumption is paused for backpressure.", i64::from(k.paused.load(Ordering::Relaxed)));
+        gauge("gridwatch_kafka_assigned_partitions", "Partitions assigned to this instance.", k.assigned_partitions.load(Ordering::Relaxed));
+    }
+    out
+}
