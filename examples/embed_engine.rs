@@ -45,6 +45,8 @@ fn main() -> anyhow::Result<()> {
                 }
                 Output::DeadLetter(d) => println!("dead letter: {}", d.reason),
                 Output::RuleError { rule, message } => println!("rule {rule} failed: {message}"),
+                // Barriers mark delivery points for sources that commit positions (Kafka).
+                Output::Barrier { .. } => {}
             }
         }
     });

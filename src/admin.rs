@@ -95,23 +95,59 @@ async fn metrics(State(s): State<AdminState>) -> String {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     };
     counter("gridwatch_alerts_total", "Alerts written to the sinks.", s.sink.alerts.load(Ordering::Relaxed));
-    counter("gridwatch_dead_letters_total", "Records sent to the dead-letter outputs.", s.sink.dead_letters.load(Ordering::Relaxed));
+    counter(
+        "gridwatch_dead_letters_total",
+        "Records sent to the dead-letter outputs.",
+        s.sink.dead_letters.load(Ordering::Relaxed),
+    );
     counter("gridwatch_rule_errors_total", "Rule evaluation failures.", s.sink.rule_errors.load(Ordering::Relaxed));
-    counter("gridwatch_barriers_acked_total", "Delivery barriers acknowledged by every sink.", s.sink.barriers_acked.load(Ordering::Relaxed));
+    counter(
+        "gridwatch_barriers_acked_total",
+        "Delivery barriers acknowledged by every sink.",
+        s.sink.barriers_acked.load(Ordering::Relaxed),
+    );
     if let Some(k) = &s.kafka {
         counter("gridwatch_kafka_messages_in_total", "Kafka messages consumed.", k.messages_in.load(Ordering::Relaxed));
-        counter("gridwatch_kafka_alerts_out_total", "Alerts acknowledged by Kafka.", k.alerts_out.load(Ordering::Relaxed));
-        counter("gridwatch_kafka_dead_letters_out_total", "Dead letters acknowledged by Kafka.", k.dead_letters_out.load(Ordering::Relaxed));
-        counter("gridwatch_kafka_delivery_retries_total", "Kafka deliveries that failed and were sent again.", k.delivery_retries.load(Ordering::Relaxed));
+        counter(
+            "gridwatch_kafka_alerts_out_total",
+            "Alerts acknowledged by Kafka.",
+            k.alerts_out.load(Ordering::Relaxed),
+        );
+        counter(
+            "gridwatch_kafka_dead_letters_out_total",
+            "Dead letters acknowledged by Kafka.",
+            k.dead_letters_out.load(Ordering::Relaxed),
+        );
+        counter(
+            "gridwatch_kafka_delivery_retries_total",
+            "Kafka deliveries that failed and were sent again.",
+            k.delivery_retries.load(Ordering::Relaxed),
+        );
         counter("gridwatch_kafka_commits_total", "Offset commits.", k.commits.load(Ordering::Relaxed));
         counter("gridwatch_kafka_rebalances_total", "Consumer-group rebalances.", k.rebalances.load(Ordering::Relaxed));
-        counter("gridwatch_replay_suppressed_alerts_total", "Alerts recomputed while replaying after a restart and not sent again.", k.replay_suppressed.load(Ordering::Relaxed));
+        counter(
+            "gridwatch_replay_suppressed_alerts_total",
+            "Alerts recomputed while replaying after a restart and not sent again.",
+            k.replay_suppressed.load(Ordering::Relaxed),
+        );
         let mut gauge = |name: &str, help: &str, v: i64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
-        gauge("gridwatch_kafka_ready", "1 when partitions are assigned and the broker answers.", i64::from(k.ready.load(Ordering::Relaxed) && k.broker_up.load(Ordering::Relaxed)));
-        gauge("gridwatch_kafka_paused", "1 while consumption is paused for backpressure.", i64::from(k.paused.load(Ordering::Relaxed)));
-        gauge("gridwatch_kafka_assigned_partitions", "Partitions assigned to this instance.", k.assigned_partitions.load(Ordering::Relaxed));
+        gauge(
+            "gridwatch_kafka_ready",
+            "1 when partitions are assigned and the broker answers.",
+            i64::from(k.ready.load(Ordering::Relaxed) && k.broker_up.load(Ordering::Relaxed)),
+        );
+        gauge(
+            "gridwatch_kafka_paused",
+            "1 while consumption is paused for backpressure.",
+            i64::from(k.paused.load(Ordering::Relaxed)),
+        );
+        gauge(
+            "gridwatch_kafka_assigned_partitions",
+            "Partitions assigned to this instance.",
+            k.assigned_partitions.load(Ordering::Relaxed),
+        );
     }
     out
 }

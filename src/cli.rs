@@ -110,6 +110,10 @@ pub struct KafkaArgs {
     /// the end of a file (backfills, benchmarks, tests).
     #[arg(long)]
     pub until_caught_up: bool,
+    /// Directory recording committed offsets with their watermarks, for brokers that drop
+    /// commit metadata (default: the config's `kafka.state_dir`, else $TMPDIR/gridwatch-state).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -120,7 +120,8 @@ fn send(producer: &BaseProducer, topic: &str, key: Option<&[u8]>, payload: &[u8]
 
 /// Creates the topics that do not exist yet with `partitions` partitions each.
 pub fn create_topics<'a>(opts: &KafkaOptions, topics: impl Iterator<Item = &'a str>, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client_config(opts, Role::Producer, &[]).create().context("creating a Kafka admin client")?;
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(opts, Role::Producer, &[]).create().context("creating a Kafka admin client")?;
     let new: Vec<NewTopic<'_>> =
         topics.map(|t| NewTopic::new(t, partitions.max(1), TopicReplication::Fixed(1))).collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

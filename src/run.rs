@@ -80,13 +80,18 @@ struct Summary {
 }
 
 /// Kafka settings of the config with the command line's overrides, streams resolved.
-pub fn kafka_options(config: &Config, plan: &gridwatch_engine::Plan, args: &crate::cli::KafkaArgs) -> Result<KafkaOptions> {
+pub fn kafka_options(
+    config: &Config,
+    plan: &gridwatch_engine::Plan,
+    args: &crate::cli::KafkaArgs,
+) -> Result<KafkaOptions> {
     let k = config.kafka.as_ref().ok_or_else(|| {
         anyhow!("`{}` has no `kafka:` block (brokers, group_id, topics per stream)", config.path.display())
     })?;
     let mut topics = BTreeMap::new();
     for (topic, stream) in &k.topics {
-        let index = plan.stream_index(stream).ok_or_else(|| anyhow!("topic `{topic}` names unknown stream `{stream}`"))?;
+        let index =
+            plan.stream_index(stream).ok_or_else(|| anyhow!("topic `{topic}` names unknown stream `{stream}`"))?;
         topics.insert(topic.clone(), index);
     }
     Ok(KafkaOptions {
@@ -98,6 +103,12 @@ pub fn kafka_options(config: &Config, plan: &gridwatch_engine::Plan, args: &crat
         dead_letter_topic: k.dead_letter_topic.clone(),
         commit_interval: Duration::from_millis(k.commit_interval_ms.max(10) as u64),
         until_caught_up: false,
+        state_dir: Some(
+            args.state_dir
+                .clone()
+                .or(k.state_dir.clone())
+                .unwrap_or_else(|| std::env::temp_dir().join("gridwatch-state")),
+        ),
     })
 }
 

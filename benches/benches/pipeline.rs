@@ -15,8 +15,10 @@ fn pipeline(c: &mut Criterion) {
     for workers in [1usize, 2] {
         group.bench_function(format!("city_{workers}_workers"), |b| {
             b.iter(|| {
-                let (mut p, rx) =
-                    Pipeline::start(plan.clone(), PipelineOptions { workers, batch_size: 1024, queue_depth: 8 });
+                let (mut p, rx) = Pipeline::start(
+                    plan.clone(),
+                    PipelineOptions { workers, batch_size: 1024, queue_depth: 8, ..Default::default() },
+                );
                 let sink = std::thread::spawn(move || rx.iter().filter(|o| matches!(o, Output::Alerts(_))).count());
                 for ((_, payload), &s) in events.iter().zip(&index) {
                     p.push(s, payload).expect("push");

@@ -15,7 +15,8 @@
 //! partition trails the acknowledged position by the state horizon of its stream
 //! ([`Plan::state_horizon_ms`] plus the allowed out-of-orderness): replaying from there
 //! rebuilds every decision still pending. The committed metadata carries the acknowledged
-//! watermark; while replaying, alerts at or before it are recomputed but not sent again
+//! watermark; while replaying, alerts raised before the watermark gets back there are
+//! recomputed but not sent again
 //! ([`PipelineOptions::replay_until`]), because they were delivered before. Alerts after it
 //! may arrive twice; their ids are deterministic, so sinks upsert and consumers dedup.
 //!
@@ -42,13 +43,13 @@ use crossbeam_channel::Sender;
 use gridwatch_engine::pipeline::PipelineReport;
 use gridwatch_engine::time::{Millis, WATERMARK_START};
 use gridwatch_engine::{Alert, DeadLetter, Origin, Output, Pipeline, PipelineOptions, Plan};
+use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::ClientContext;
 use rdkafka::util::Timeout;
 
 use crate::error::{ConnectorError, Result};
@@ -73,6 +74,9 @@ pub struct KafkaOptions {
     /// Stop (as at the end of a bounded input) once every assigned partition has been
     /// read to its end: for backfills, benchmarks and tests.
     pub until_caught_up: bool,
+    /// Where committed positions are also recorded with their watermarks, for brokers that
+    /// do not keep commit metadata.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Live state shared with the admin endpoint and the sink thread.
@@ -421,6 +425,10 @@ struct Core {
     seq: u64,
     /// Next offset per consumed partition.
     positions: Vec<(PartitionId, i64)>,
+    /// Split (index among its stream's assigned partitions) of each assigned partition.
+    splits: Vec<(PartitionId, usize)>,
+    /// `<state_dir>/<group>.offsets.json`, see [`KafkaOptions::state_dir`].
+    state_file: Option<std::path::PathBuf>,
     reports: Vec<PipelineReport>,
     /// Set by the callback on a new assignment: the loop starts a pipeline.
     assigned: bool,
@@ -464,6 +472,10 @@ impl Core {
         }
         match consumer.commit(&tpl, mode) {
             Ok(()) => {
+                tracing::debug!(?point, "offsets committed");
+                if let Some(path) = &self.state_file {
+                    save_state(path, &point);
+                }
                 for (pid, offset, _) in point {
                     self.tracker.committed.insert(pid, offset);
                 }
@@ -565,7 +577,12 @@ pub fn run_source(
         .enumerate()
         .map(|(i, s)| plan.state_horizon_ms(i).saturating_add(s.max_out_of_orderness_ms).saturating_add(1))
         .collect();
-    let stream_of_topic: HashMap<Arc<str>, usize> = kafka.topics.iter().map(|(t, &s)| (Arc::from(t.as_str()), s)).collect();
+    tracing::info!(
+        ?replay_span,
+        "replay span per stream (ms): committed offsets trail the acknowledged watermark by this much"
+    );
+    let stream_of_topic: HashMap<Arc<str>, usize> =
+        kafka.topics.iter().map(|(t, &s)| (Arc::from(t.as_str()), s)).collect();
     let core = Arc::new(Mutex::new(Core {
         plan: plan.clone(),
         options,
@@ -580,6 +597,8 @@ pub fn run_source(
         },
         seq: status.acked_seq.load(Ordering::Acquire),
         positions: Vec::new(),
+        splits: Vec::new(),
+        state_file: kafka.state_dir.as_ref().map(|d| d.join(format!("{}.offsets.json", sanitize(&kafka.group_id)))),
         reports: Vec::new(),
         assigned: false,
         last_commit_error: None,
@@ -638,20 +657,14 @@ pub fn run_source(
                 let unacked = c.seq.saturating_sub(c.status.acked_seq.load(Ordering::Acquire));
                 let overloaded = backlog * 2 >= depth || unacked > MAX_UNACKED_MARKS;
                 let relieved = backlog * 4 <= depth && unacked <= MAX_UNACKED_MARKS / 2;
-                if !paused && overloaded {
-                    if let Ok(a) = consumer.assignment()
-                        && consumer.pause(&a).is_ok()
-                    {
-                        paused = true;
-                        status.paused.store(true, Ordering::Relaxed);
-                    }
-                } else if paused && relieved {
-                    if let Ok(a) = consumer.assignment()
-                        && consumer.resume(&a).is_ok()
-                    {
-                        paused = false;
-                        status.paused.store(false, Ordering::Relaxed);
-                    }
+                let want = if paused { !relieved } else { overloaded };
+                if want != paused
+                    && let Ok(a) = consumer.assignment()
+                    && (if want { consumer.pause(&a) } else { consumer.resume(&a) }).is_ok()
+                {
+                    paused = want;
+                    status.paused.store(want, Ordering::Relaxed);
+                    tracing::debug!(paused, backlog, unacked, "backpressure");
                 }
             }
         }
@@ -672,12 +685,21 @@ pub fn run_source(
                 let origin = || Some(Origin { topic: topic.clone(), partition, offset });
                 if let Some(p) = c.pipeline.as_mut() {
                     let pushed = match (stream, msg.payload()) {
-                        (usize::MAX, payload) => p.reject_from(topic, "topic feeds no stream".into(), payload.unwrap_or_default(), origin()),
-                        (_, None) => p.reject_from(topic, "empty message (no value)".into(), &[], origin()),
+                        (usize::MAX, payload) => {
+                            let reason = format!("topic `{topic}` feeds no stream");
+                            p.reject_from("", reason, payload.unwrap_or_default(), origin())
+                        }
+                        (s, None) => {
+                            let name = plan.streams[s].name.clone();
+                            p.reject_from(&name, "empty message (no value)".into(), &[], origin())
+                        }
                         (s, Some(payload)) => {
                             last_message[s] = Instant::now();
                             caught_up[s] = false;
-                            p.push_from(s, payload, origin)
+                            let split = c.splits.iter().find(|(p, _)| p.partition == partition && p.topic == *topic);
+                            let split = split.map_or(0, |(_, i)| *i);
+                            let p = c.pipeline.as_mut().expect("checked above");
+                            p.push_split(s, split, payload, origin)
                         }
                     };
                     pushed.map_err(engine_err)?;
@@ -712,7 +734,9 @@ pub fn run_source(
             } else {
                 caught_up.iter_mut().for_each(|x| *x = false);
             }
-            if kafka.until_caught_up && caught_up.iter().enumerate().all(|(s, &up)| up || !kafka.topics.values().any(|&t| t == s)) {
+            if kafka.until_caught_up
+                && caught_up.iter().enumerate().all(|(s, &up)| up || !kafka.topics.values().any(|&t| t == s))
+            {
                 tracing::info!(messages, "every assigned partition read to its end: finishing");
                 let pipeline = c.pipeline.take();
                 finish_bounded(&mut c, pipeline, &consumer)?;
@@ -721,7 +745,8 @@ pub fn run_source(
             }
             let ups = caught_up.clone();
             if let Some(p) = c.pipeline.as_mut() {
-                p.on_idle_where(Instant::now(), |s| ups[s]).map_err(engine_err)?;
+                let up = status.broker_up.load(Ordering::Relaxed) && !paused;
+                p.on_idle_where(Instant::now(), up, |s| ups[s]).map_err(engine_err)?;
             }
         }
         status.messages_in.store(messages, Ordering::Relaxed);
@@ -734,7 +759,11 @@ pub fn run_source(
 }
 
 /// End of a bounded run: like the end of a file, windows close at the last event time.
-fn finish_bounded<C: ConsumerContext>(core: &mut Core, pipeline: Option<Pipeline>, consumer: &BaseConsumer<C>) -> Result<()> {
+fn finish_bounded<C: ConsumerContext>(
+    core: &mut Core,
+    pipeline: Option<Pipeline>,
+    consumer: &BaseConsumer<C>,
+) -> Result<()> {
     let Some(p) = pipeline else { return Ok(()) };
     core.seq += 1;
     let seq = core.seq;
@@ -771,7 +800,8 @@ fn stream_caught_up<C: ConsumerContext>(
             continue;
         }
         any = true;
-        let Ok((_, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), Timeout::After(Duration::from_millis(500)))
+        let Ok((_, high)) =
+            consumer.fetch_watermarks(e.topic(), e.partition(), Timeout::After(Duration::from_millis(500)))
         else {
             return false;
         };
@@ -781,7 +811,10 @@ fn stream_caught_up<C: ConsumerContext>(
             // Nothing read yet: caught up only if the partition is empty from our start.
             None => {
                 let committed = consumer
-                    .committed_offsets(partition_list(e.topic(), e.partition()), Timeout::After(Duration::from_millis(500)))
+                    .committed_offsets(
+                        partition_list(e.topic(), e.partition()),
+                        Timeout::After(Duration::from_millis(500)),
+                    )
                     .ok()
                     .and_then(|l| l.elements().first().map(|x| x.offset()));
                 let (low, _) = consumer
@@ -807,25 +840,51 @@ fn partition_list(topic: &str, partition: i32) -> TopicPartitionList {
 }
 
 /// A new assignment: a fresh pipeline that suppresses what was delivered before.
-fn start_pipeline<C: ConsumerContext>(core: &mut Core, consumer: &BaseConsumer<C>, stream_of_topic: &HashMap<Arc<str>, usize>) {
+fn start_pipeline<C: ConsumerContext>(
+    core: &mut Core,
+    consumer: &BaseConsumer<C>,
+    stream_of_topic: &HashMap<Arc<str>, usize>,
+) {
     let n = core.plan.streams.len();
     let mut replay_until = vec![Millis::MAX; n];
     let mut seen = vec![false; n];
     let assignment = consumer.assignment().unwrap_or_default();
-    let committed = consumer.committed_offsets(assignment.clone(), Timeout::After(Duration::from_secs(10))).unwrap_or(assignment);
-    for e in committed.elements() {
+    let committed =
+        consumer.committed_offsets(assignment.clone(), Timeout::After(Duration::from_secs(10))).unwrap_or(assignment);
+    let saved = core.state_file.as_deref().map(load_state).unwrap_or_default();
+    let mut elements = committed.elements();
+    elements.sort_by(|a, b| (a.topic(), a.partition()).cmp(&(b.topic(), b.partition())));
+    let mut per_stream = vec![0usize; n];
+    core.splits.clear();
+    for e in &elements {
+        let Some(&s) = stream_of_topic.get(e.topic()) else { continue };
+        core.splits.push((PartitionId { topic: Arc::from(e.topic()), partition: e.partition() }, per_stream[s]));
+        per_stream[s] += 1;
+    }
+    for e in elements {
         let Some(&s) = stream_of_topic.get(e.topic()) else { continue };
         seen[s] = true;
-        let wm = e.metadata().strip_prefix("gridwatch:wm=").and_then(|v| v.parse::<Millis>().ok());
+        // The watermark acknowledged with the committed offset: from the commit's metadata,
+        // else from the local state file if it recorded this very offset.
+        let saved_wm = match e.offset() {
+            Offset::Offset(o) => {
+                saved.get(&(e.topic().to_string(), e.partition())).filter(|(so, _)| *so == o).map(|(_, wm)| *wm)
+            }
+            _ => None,
+        };
+        let wm = e.metadata().strip_prefix("gridwatch:wm=").and_then(|v| v.parse::<Millis>().ok()).or(saved_wm);
         let wm = match (e.offset(), wm) {
             (Offset::Offset(_), Some(wm)) => wm,
             _ => WATERMARK_START,
         };
         replay_until[s] = replay_until[s].min(wm);
-        core.tracker.committed.insert(PartitionId { topic: Arc::from(e.topic()), partition: e.partition() }, match e.offset() {
-            Offset::Offset(o) => o,
-            _ => -1,
-        });
+        core.tracker.committed.insert(
+            PartitionId { topic: Arc::from(e.topic()), partition: e.partition() },
+            match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            },
+        );
     }
     for (s, until) in replay_until.iter_mut().enumerate() {
         if !seen[s] {
@@ -833,11 +892,58 @@ fn start_pipeline<C: ConsumerContext>(core: &mut Core, consumer: &BaseConsumer<C
         }
     }
     if replay_until.iter().any(|&w| w != WATERMARK_START) {
-        tracing::info!(?replay_until, "restoring state by replay: alerts up to the committed watermarks are not sent again");
+        tracing::info!(
+            ?replay_until,
+            "restoring state by replay: alerts raised before the committed watermarks are not sent again"
+        );
     }
     let options = PipelineOptions { replay_until, ..core.options.clone() };
-    core.pipeline = Some(Pipeline::start_with_output(core.plan.clone(), options, core.out.clone()));
+    let mut pipeline = Pipeline::start_with_output(core.plan.clone(), options, core.out.clone());
+    for (s, &count) in per_stream.iter().enumerate() {
+        pipeline.declare_splits(s, count);
+    }
+    core.pipeline = Some(pipeline);
     core.positions.clear();
     core.tracker.marks.clear();
     core.status.ready.store(true, Ordering::Relaxed);
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
+}
+
+/// Records committed offsets with their acknowledged watermarks (see
+/// [`KafkaOptions::state_dir`]); merges with what the file holds, replaces it atomically.
+fn save_state(path: &std::path::Path, point: &[(PartitionId, i64, Millis)]) {
+    let mut state = load_state(path);
+    for (pid, offset, wm) in point {
+        state.insert((pid.topic.to_string(), pid.partition), (*offset, *wm));
+    }
+    let json: Vec<serde_json::Value> = state
+        .iter()
+        .map(|((t, p), (o, w))| serde_json::json!({"topic": t, "partition": p, "offset": o, "watermark": w}))
+        .collect();
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&json)?)?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        tracing::warn!(path = %path.display(), error = %e, "cannot record committed positions");
+    }
+}
+
+fn load_state(path: &std::path::Path) -> BTreeMap<(String, i32), (i64, Millis)> {
+    let Ok(text) = std::fs::read(path) else { return BTreeMap::new() };
+    let Ok(items) = serde_json::from_slice::<Vec<serde_json::Value>>(&text) else { return BTreeMap::new() };
+    items
+        .iter()
+        .filter_map(|v| {
+            let key = (v["topic"].as_str()?.to_string(), i32::try_from(v["partition"].as_i64()?).ok()?);
+            Some((key, (v["offset"].as_i64()?, v["watermark"].as_i64()?)))
+        })
+        .collect()
 }

@@ -31,7 +31,7 @@ use crate::keys::{partition_of, write_key};
 use crate::operator::{self, BatchInput, Operator};
 use crate::plan::{KeyGroup, Plan};
 use crate::schema::LatePolicy;
-use crate::time::{Millis, Observed, WATERMARK_START, WatermarkTracker};
+use crate::time::{Millis, Observed, SplitWatermarks, WATERMARK_START};
 
 /// Tuning knobs of a pipeline.
 #[derive(Debug, Clone)]
@@ -42,10 +42,10 @@ pub struct PipelineOptions {
     pub batch_size: usize,
     /// Batches queued per worker before `push` blocks.
     pub queue_depth: usize,
-    /// Restore mode, per stream (index as in the plan): alerts of a stream's rules whose
-    /// event time is before this instant are dropped (and counted), because they were
-    /// delivered before a restart and are only being recomputed while state is rebuilt from
-    /// replayed input. Empty: nothing is suppressed.
+    /// Restore mode, per stream (index as in the plan): alerts of a stream's rules raised
+    /// while its watermark is still before this instant are dropped (and counted), because
+    /// they were delivered before a restart and are only being recomputed while state is
+    /// rebuilt from replayed input. Empty: nothing is suppressed.
     pub replay_until: Vec<Millis>,
 }
 
@@ -150,7 +150,11 @@ enum WorkerMsg {
         end_watermark: Millis,
     },
     /// Advance the rules of `stream` (only of key group `group`, if given).
-    Watermark { stream: usize, group: Option<usize>, watermark: Millis },
+    Watermark {
+        stream: usize,
+        group: Option<usize>,
+        watermark: Millis,
+    },
     Barrier(u64),
 }
 
@@ -161,12 +165,13 @@ struct WorkerReport {
 
 struct StreamIngest {
     decoder: Decoder,
-    tracker: WatermarkTracker,
+    tracker: SplitWatermarks,
     watermarks: Vec<Millis>,
     groups: Vec<KeyGroup>,
     stats: StreamStats,
     last_arrival: Option<Instant>,
     idle_base: Option<(Instant, Millis)>,
+    last_split_check: Option<Instant>,
 }
 
 /// A running pipeline. Feed it with [`Pipeline::push`], end it with [`Pipeline::finish`].
@@ -225,12 +230,13 @@ impl Pipeline {
             .enumerate()
             .map(|(i, def)| StreamIngest {
                 decoder: Decoder::new(def.clone(), options.batch_size),
-                tracker: WatermarkTracker::new(def.max_out_of_orderness_ms),
+                tracker: SplitWatermarks::new(def.max_out_of_orderness_ms),
                 watermarks: Vec::with_capacity(options.batch_size),
                 groups: plan.key_groups(i),
                 stats: StreamStats { stream: def.name.clone(), watermark: WATERMARK_START, ..Default::default() },
                 last_arrival: None,
                 idle_base: None,
+                last_split_check: None,
             })
             .collect();
         Pipeline { plan, options, streams, workers, handles, out: out_tx, key_buf: String::new() }
@@ -248,17 +254,36 @@ impl Pipeline {
 
     /// Like [`Pipeline::push`]; `origin` is asked for only when the payload is dead-lettered.
     pub fn push_from(&mut self, stream: usize, payload: &[u8], origin: impl FnOnce() -> Option<Origin>) -> Result<()> {
+        self.push_split(stream, 0, payload, origin)
+    }
+
+    /// Declares that `stream` is read from `splits` independent splits (the partitions of
+    /// a Kafka assignment), numbered from 0: its watermark then waits for all of them (see
+    /// [`SplitWatermarks`]).
+    pub fn declare_splits(&mut self, stream: usize, splits: usize) {
+        self.streams[stream].tracker.declare(splits);
+    }
+
+    /// Like [`Pipeline::push_from`], for a payload read from `split` of the stream.
+    pub fn push_split(
+        &mut self,
+        stream: usize,
+        split: usize,
+        payload: &[u8],
+        origin: impl FnOnce() -> Option<Origin>,
+    ) -> Result<()> {
         let s = &mut self.streams[stream];
         s.stats.received += 1;
         let time = match s.decoder.parse(payload) {
             Ok(t) => t,
             Err(reason) => {
                 s.stats.invalid += 1;
-                let dl = DeadLetter { stream: s.stats.stream.clone(), reason, payload: lossy(payload), origin: origin() };
+                let dl =
+                    DeadLetter { stream: s.stats.stream.clone(), reason, payload: lossy(payload), origin: origin() };
                 return self.send_out(Output::DeadLetter(dl));
             }
         };
-        match s.tracker.observe(time) {
+        match s.tracker.observe(split, time) {
             Observed::OnTime(wm) => {
                 s.decoder.commit();
                 s.watermarks.push(wm);
@@ -268,8 +293,12 @@ impl Pipeline {
                 s.stats.late += 1;
                 if s.decoder.stream().late_policy == LatePolicy::DeadLetter {
                     let reason = format!("late: {behind_ms} ms behind the watermark");
-                    let dl =
-                        DeadLetter { stream: s.stats.stream.clone(), reason, payload: lossy(payload), origin: origin() };
+                    let dl = DeadLetter {
+                        stream: s.stats.stream.clone(),
+                        reason,
+                        payload: lossy(payload),
+                        origin: origin(),
+                    };
                     return self.send_out(Output::DeadLetter(dl));
                 }
                 return Ok(());
@@ -330,15 +359,34 @@ impl Pipeline {
     /// event time is taken to pass at the speed of the clock, so absence rules fire even
     /// when a whole stream has gone silent.
     pub fn on_idle(&mut self, now: Instant) -> Result<()> {
-        self.on_idle_where(now, |_| true)
+        self.on_idle_where(now, true, |_| true)
     }
 
     /// Like [`Pipeline::on_idle`], for the streams where `may_advance(stream)` is true: a
     /// source that knows it is behind (or cut off from its broker) holds the others back,
-    /// since their silence does not mean no events happened.
-    pub fn on_idle_where(&mut self, now: Instant, may_advance: impl Fn(usize) -> bool) -> Result<()> {
+    /// since their silence does not mean no events happened. Splits silent for the idle
+    /// timeout stop holding their stream back only if `splits_may_idle`.
+    pub fn on_idle_where(
+        &mut self,
+        now: Instant,
+        splits_may_idle: bool,
+        may_advance: impl Fn(usize) -> bool,
+    ) -> Result<()> {
         self.flush()?;
         for i in 0..self.streams.len() {
+            let s = &mut self.streams[i];
+            if let Some(timeout) = s.decoder.stream().idle_timeout_ms {
+                let checked = *s.last_split_check.get_or_insert(now);
+                if now.saturating_duration_since(checked).as_millis() as Millis >= timeout {
+                    s.last_split_check = Some(now);
+                    let before = s.tracker.watermark();
+                    if splits_may_idle && s.tracker.mark_silent_splits_idle() > before {
+                        let wm = s.tracker.watermark();
+                        s.stats.watermark = wm;
+                        self.broadcast_watermark(i, wm)?;
+                    }
+                }
+            }
             let s = &mut self.streams[i];
             if !may_advance(i) {
                 // The silence so far does not count towards the idle timeout.
@@ -497,15 +545,21 @@ fn lossy(payload: &[u8]) -> String {
     String::from_utf8_lossy(payload).into_owned()
 }
 
-/// Drops the alerts from `from` on that restore mode suppresses; returns how many.
-fn suppress_replayed(alerts: &mut Vec<Alert>, from: usize, until: Millis) -> u64 {
-    if until == WATERMARK_START || alerts.len() == from {
+/// Restore mode: drops the alerts from `from` on, raised while the watermark was at most
+/// `emitted_by`, if that is before `until`; returns how many.
+///
+/// The watermark at emission, not the alert's event time, decides: a window or absence
+/// alert carries an event time well before the watermark that fired it. Input read after
+/// the acknowledged barrier always brings the watermark to at least `until` (its newest
+/// events are newer than anything before the replay start), so what is dropped here was
+/// raised, and delivered, before the restart.
+fn suppress_replayed(alerts: &mut Vec<Alert>, from: usize, until: Millis, emitted_by: Millis) -> u64 {
+    if emitted_by >= until || alerts.len() == from {
         return 0;
     }
-    let before = alerts.len();
-    let tail: Vec<Alert> = alerts.drain(from..).collect();
-    alerts.extend(tail.into_iter().filter(|a| a.event_time >= until));
-    (before - alerts.len()) as u64
+    let dropped = (alerts.len() - from) as u64;
+    alerts.truncate(from);
+    dropped
 }
 
 fn run_worker(
@@ -527,7 +581,7 @@ fn run_worker(
                 for &r in &groups[stream][group].rules {
                     let from = alerts.len();
                     let result = ops[r].process(&input, &mut alerts);
-                    replay_suppressed += suppress_replayed(&mut alerts, from, replay_until[stream]);
+                    replay_suppressed += suppress_replayed(&mut alerts, from, replay_until[stream], end_watermark);
                     if let Err(e) = result {
                         let _ = out.send(Output::RuleError {
                             rule: plan.rules[r].meta.id.to_string(),
@@ -545,7 +599,7 @@ fn run_worker(
                     for &r in &g.rules {
                         let from = alerts.len();
                         let result = ops[r].advance(watermark, &mut alerts);
-                        replay_suppressed += suppress_replayed(&mut alerts, from, replay_until[stream]);
+                        replay_suppressed += suppress_replayed(&mut alerts, from, replay_until[stream], watermark);
                         if let Err(e) = result {
                             let _ = out.send(Output::RuleError {
                                 rule: plan.rules[r].meta.id.to_string(),

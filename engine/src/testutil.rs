@@ -138,7 +138,8 @@ pub fn run(
     idle_ms: Option<u64>,
 ) -> Outcome {
     let plan = Arc::new(Plan { streams: vec![stream], rules: rules.into_iter().map(Arc::new).collect() });
-    let (mut p, rx) = Pipeline::start(plan, PipelineOptions { workers, batch_size, queue_depth: 4 });
+    let (mut p, rx) =
+        Pipeline::start(plan, PipelineOptions { workers, batch_size, queue_depth: 4, ..Default::default() });
     let collector = std::thread::spawn(move || {
         let mut out = Outcome::default();
         for o in rx {
@@ -146,6 +147,7 @@ pub fn run(
                 Output::Alerts(a) => out.alerts.extend(a),
                 Output::DeadLetter(d) => out.dead.push(d),
                 Output::RuleError { rule, message } => panic!("rule {rule} failed: {message}"),
+                Output::Barrier { .. } => {}
             }
         }
         out

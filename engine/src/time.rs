@@ -100,6 +100,121 @@ impl WatermarkTracker {
     }
 }
 
+/// The watermark of a stream read from several independent splits (Kafka partitions),
+/// Flink-style: each split bounds its own out-of-orderness, and the stream's watermark is
+/// the minimum over the active splits, so a partition that is read ahead of another does
+/// not make the other's events late.
+///
+/// Lateness is judged per split (against the split's own watermark), so which rows are
+/// accepted depends only on each split's own order, never on how the splits' reads
+/// interleave. A split that stays silent can be marked idle; it then stops holding the
+/// stream back, and its next rows are also checked against the stream's watermark.
+#[derive(Debug, Clone)]
+pub struct SplitWatermarks {
+    out_of_orderness: Millis,
+    splits: Vec<Split>,
+    watermark: Millis,
+    max_seen: Millis,
+}
+
+#[derive(Debug, Clone)]
+struct Split {
+    tracker: WatermarkTracker,
+    active: bool,
+    rows_since_check: u64,
+}
+
+impl SplitWatermarks {
+    /// One split (the common case of a single source); more are added as they appear.
+    pub fn new(out_of_orderness: Millis) -> Self {
+        let mut w = SplitWatermarks {
+            out_of_orderness,
+            splits: Vec::new(),
+            watermark: WATERMARK_START,
+            max_seen: WATERMARK_START,
+        };
+        w.declare(1);
+        w
+    }
+
+    /// Makes sure splits `0..n` exist. Declaring the splits before reading (the partitions
+    /// of an assignment) keeps the watermark at the start until each has been heard from.
+    pub fn declare(&mut self, n: usize) {
+        while self.splits.len() < n {
+            let tracker = WatermarkTracker::new(self.out_of_orderness);
+            self.splits.push(Split { tracker, active: true, rows_since_check: 0 });
+        }
+    }
+
+    /// The stream's watermark.
+    pub fn watermark(&self) -> Millis {
+        self.watermark
+    }
+
+    /// The largest event time seen in any split.
+    pub fn max_event_time(&self) -> Millis {
+        self.max_seen
+    }
+
+    /// Observes one event time read from `split`.
+    #[inline]
+    pub fn observe(&mut self, split: usize, t: Millis) -> Observed {
+        if split >= self.splits.len() {
+            self.declare(split + 1);
+        }
+        if t < self.watermark {
+            return Observed::Late { behind_ms: self.watermark - t };
+        }
+        let single = self.splits.len() == 1;
+        let sp = &mut self.splits[split];
+        let before = sp.tracker.watermark();
+        let observed = sp.tracker.observe(t);
+        let Observed::OnTime(wm) = observed else { return observed };
+        sp.rows_since_check += 1;
+        let was_idle = !std::mem::replace(&mut sp.active, true);
+        self.max_seen = self.max_seen.max(t);
+        if single {
+            self.watermark = self.watermark.max(wm);
+        } else if wm > before && (before <= self.watermark || was_idle) {
+            // Only a split that was holding the minimum can move it.
+            self.recompute();
+        }
+        Observed::OnTime(self.watermark)
+    }
+
+    fn recompute(&mut self) {
+        let min = self.splits.iter().filter(|s| s.active).map(|s| s.tracker.watermark()).min();
+        if let Some(m) = min
+            && m > self.watermark
+        {
+            self.watermark = m;
+        }
+    }
+
+    /// Marks splits that received no rows since the previous call as idle (they stop
+    /// holding the watermark back) and returns the watermark. Call it once per idle timeout.
+    pub fn mark_silent_splits_idle(&mut self) -> Millis {
+        if self.splits.len() > 1 {
+            for s in &mut self.splits {
+                if s.rows_since_check == 0 {
+                    s.active = false;
+                }
+                s.rows_since_check = 0;
+            }
+            self.recompute();
+        }
+        self.watermark
+    }
+
+    /// Moves the watermark forward (idle source, end of input); never backwards.
+    pub fn advance_to(&mut self, wm: Millis) -> Millis {
+        if wm > self.watermark {
+            self.watermark = wm;
+        }
+        self.watermark
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +236,65 @@ mod tests {
         let ms = parse_timestamp("2026-11-23T08:00:00.250+08:00").unwrap();
         assert_eq!(format_timestamp(ms), "2026-11-23T00:00:00.250Z");
         assert_eq!(parse_timestamp("23/11/2026"), None);
+    }
+
+    #[test]
+    fn a_split_read_ahead_does_not_make_another_late() {
+        let mut w = SplitWatermarks::new(10);
+        w.declare(2);
+        assert_eq!(w.observe(0, 1_000), Observed::OnTime(WATERMARK_START), "split 1 not heard from yet");
+        assert_eq!(w.observe(1, 100), Observed::OnTime(90));
+        assert_eq!(w.observe(1, 95), Observed::OnTime(90));
+        assert_eq!(w.observe(1, 80), Observed::Late { behind_ms: 10 }, "late within its own split");
+        assert_eq!(w.observe(1, 2_000), Observed::OnTime(990));
+        assert_eq!(w.max_event_time(), 2_000);
+        // Split 0 falls silent: once idle, it no longer holds the stream back.
+        assert_eq!(w.mark_silent_splits_idle(), 990);
+        w.observe(1, 2_005);
+        assert_eq!(w.mark_silent_splits_idle(), 1_995);
+        assert_eq!(w.observe(0, 1_500), Observed::Late { behind_ms: 495 }, "behind the stream after idling");
+    }
+
+    proptest! {
+        /// Which rows are accepted depends only on each split's own order, not on how the
+        /// reads of the splits interleave; the stream's watermark is monotone and never
+        /// ahead of any split's.
+        #[test]
+        fn lateness_is_independent_of_split_interleaving(
+            a in prop::collection::vec(0i64..5_000, 1..80),
+            b in prop::collection::vec(0i64..5_000, 1..80),
+            picks in prop::collection::vec(any::<bool>(), 160),
+            bound in 0i64..300,
+        ) {
+            let accepted = |order: &[(usize, i64)]| {
+                let mut w = SplitWatermarks::new(bound);
+                w.declare(2);
+                let mut prev = WATERMARK_START;
+                let mut out = [Vec::new(), Vec::new()];
+                for &(split, t) in order {
+                    if let Observed::OnTime(wm) = w.observe(split, t) {
+                        assert!(wm >= prev);
+                        prev = wm;
+                        out[split].push(t);
+                    }
+                }
+                out
+            };
+            let sequential: Vec<(usize, i64)> =
+                a.iter().map(|&t| (0, t)).chain(b.iter().map(|&t| (1, t))).collect();
+            let (mut i, mut j) = (0, 0);
+            let mut interleaved = Vec::new();
+            for &p in &picks {
+                if (p && i < a.len()) || j >= b.len() {
+                    if i < a.len() { interleaved.push((0, a[i])); i += 1; }
+                } else {
+                    interleaved.push((1, b[j])); j += 1;
+                }
+            }
+            interleaved.extend(a[i..].iter().map(|&t| (0, t)));
+            interleaved.extend(b[j..].iter().map(|&t| (1, t)));
+            prop_assert_eq!(accepted(&sequential), accepted(&interleaved));
+        }
     }
 
     proptest! {

@@ -176,7 +176,7 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
         }
     }
     let top_kafka = top.get("kafka").map(|n| kafka::parse_block(n, true, r, diags));
-    cfg.kafka = kafka::resolve(top_kafka, stream_kafka, r, diags);
+    cfg.kafka = kafka::resolve(&base, top_kafka, stream_kafka, r, diags);
     if let Some(rules) = top.get("rules")
         && let Some(list) = r.string_list(rules, "rules", diags)
     {

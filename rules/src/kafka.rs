@@ -7,6 +7,7 @@
 //!   alerts_topic: city.alerts             # alerts out, keyed by alert id
 //!   dead_letter_topic: city.dead_letter   # undecodable input, reason in headers
 //!   commit_interval: 1s
+//!   state_dir: state/                   # offsets + watermarks, if the broker drops commit metadata
 //!   properties:                           # any librdkafka setting, passed through
 //!     security.protocol: SASL_SSL
 //!     sasl.password: ${KAFKA_PASSWORD}    # from the environment; never logged
@@ -44,6 +45,8 @@ pub struct KafkaConfig {
     pub dead_letter_topic: Option<String>,
     /// How often acknowledged offsets are committed.
     pub commit_interval_ms: Millis,
+    /// Local directory recording committed offsets with their watermarks.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl KafkaConfig {
@@ -75,10 +78,12 @@ pub(crate) struct KafkaBlock {
     pub alerts_topic: Option<String>,
     pub dead_letter_topic: Option<String>,
     pub commit_interval_ms: Option<Millis>,
+    pub state_dir: Option<String>,
     pub node: Option<Node>,
 }
 
-const TOP_KEYS: [&str; 6] = ["brokers", "group_id", "properties", "alerts_topic", "dead_letter_topic", "commit_interval"];
+const TOP_KEYS: [&str; 7] =
+    ["brokers", "group_id", "properties", "alerts_topic", "dead_letter_topic", "commit_interval", "state_dir"];
 const STREAM_KEYS: [&str; 5] = ["topic", "topics", "brokers", "group_id", "properties"];
 
 /// Reads a `kafka:` block; `top` selects the top-level keys, else the per-stream ones.
@@ -95,6 +100,7 @@ pub(crate) fn parse_block(node: &Node, top: bool, r: &Reader, diags: &mut Diagno
     b.group_id = string("group_id", diags);
     b.alerts_topic = string("alerts_topic", diags).map(|(s, _)| s);
     b.dead_letter_topic = string("dead_letter_topic", diags).map(|(s, _)| s);
+    b.state_dir = string("state_dir", diags).map(|(s, _)| s);
     if let Some(n) = m.get("commit_interval") {
         b.commit_interval_ms = r.duration(n, "commit_interval", diags);
     }
@@ -117,8 +123,12 @@ pub(crate) fn parse_block(node: &Node, top: bool, r: &Reader, diags: &mut Diagno
                 Kind::Bool(v) => Some(v.to_string()),
                 _ => {
                     diags.push(
-                        r.error(Code::WrongType, vnode, format!("property `{key}` must be a string, number or boolean"))
-                            .with_hint("librdkafka properties are strings, e.g. `linger.ms: 5`"),
+                        r.error(
+                            Code::WrongType,
+                            vnode,
+                            format!("property `{key}` must be a string, number or boolean"),
+                        )
+                        .with_hint("librdkafka properties are strings, e.g. `linger.ms: 5`"),
                     );
                     None
                 }
@@ -133,6 +143,7 @@ pub(crate) fn parse_block(node: &Node, top: bool, r: &Reader, diags: &mut Diagno
 
 /// Merges the top-level block with each stream's block into one consumer's settings.
 pub(crate) fn resolve(
+    base: &std::path::Path,
     top: Option<KafkaBlock>,
     streams: Vec<(String, KafkaBlock)>,
     r: &Reader,
@@ -150,13 +161,13 @@ pub(crate) fn resolve(
         alerts_topic: top.alerts_topic.clone(),
         dead_letter_topic: top.dead_letter_topic.clone(),
         commit_interval_ms: top.commit_interval_ms.unwrap_or(1_000).max(10),
+        state_dir: top.state_dir.as_ref().map(|d| base.join(d)),
     };
     let mut first: Option<String> = None;
     for (stream, block) in &streams {
-        for (key, value, base) in [
-            ("brokers", &block.brokers, &mut cfg.brokers),
-            ("group_id", &block.group_id, &mut cfg.group_id),
-        ] {
+        for (key, value, base) in
+            [("brokers", &block.brokers, &mut cfg.brokers), ("group_id", &block.group_id, &mut cfg.group_id)]
+        {
             let Some((v, node)) = value else { continue };
             if base.is_empty() || first.is_none() {
                 *base = v.clone();
@@ -219,7 +230,9 @@ fn expand_env(text: &str, node: &Node, r: &Reader, diags: &mut Diagnostics) -> O
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
-            diags.push(r.error(Code::BadValue, node, format!("unclosed `${{` in `{text}`")).with_hint("write `${NAME}`"));
+            diags.push(
+                r.error(Code::BadValue, node, format!("unclosed `${{` in `{text}`")).with_hint("write `${NAME}`"),
+            );
             return None;
         };
         let inner = &after[..end];

@@ -1,0 +1,245 @@
+//! End-to-end tests on a real Kafka-compatible broker (tansu): the example city through
+//! Kafka gives the embedded run's alerts; malformed messages reach the dead-letter topic;
+//! a broker outage and a SIGKILL lose no alert.
+
+mod broker;
+#[allow(dead_code)]
+mod util;
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use broker::Broker;
+use util::{bin, city_config, root, run_city};
+
+const TOPICS: [&str; 3] = ["city.sensor", "city.gps", "city.detection"];
+
+fn produce_city(broker: &Broker, duration: &str, extra: &[&str]) {
+    let config = city_config();
+    let mut args =
+        vec!["produce", "--config", config.to_str().unwrap(), "--brokers", &broker.brokers, "--duration", duration];
+    args.extend_from_slice(extra);
+    util::gridwatch(&args);
+}
+
+fn spawn_run(broker: &Broker, group: &str, state: &std::path::Path, extra: &[&str]) -> Child {
+    let config = city_config();
+    let mut args = vec![
+        "run",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--kafka",
+        "--brokers",
+        &broker.brokers,
+        "--group-id",
+        group,
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    Command::new(bin())
+        .args(&args)
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
+fn wait_success(child: Child, within: Duration) -> String {
+    let start = Instant::now();
+    let mut child = child;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let out = child.wait_with_output().expect("output");
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(status.success(), "gridwatch failed ({status}):\n{stderr}");
+            return stderr;
+        }
+        if start.elapsed() > within {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("gridwatch did not finish within {within:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Alerts of the alerts topic as JSON values, sorted by their text.
+fn alerts_in_topic(broker: &Broker) -> Vec<serde_json::Value> {
+    let mut v: Vec<serde_json::Value> = broker
+        .read_all("city.alerts")
+        .into_iter()
+        .map(|r| {
+            let a: serde_json::Value = serde_json::from_str(&r.value).expect("alert JSON");
+            assert_eq!(r.key.as_deref(), a["alert_id"].as_str(), "alerts are keyed by alert id");
+            a
+        })
+        .collect();
+    v.sort_by_key(|a| a.to_string());
+    v
+}
+
+fn embedded_alerts(duration: &str) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (lines, _) = run_city(dir.path(), "embedded", &["--duration", duration]);
+    let mut v: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).expect("json")).collect();
+    v.sort_by_key(|a| a.to_string());
+    v
+}
+
+fn ids(alerts: &[serde_json::Value]) -> BTreeSet<(String, String)> {
+    alerts
+        .iter()
+        .map(|a| (a["alert_id"].as_str().unwrap().to_string(), a["state"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[test]
+fn city_through_kafka_gives_the_embedded_alerts_and_dead_letters_bad_messages() {
+    let broker = Broker::start();
+    produce_city(&broker, "30m", &[]);
+    // Three messages the engine cannot use, after the city's events.
+    let bad_ts_payload =
+        br#"{"ts":"yesterday","device_id":"gas-1","kind":"gas","metric":"ch4_lel","value":1}"#.as_slice();
+    broker.produce(
+        "city.sensor",
+        &[(Some("bad-1"), Some(b"{not json".as_slice())), (Some("bad-2"), Some(bad_ts_payload)), (Some("bad-3"), None)],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let summary = dir.path().join("summary.json");
+    let run = spawn_run(
+        &broker,
+        "equality",
+        dir.path(),
+        &["--until-caught-up", "-v", "--summary-json", summary.to_str().unwrap()],
+    );
+    let log = wait_success(run, Duration::from_secs(240));
+
+    let expected = embedded_alerts("30m");
+    assert!(expected.len() > 100, "the city raises alerts");
+    let got = alerts_in_topic(&broker);
+    let (g, e) = (ids(&got), ids(&expected));
+    assert!(
+        got == expected,
+        "the alerts through Kafka differ from the embedded run's: missing {:?}, extra {:?}\n{log}",
+        e.difference(&g).collect::<Vec<_>>(),
+        g.difference(&e).collect::<Vec<_>>()
+    );
+
+    // Dead letters: the city's own bad events plus the three above, with reason and position.
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let dead = broker.read_all("city.dead_letter");
+    assert_eq!(dead.len() as u64, summary["dead_lettered"].as_u64().unwrap());
+    for d in &dead {
+        assert!(!d.header("gridwatch.reason").unwrap_or_default().is_empty(), "reason header on {d:?}");
+        assert!(d.header("gridwatch.source.topic").is_some_and(|t| TOPICS.contains(&t)), "source topic on {d:?}");
+        assert_eq!(d.header("gridwatch.source.partition"), Some("0"));
+    }
+    let find = |value: &str| -> &broker::Record {
+        let hits: Vec<&broker::Record> = dead.iter().filter(|d| d.value == value).collect();
+        assert_eq!(hits.len(), 1, "one dead letter with payload {value:?}: {hits:#?}");
+        hits[0]
+    };
+    let offset = |d: &broker::Record| d.header("gridwatch.source.offset").unwrap().parse::<i64>().unwrap();
+    let not_json = find("{not json");
+    assert!(not_json.header("gridwatch.reason").unwrap().starts_with("invalid JSON"), "{not_json:?}");
+    let bad_ts = find(std::str::from_utf8(bad_ts_payload).unwrap());
+    assert!(bad_ts.header("gridwatch.reason").unwrap().contains("ts"), "{bad_ts:?}");
+    let empty: Vec<&broker::Record> =
+        dead.iter().filter(|d| d.header("gridwatch.reason").is_some_and(|r| r.contains("empty"))).collect();
+    assert_eq!(empty.len(), 1, "the message without a value is dead-lettered: {empty:?}");
+    for d in [not_json, bad_ts, empty[0]] {
+        assert_eq!(d.header("gridwatch.source.topic"), Some("city.sensor"), "{d:?}");
+        assert_eq!(d.header("gridwatch.stream"), Some("sensor"), "{d:?}");
+    }
+    assert_eq!(offset(bad_ts), offset(not_json) + 1, "positions are the source offsets");
+    assert_eq!(offset(empty[0]), offset(not_json) + 2, "positions are the source offsets");
+}
+
+#[test]
+fn a_broker_outage_mid_run_loses_no_alert_and_shows_on_readiness() {
+    let broker = Broker::start_behind_proxy();
+    produce_city(&broker, "2h", &[]);
+    let admin_port = broker::free_port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let state = tempfile::tempdir().expect("tempdir");
+    let run = spawn_run(&broker, "outage", state.path(), &["--until-caught-up", "--admin", &admin]);
+    // Part-way through reading, the broker goes away for 10 s.
+
+    // Wait until it is ready and alerts flow, then cut the broker off.
+    let start = Instant::now();
+    while broker.count("city.alerts") < 10 {
+        assert!(start.elapsed() < Duration::from_secs(60), "no alerts before the outage");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_status(admin_port, "/readyz"), 200, "ready before the outage");
+    broker.cut(true);
+    let cut = Instant::now();
+    let mut saw_not_ready = false;
+    while cut.elapsed() < Duration::from_secs(10) {
+        if http_status(admin_port, "/readyz") == 503 {
+            saw_not_ready = true;
+        }
+        assert_eq!(http_status(admin_port, "/healthz"), 200, "the engine keeps running");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    broker.cut(false);
+    assert!(saw_not_ready, "/readyz reported not-ready during the outage");
+    let log = wait_success(run, Duration::from_secs(240));
+    assert!(log.contains("unreachable"), "the outage was noticed and logged:\n{log}");
+
+    let expected = ids(&embedded_alerts("2h"));
+    let got = ids(&alerts_in_topic(&broker));
+    let missing: Vec<_> = expected.difference(&got).collect();
+    assert!(missing.is_empty(), "{} expected alerts missing after the outage: {missing:?}", missing.len());
+}
+
+#[test]
+fn sigkill_and_restart_delivers_every_alert_at_least_once() {
+    let broker = Broker::start();
+    produce_city(&broker, "2h", &[]);
+    let expected = ids(&embedded_alerts("2h"));
+
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut first = spawn_run(&broker, "crash", state.path(), &[]);
+    // Kill it hard once it has committed offsets and sent part of the alerts.
+    let start = Instant::now();
+    loop {
+        let committed = broker.committed("crash", &TOPICS);
+        let done = committed.iter().any(|(_, o, _)| matches!(o, rdkafka::Offset::Offset(_)));
+        if done && broker.count("city.alerts") as usize > expected.len() / 4 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no commit before the kill");
+        assert!(first.try_wait().unwrap().is_none(), "gridwatch exited early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill().expect("SIGKILL");
+    let _ = first.wait();
+    let before_restart = broker.count("city.alerts") as usize;
+    assert!(before_restart < expected.len() * 2, "killed mid-run");
+
+    let second = spawn_run(&broker, "crash", state.path(), &["--until-caught-up", "-v"]);
+    let log = wait_success(second, Duration::from_secs(240));
+    assert!(log.contains("restoring state by replay"), "the restart resumed from committed offsets:\n{log}");
+
+    let got = ids(&alerts_in_topic(&broker));
+    let missing: Vec<_> = expected.difference(&got).collect();
+    assert!(missing.is_empty(), "{} alerts lost across the crash: {missing:?}", missing.len());
+}
+
+/// Status code of GET `path` on the admin port (0 if it does not answer).
+fn http_status(port: u16, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0 };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).is_err() {
+        return 0;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
