@@ -25,6 +25,42 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Load the example city's events (or an NDJSON file) into the config's Kafka topics.
     Produce(ProduceArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Through a real broker: a bare consumer's rate vs gridwatch's, and event → alert latency
+    /// at a steady input rate.
+    Kafka(BenchKafkaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchKafkaArgs {
+    /// Config naming streams, rules and the Kafka connection (topics get fresh names).
+    #[arg(short, long, default_value = "examples/city/gridwatch.yaml")]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub generator: GeneratorOverrides,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Partitions per topic.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: i32,
+    /// Partition workers (default: number of cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Input rate of the latency run, events/s.
+    #[arg(long, default_value_t = 100_000)]
+    pub rate: u64,
+    /// Length of the latency run, seconds.
+    #[arg(long, default_value_t = 20.0)]
+    pub latency_seconds: f64,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

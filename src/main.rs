@@ -1,6 +1,7 @@
 //! The `gridwatch` binary: glue between the config, the engine and the connectors.
 
 mod admin;
+mod bench;
 mod cli;
 mod generate;
 mod produce;
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
         cli::Command::Validate(args) => validate::validate(args),
         cli::Command::Generate(args) => generate::generate(args),
         cli::Command::Produce(args) => produce::produce(args),
+        cli::Command::Bench(cli::BenchCommand::Kafka(args)) => bench::kafka(args),
     };
     match result {
         Ok(code) => code,

@@ -21,22 +21,9 @@ use crate::run::{generator_settings, kafka_options};
 pub fn produce(args: ProduceArgs) -> Result<ExitCode> {
     let (config, plan) = gridwatch_rules::load_config(&args.config).into_result().map_err(|e| anyhow!("{e}"))?;
     let opts = kafka_options(&config, &plan, &args.kafka)?;
-    // stream index → (topic, key field name)
-    let mut target: BTreeMap<usize, (String, Option<String>)> = BTreeMap::new();
-    for (topic, &s) in &opts.topics {
-        let def = &plan.streams[s];
-        let key = def.key_fields.first().map(|&k| def.fields[k].name.clone());
-        target.entry(s).or_insert((topic.clone(), key));
-    }
+    let target = targets(&plan, &opts);
     create_topics(&opts, target.values().map(|(t, _)| t.as_str()), args.partitions)?;
-
-    let producer: BaseProducer = client_config(
-        &opts,
-        Role::Producer,
-        &[("enable.idempotence", "true"), ("linger.ms", "20"), ("batch.size", "1000000"), ("compression.type", "lz4")],
-    )
-    .create()
-    .context("creating the Kafka producer")?;
+    let producer = input_producer(&opts)?;
     let settings = generator_settings(&config, &args.generator)?;
     let mut generator = CityGenerator::new(settings);
     let mut file = args.events.as_deref().map(NdjsonSource::open).transpose()?;
@@ -93,15 +80,37 @@ pub fn produce(args: ProduceArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Topic and key field per stream index: where `produce` sends each stream's events.
+pub fn targets(plan: &gridwatch_engine::Plan, opts: &KafkaOptions) -> BTreeMap<usize, (String, Option<String>)> {
+    let mut target = BTreeMap::new();
+    for (topic, &s) in &opts.topics {
+        let def = &plan.streams[s];
+        let key = def.key_fields.first().map(|&k| def.fields[k].name.clone());
+        target.entry(s).or_insert((topic.clone(), key));
+    }
+    target
+}
+
+/// A producer tuned for loading input: large batches, idempotent.
+pub fn input_producer(opts: &KafkaOptions) -> Result<BaseProducer> {
+    client_config(
+        opts,
+        Role::Producer,
+        &[("enable.idempotence", "true"), ("linger.ms", "20"), ("batch.size", "1000000"), ("compression.type", "lz4")],
+    )
+    .create()
+    .context("creating the Kafka producer")
+}
+
 /// The entity id (`key_field`'s string value) of a JSON event, used as the Kafka key so a
 /// device's events stay in one partition, in order.
-fn entity_key(payload: &[u8], key_field: &str) -> Option<Vec<u8>> {
+pub fn entity_key(payload: &[u8], key_field: &str) -> Option<Vec<u8>> {
     let v = sonic_rs::get(payload, [key_field]).ok()?;
     let raw = v.as_raw_str();
     Some(raw.trim_matches('"').as_bytes().to_vec())
 }
 
-fn send(producer: &BaseProducer, topic: &str, key: Option<&[u8]>, payload: &[u8]) -> Result<()> {
+pub fn send(producer: &BaseProducer, topic: &str, key: Option<&[u8]>, payload: &[u8]) -> Result<()> {
     let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
     if let Some(k) = key {
         record = record.key(k);

@@ -559,6 +559,19 @@ pub struct SourceReport {
     pub pipelines: Vec<PipelineReport>,
     /// Messages consumed.
     pub messages: u64,
+    /// When the first and the last message were received: the consumption span, without
+    /// the group join before it.
+    pub first_last: Option<(Instant, Instant)>,
+}
+
+impl SourceReport {
+    /// Messages per second between the first and the last message (engine included: a
+    /// slower engine pauses the consumer).
+    pub fn rate(&self) -> Option<f64> {
+        let (first, last) = self.first_last?;
+        let secs = last.duration_since(first).as_secs_f64();
+        (secs > 0.0).then(|| self.messages.saturating_sub(1) as f64 / secs)
+    }
 }
 
 /// Consumes the configured topics into successive pipelines until `stop` is set (or, with
@@ -628,6 +641,7 @@ pub fn run_source(
     tracing::info!(brokers = %kafka.brokers, group = %kafka.group_id, topics = ?topics, "Kafka source started");
 
     let mut messages = 0u64;
+    let mut first_last: Option<(Instant, Instant)> = None;
     let mut since_mark = 0u64;
     let mut last_mark = Instant::now();
     let mut last_commit = Instant::now();
@@ -674,6 +688,8 @@ pub fn run_source(
             Some(Ok(msg)) => {
                 status.broker_up.store(true, Ordering::Relaxed);
                 messages += 1;
+                let now = Instant::now();
+                first_last = Some(first_last.map_or((now, now), |(f, _)| (f, now)));
                 since_mark += 1;
                 if *last_topic.0 != *msg.topic() {
                     let t: Arc<str> = Arc::from(msg.topic());
@@ -741,7 +757,7 @@ pub fn run_source(
                 let pipeline = c.pipeline.take();
                 finish_bounded(&mut c, pipeline, &consumer)?;
                 drop(c);
-                return Ok(SourceReport { pipelines: std::mem::take(&mut lock(&core).reports), messages });
+                return Ok(SourceReport { pipelines: std::mem::take(&mut lock(&core).reports), messages, first_last });
             }
             let ups = caught_up.clone();
             if let Some(p) = c.pipeline.as_mut() {
@@ -755,7 +771,7 @@ pub fn run_source(
     lock(&core).drain(&consumer)?;
     consumer.unsubscribe();
     let reports = std::mem::take(&mut lock(&core).reports);
-    Ok(SourceReport { pipelines: reports, messages })
+    Ok(SourceReport { pipelines: reports, messages, first_last })
 }
 
 /// End of a bounded run: like the end of a file, windows close at the last event time.
