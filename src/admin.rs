@@ -77,6 +77,9 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
         if !k.broker_up.load(Ordering::Relaxed) {
             return (StatusCode::SERVICE_UNAVAILABLE, "not ready: Kafka broker unreachable\n".into());
         }
+        if k.sink_failing.load(Ordering::Relaxed) {
+            return (StatusCode::SERVICE_UNAVAILABLE, "not ready: Kafka sink deliveries failing (retrying)\n".into());
+        }
         if !k.ready.load(Ordering::Relaxed) {
             return (StatusCode::SERVICE_UNAVAILABLE, "not ready: no partitions assigned yet\n".into());
         }
@@ -142,6 +145,11 @@ async fn metrics(State(s): State<AdminState>) -> String {
             "gridwatch_kafka_paused",
             "1 while consumption is paused for backpressure.",
             i64::from(k.paused.load(Ordering::Relaxed)),
+        );
+        gauge(
+            "gridwatch_kafka_sink_failing",
+            "1 while sink deliveries fail and are retried.",
+            i64::from(k.sink_failing.load(Ordering::Relaxed)),
         );
         gauge(
             "gridwatch_kafka_assigned_partitions",

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow};
 use gridwatch_connectors::generator::{self, CityGenerator};
-use gridwatch_connectors::kafka::{self, KafkaOptions, KafkaSink, KafkaStatus};
+use gridwatch_connectors::kafka::{self, BarrierCounter, KafkaOptions, KafkaSink, KafkaStatus};
 use gridwatch_engine::{Output, Pipeline, PipelineOptions};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -110,7 +110,10 @@ pub fn kafka(args: BenchKafkaArgs) -> Result<ExitCode> {
     let report = kafka::run_source(plan.clone(), options.clone(), &opts, tx, status, &stop)?;
     let alerts = sink.join().map_err(|_| anyhow!("sink thread panicked"))??;
     let rate = report.rate().ok_or_else(|| anyhow!("gridwatch consumed no messages"))?;
-    eprintln!("gridwatch: {rate:.0} events/s through the broker ({:.0} % of the baseline), {alerts} alerts", 100.0 * rate / baseline);
+    eprintln!(
+        "gridwatch: {rate:.0} events/s through the broker ({:.0} % of the baseline), {alerts} alerts",
+        100.0 * rate / baseline
+    );
 
     // 4. Latency at a steady input rate.
     let lat = fresh("latency");
@@ -128,7 +131,8 @@ pub fn kafka(args: BenchKafkaArgs) -> Result<ExitCode> {
     });
     let stop = Arc::new(AtomicBool::new(false));
     let service = std::thread::spawn({
-        let (plan, lat, status, stop, options) = (plan.clone(), lat.clone(), status.clone(), stop.clone(), options.clone());
+        let (plan, lat, status, stop, options) =
+            (plan.clone(), lat.clone(), status.clone(), stop.clone(), options.clone());
         move || kafka::run_source(plan, options, &lat, tx, status, &stop)
     });
     // Wait for the group join before sending, so the join is not counted as latency.
@@ -174,14 +178,17 @@ pub fn kafka(args: BenchKafkaArgs) -> Result<ExitCode> {
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&out)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_vec_pretty(&out)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn progress(len: u64, what: &str) -> Result<ProgressBar> {
     let bar = ProgressBar::new(len);
-    bar.set_style(ProgressStyle::with_template(&format!("{{spinner}} {what} {{wide_bar}} {{human_pos}}/{{human_len}} ({{per_sec}})"))?);
+    bar.set_style(ProgressStyle::with_template(&format!(
+        "{{spinner}} {what} {{wide_bar}} {{human_pos}}/{{human_len}} ({{per_sec}})"
+    ))?);
     Ok(bar)
 }
 
@@ -223,12 +230,17 @@ fn raw_consume(opts: &KafkaOptions, expected: u64) -> Result<f64> {
 }
 
 /// A sink thread: counts alerts, writes them to Kafka if given, acknowledges barriers.
-fn count_and_ack(rx: &crossbeam_channel::Receiver<Output>, mut sink: Option<KafkaSink>, status: &KafkaStatus) -> Result<u64> {
+fn count_and_ack(
+    rx: &crossbeam_channel::Receiver<Output>,
+    mut sink: Option<KafkaSink>,
+    status: &KafkaStatus,
+) -> Result<u64> {
     let mut alerts = 0u64;
-    let mut seen: HashMap<u64, usize> = HashMap::new();
-    for o in rx {
-        match o {
-            Output::Alerts(a) => {
+    let mut barriers = BarrierCounter::default();
+    let mut completed = 0;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(10)) {
+            Ok(Output::Alerts(a)) => {
                 alerts += a.len() as u64;
                 if let Some(k) = sink.as_mut() {
                     for alert in &a {
@@ -236,19 +248,23 @@ fn count_and_ack(rx: &crossbeam_channel::Receiver<Output>, mut sink: Option<Kafk
                     }
                 }
             }
-            Output::Barrier { seq, workers, .. } => {
-                let c = seen.entry(seq).or_default();
-                *c += 1;
-                if *c == workers {
-                    seen.remove(&seq);
+            Ok(Output::Barrier { seq, workers, .. }) => {
+                if barriers.arrived(seq, workers) {
+                    completed = seq;
                     if let Some(k) = sink.as_mut() {
-                        k.flush()?;
+                        k.barrier_passed(seq);
                     }
-                    status.acked_seq.fetch_max(seq, Ordering::AcqRel);
                 }
             }
-            Output::DeadLetter(_) | Output::RuleError { .. } => {}
+            Ok(Output::DeadLetter(_) | Output::RuleError { .. }) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
+        let acked = match sink.as_mut() {
+            Some(k) => k.delivered_through()?.min(completed),
+            None => completed,
+        };
+        status.acked_seq.fetch_max(acked, Ordering::AcqRel);
     }
     if let Some(k) = sink.as_mut() {
         k.flush()?;
@@ -280,9 +296,10 @@ fn produce_paced(
         let k = key.as_deref().and_then(|k| entity_key(payload, k));
         let def = &plan.streams[i];
         let ts_field = &def.fields[def.time_field].name;
-        let ts = sonic_rs::get(payload, [ts_field.as_str()])
-            .ok()
-            .and_then(|v| gridwatch_engine::time::parse_timestamp(v.as_raw_str().trim_matches('"')));
+        let ts = sonic_rs::get(payload, [ts_field.as_str()]).ok().and_then(|v| {
+            let raw = v.as_raw_str();
+            raw.parse::<i64>().ok().or_else(|| gridwatch_engine::time::parse_timestamp(raw.trim_matches('"')))
+        });
         let due = Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
         let elapsed = start.elapsed();
         if due > elapsed {
@@ -306,10 +323,15 @@ fn produce_paced(
 
 /// Latency of each alert raised by an event sent in `sent_at`: the alert record's
 /// timestamp (when the sink produced it) minus the event's send time.
-fn alert_latencies(opts: &KafkaOptions, topic: &str, sent_at: &HashMap<(String, i64), i64>) -> Result<(Histogram<u64>, u64)> {
-    let consumer: BaseConsumer = kafka::client_config(opts, kafka::Role::Consumer, &[("group.id", "bench-latency-reader")])
-        .create()
-        .context("creating the alerts reader")?;
+fn alert_latencies(
+    opts: &KafkaOptions,
+    topic: &str,
+    sent_at: &HashMap<(String, i64), i64>,
+) -> Result<(Histogram<u64>, u64)> {
+    let consumer: BaseConsumer =
+        kafka::client_config(opts, kafka::Role::Consumer, &[("group.id", "bench-latency-reader")])
+            .create()
+            .context("creating the alerts reader")?;
     let mut tpl = TopicPartitionList::new();
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     for t in md.topics() {

@@ -1,6 +1,6 @@
 //! `gridwatch run`: source → engine → sinks, with a summary at the end.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow};
 use crossbeam_channel::Receiver;
 use gridwatch_connectors::file::{NdjsonSource, NdjsonWriter};
 use gridwatch_connectors::generator::{self, CityGenerator, GeneratorSettings};
-use gridwatch_connectors::kafka::{self, KafkaOptions, KafkaSink, KafkaStatus};
+use gridwatch_connectors::kafka::{self, BarrierCounter, KafkaOptions, KafkaSink, KafkaStatus};
 use gridwatch_engine::pipeline::PipelineReport;
 use gridwatch_engine::{Alert, AlertState, Output, Pipeline, PipelineOptions};
 use gridwatch_rules::config::{Config, SourceConfig};
@@ -319,14 +319,19 @@ struct Sinks {
 }
 
 impl Sinks {
-    /// Makes everything written so far durable (files flushed, Kafka acknowledged).
-    fn flush(&mut self) -> Result<()> {
+    fn flush_files(&mut self) -> Result<()> {
         if let Some(w) = self.alerts_out.as_mut() {
             w.flush()?;
         }
         if let Some(w) = self.dead_out.as_mut() {
             w.flush()?;
         }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable (files flushed, Kafka acknowledged).
+    fn flush(&mut self) -> Result<()> {
+        self.flush_files()?;
         if let Some(k) = self.kafka.as_mut() {
             k.flush()?;
         }
@@ -339,64 +344,80 @@ fn drain(outputs: &Receiver<Output>, sinks: &mut Sinks) -> Result<SinkReport> {
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     let mut last_flush = Instant::now();
-    let mut barriers: HashMap<u64, usize> = HashMap::new();
+    let mut barriers = BarrierCounter::default();
     let (stdout, format) = (sinks.stdout, sinks.format);
-    for o in outputs {
+    let mut completed = 0u64;
+    loop {
+        let o = match outputs.recv_timeout(Duration::from_millis(10)) {
+            Ok(o) => Some(o),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
         match o {
-            Output::Alerts(alerts) => {
-                sinks.metrics.alerts.fetch_add(alerts.len() as u64, Ordering::Relaxed);
-                for a in &alerts {
-                    let c = report.alerts.entry(a.rule_id.to_string()).or_default();
-                    match a.state {
-                        AlertState::Firing => c.firing += 1,
-                        AlertState::Resolved => c.resolved += 1,
-                    }
-                    if let Some(w) = sinks.alerts_out.as_mut() {
-                        w.write(a)?;
-                    }
-                    if let Some(k) = sinks.kafka.as_mut() {
-                        k.send_alert(a)?;
-                    }
-                    if stdout {
-                        match format {
-                            Format::Json => {
-                                serde_json::to_writer(&mut out, a)?;
-                                out.write_all(b"\n")?;
+            None => {}
+            Some(o) => match o {
+                Output::Alerts(alerts) => {
+                    sinks.metrics.alerts.fetch_add(alerts.len() as u64, Ordering::Relaxed);
+                    for a in &alerts {
+                        let c = report.alerts.entry(a.rule_id.to_string()).or_default();
+                        match a.state {
+                            AlertState::Firing => c.firing += 1,
+                            AlertState::Resolved => c.resolved += 1,
+                        }
+                        if let Some(w) = sinks.alerts_out.as_mut() {
+                            w.write(a)?;
+                        }
+                        if let Some(k) = sinks.kafka.as_mut() {
+                            k.send_alert(a)?;
+                        }
+                        if stdout {
+                            match format {
+                                Format::Json => {
+                                    serde_json::to_writer(&mut out, a)?;
+                                    out.write_all(b"\n")?;
+                                }
+                                Format::Text => writeln!(out, "{}", render_alert(a))?,
                             }
-                            Format::Text => writeln!(out, "{}", render_alert(a))?,
                         }
                     }
                 }
-            }
-            Output::DeadLetter(d) => {
-                report.dead_letters += 1;
-                sinks.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
-                *report.dead_letter_reasons.entry(reason_class(&d.reason)).or_default() += 1;
-                if let Some(w) = sinks.dead_out.as_mut() {
-                    w.write(&d)?;
-                }
-                if let Some(k) = sinks.kafka.as_mut() {
-                    k.send_dead_letter(&d)?;
-                }
-            }
-            Output::Barrier { seq, workers, .. } => {
-                let seen = barriers.entry(seq).or_default();
-                *seen += 1;
-                if *seen == workers {
-                    barriers.remove(&seq);
-                    out.flush()?;
-                    sinks.flush()?;
-                    sinks.metrics.barriers_acked.fetch_add(1, Ordering::Relaxed);
-                    if let Some(status) = &sinks.acked {
-                        status.acked_seq.fetch_max(seq, Ordering::AcqRel);
+                Output::DeadLetter(d) => {
+                    report.dead_letters += 1;
+                    sinks.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    *report.dead_letter_reasons.entry(reason_class(&d.reason)).or_default() += 1;
+                    if let Some(w) = sinks.dead_out.as_mut() {
+                        w.write(&d)?;
+                    }
+                    if let Some(k) = sinks.kafka.as_mut() {
+                        k.send_dead_letter(&d)?;
                     }
                 }
-            }
-            Output::RuleError { rule, message } => {
-                report.rule_errors += 1;
-                sinks.metrics.rule_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(rule = %rule, error = %message, "rule evaluation failed");
-            }
+                Output::Barrier { seq, workers, .. } => {
+                    if barriers.arrived(seq, workers) {
+                        // Files are durable now; Kafka records of this barrier are counted
+                        // as delivered by the producer's callbacks, without waiting here.
+                        out.flush()?;
+                        sinks.flush_files()?;
+                        if let Some(k) = sinks.kafka.as_mut() {
+                            k.barrier_passed(seq);
+                        }
+                        completed = seq;
+                        sinks.metrics.barriers_acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Output::RuleError { rule, message } => {
+                    report.rule_errors += 1;
+                    sinks.metrics.rule_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(rule = %rule, error = %message, "rule evaluation failed");
+                }
+            },
+        }
+        if let Some(status) = &sinks.acked {
+            let acked = match sinks.kafka.as_mut() {
+                Some(k) => k.delivered_through()?.min(completed),
+                None => completed,
+            };
+            status.acked_seq.fetch_max(acked, Ordering::AcqRel);
         }
         // Alerts are interactive output: do not sit on them for long.
         if stdout && last_flush.elapsed() > Duration::from_millis(200) {

@@ -28,9 +28,11 @@
 //!
 //! ## Backpressure and broker outages
 //!
-//! The consumer must keep polling (or the group evicts it), so it never blocks on a full
-//! engine: when a worker queue is half full or too many marks wait for acknowledgement it
-//! pauses its partitions and resumes when the engine has caught up. A broker outage shows
+//! The consumer must keep polling (or the group evicts it), so it never waits long: a busy
+//! engine makes a push wait only until a worker takes the next batch (milliseconds), while
+//! sinks that stop acknowledging (more than 32 marks, ~3 s, outstanding) make it pause its
+//! partitions and keep polling until they catch up. (Pausing is not used for a merely busy
+//! engine: librdkafka drops its prefetched messages on pause.) A broker outage shows
 //! as transport errors: the source reports not-ready, holds idle-stream watermarks (silence
 //! during an outage is not evidence of absence), and librdkafka reconnects with backoff.
 
@@ -88,6 +90,8 @@ pub struct KafkaStatus {
     pub broker_up: AtomicBool,
     /// Consumption is paused for backpressure.
     pub paused: AtomicBool,
+    /// The sink's last deliveries failed and are being retried.
+    pub sink_failing: AtomicBool,
     /// Highest barrier acknowledged by the sinks.
     pub acked_seq: AtomicU64,
     /// Messages consumed.
@@ -154,12 +158,21 @@ struct Failed {
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
     headers: Option<OwnedHeaders>,
+    epoch: u64,
     error: String,
+}
+
+/// Deliveries in flight per epoch (the barrier a record was produced after) and failures
+/// waiting to be sent again; shared with librdkafka's delivery callback.
+#[derive(Default)]
+struct Deliveries {
+    pending: BTreeMap<u64, u64>,
+    failed: Vec<Failed>,
 }
 
 struct ProducerCtx {
     status: Arc<KafkaStatus>,
-    failed: Mutex<Vec<Failed>>,
+    deliveries: Mutex<Deliveries>,
 }
 
 impl ClientContext for ProducerCtx {
@@ -169,23 +182,32 @@ impl ClientContext for ProducerCtx {
 }
 
 impl ProducerContext for ProducerCtx {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, epoch: usize) {
+        let epoch = epoch as u64;
+        let mut d = lock(&self.deliveries);
         match result {
             Ok(_) => {
                 self.status.broker_up.store(true, Ordering::Relaxed);
+                if let Some(n) = d.pending.get_mut(&epoch) {
+                    *n -= 1;
+                    if *n == 0 {
+                        d.pending.remove(&epoch);
+                    }
+                }
             }
+            // Still pending: it is sent again, under the same epoch.
             Err((e, msg)) => {
                 self.status.delivery_retries.fetch_add(1, Ordering::Relaxed);
-                let failed = Failed {
+                d.failed.push(Failed {
                     topic: msg.topic().to_string(),
                     key: msg.key().map(<[u8]>::to_vec),
                     payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                     headers: msg.headers().map(rdkafka::message::BorrowedHeaders::detach),
+                    epoch,
                     error: e.to_string(),
-                };
-                lock(&self.failed).push(failed);
+                });
             }
         }
     }
@@ -210,18 +232,23 @@ fn note_client_error(status: &KafkaStatus, who: &str, error: &KafkaError, reason
 }
 
 /// Sends alerts and dead letters to Kafka; nothing is acknowledged before Kafka has it.
+///
+/// Acknowledgement is asynchronous: every record is tagged with the last barrier passed
+/// before it was produced (its *epoch*); barrier `s` is delivered once no record of an
+/// epoch before `s` is still in flight. The sink thread never waits on the broker, so
+/// alerts keep flowing while earlier ones are being acknowledged.
 pub struct KafkaSink {
     producer: ThreadedProducer<ProducerCtx>,
     alerts_topic: Option<String>,
     dead_letter_topic: Option<String>,
     status: Arc<KafkaStatus>,
-    pending_alerts: u64,
-    pending_dead: u64,
+    epoch: u64,
+    retry_at: Option<(Instant, Duration)>,
 }
 
 impl std::fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSink").field("alerts_topic", &self.alerts_topic).finish()
+        f.debug_struct("KafkaSink").field("alerts_topic", &self.alerts_topic).field("epoch", &self.epoch).finish()
     }
 }
 
@@ -229,7 +256,7 @@ impl KafkaSink {
     /// An idempotent producer (`enable.idempotence`, no delivery timeout: a message waits
     /// out a broker outage instead of failing).
     pub fn new(opts: &KafkaOptions, status: Arc<KafkaStatus>) -> Result<KafkaSink> {
-        let ctx = ProducerCtx { status: status.clone(), failed: Mutex::new(Vec::new()) };
+        let ctx = ProducerCtx { status: status.clone(), deliveries: Mutex::new(Deliveries::default()) };
         let producer = client_config(
             opts,
             Role::Producer,
@@ -248,8 +275,8 @@ impl KafkaSink {
             alerts_topic: opts.alerts_topic.clone(),
             dead_letter_topic: opts.dead_letter_topic.clone(),
             status,
-            pending_alerts: 0,
-            pending_dead: 0,
+            epoch: 0,
+            retry_at: None,
         })
     }
 
@@ -257,8 +284,8 @@ impl KafkaSink {
     pub fn send_alert(&mut self, alert: &Alert) -> Result<()> {
         let Some(topic) = self.alerts_topic.clone() else { return Ok(()) };
         let payload = serde_json::to_vec(alert).map_err(|e| ConnectorError::Kafka(e.to_string()))?;
-        self.enqueue(&topic, Some(alert.alert_id.as_bytes()), &payload, None)?;
-        self.pending_alerts += 1;
+        self.enqueue(&topic, Some(alert.alert_id.as_bytes()), &payload, None, self.epoch, true)?;
+        self.status.alerts_out.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -275,60 +302,117 @@ impl KafkaSink {
                 .insert(Header { key: "gridwatch.source.partition", value: Some(&o.partition.to_string()) })
                 .insert(Header { key: "gridwatch.source.offset", value: Some(&o.offset.to_string()) });
         }
-        self.enqueue(&topic, None, dl.payload.as_bytes(), Some(headers))?;
-        self.pending_dead += 1;
+        self.enqueue(&topic, None, dl.payload.as_bytes(), Some(headers), self.epoch, true)?;
+        self.status.dead_letters_out.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    fn enqueue(&self, topic: &str, key: Option<&[u8]>, payload: &[u8], headers: Option<OwnedHeaders>) -> Result<()> {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
+    fn enqueue(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+        epoch: u64,
+        count: bool,
+    ) -> Result<()> {
+        if count {
+            *lock(&self.producer.context().deliveries).pending.entry(epoch).or_default() += 1;
+        }
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(topic, epoch as usize).payload(payload);
         if let Some(k) = key {
             record = record.key(k);
         }
         if let Some(h) = headers {
             record = record.headers(h);
         }
-        let mut record = record;
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 // The local queue is full: wait for deliveries to make room.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
-                    self.producer.poll(Duration::from_millis(10));
+                    std::thread::sleep(Duration::from_millis(1));
                 }
                 Err((e, _)) => return Err(ConnectorError::Kafka(format!("producing to `{topic}`: {e}"))),
             }
         }
     }
 
-    /// Blocks until everything queued so far is acknowledged by Kafka, sending failed
-    /// records again (with backoff) until they are.
-    pub fn flush(&mut self) -> Result<()> {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            while self.producer.flush(Duration::from_secs(5)).is_err() {
-                tracing::warn!(in_flight = self.producer.in_flight_count(), "Kafka sink: waiting for the broker");
+    /// Everything sent from now on belongs after barrier `seq`.
+    pub fn barrier_passed(&mut self, seq: u64) {
+        self.epoch = self.epoch.max(seq);
+    }
+
+    /// The highest barrier whose records are all delivered. Also sends failed records
+    /// again, with exponential backoff (100 ms to 10 s).
+    pub fn delivered_through(&mut self) -> Result<u64> {
+        let (oldest_pending, failed) = {
+            let mut d = lock(&self.producer.context().deliveries);
+            let failed = match self.retry_at {
+                Some((at, _)) if Instant::now() < at => Vec::new(),
+                _ => std::mem::take(&mut d.failed),
+            };
+            (d.pending.keys().next().copied(), failed)
+        };
+        if failed.is_empty() {
+            if self.retry_at.is_some() && lock(&self.producer.context().deliveries).failed.is_empty() {
+                self.retry_at = None;
+                self.status.sink_failing.store(false, Ordering::Relaxed);
             }
-            let failed = std::mem::take(&mut *lock(&self.producer.context().failed));
-            if failed.is_empty() {
-                break;
-            }
+        } else {
+            let backoff =
+                self.retry_at.map_or(Duration::from_millis(100), |(_, b)| (b * 2).min(Duration::from_secs(10)));
             tracing::warn!(
                 records = failed.len(),
                 error = %failed[0].error,
                 retry_in_ms = backoff.as_millis() as u64,
                 "Kafka sink: delivery failed; sending again"
             );
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(10));
+            self.status.sink_failing.store(true, Ordering::Relaxed);
+            self.retry_at = Some((Instant::now() + backoff, backoff));
             for f in failed {
-                self.enqueue(&f.topic, f.key.as_deref(), &f.payload, f.headers)?;
+                self.enqueue(&f.topic, f.key.as_deref(), &f.payload, f.headers, f.epoch, false)?;
             }
         }
-        self.status.alerts_out.fetch_add(std::mem::take(&mut self.pending_alerts), Ordering::Relaxed);
-        self.status.dead_letters_out.fetch_add(std::mem::take(&mut self.pending_dead), Ordering::Relaxed);
-        Ok(())
+        Ok(oldest_pending.map_or(self.epoch, |p| p.min(self.epoch)))
+    }
+
+    /// Blocks until everything queued so far is delivered (sending failures again).
+    pub fn flush(&mut self) -> Result<()> {
+        loop {
+            while self.producer.flush(Duration::from_secs(5)).is_err() {
+                tracing::warn!(in_flight = self.producer.in_flight_count(), "Kafka sink: waiting for the broker");
+            }
+            self.retry_at = None;
+            self.delivered_through()?;
+            let d = lock(&self.producer.context().deliveries);
+            if d.pending.is_empty() && d.failed.is_empty() {
+                return Ok(());
+            }
+            drop(d);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Counts [`Output::Barrier`]s: a barrier is complete once every worker passed it.
+#[derive(Debug, Default)]
+pub struct BarrierCounter {
+    seen: HashMap<u64, usize>,
+}
+
+impl BarrierCounter {
+    /// Records one worker's barrier; true when it was the last one of `seq`.
+    pub fn arrived(&mut self, seq: u64, workers: usize) -> bool {
+        let n = self.seen.entry(seq).or_default();
+        *n += 1;
+        if *n >= workers {
+            self.seen.remove(&seq);
+            return true;
+        }
+        false
     }
 }
 
@@ -646,104 +730,161 @@ pub fn run_source(
     let mut last_mark = Instant::now();
     let mut last_commit = Instant::now();
     let mut last_idle_check = Instant::now();
-    let mut last_message = vec![Instant::now(); plan.streams.len()];
     let mut caught_up = vec![false; plan.streams.len()];
-    let mut last_topic: (Arc<str>, usize) = (Arc::from(""), usize::MAX);
     let mut paused = false;
     const MARK_EVERY: Duration = Duration::from_millis(100);
     const MARK_MESSAGES: u64 = 100_000;
     const MAX_UNACKED_MARKS: u64 = 32;
 
+    // The per-message path is kept short: one lock, one push; everything periodic (marks,
+    // commits, linger, backpressure, idleness) runs every HOUSEKEEPING messages or when a
+    // poll comes back empty, from one clock reading.
+    const HOUSEKEEPING: u64 = 64;
+    let mut stream_messages = vec![0u64; plan.streams.len()];
+    let mut seen_at_check = stream_messages.clone();
+    let mut silent_since: Vec<Option<Instant>> = vec![None; plan.streams.len()];
+    // (topic, partition) of the previous message and where it goes: stream, split, position slot.
+    let mut route: Option<(Arc<str>, i32, usize, usize, usize, u64)> = None;
+    let mut generation = 0u64;
+    let mut empty_poll = true;
     loop {
+        let polled = consumer.poll(Duration::from_millis(if paused {
+            5
+        } else if empty_poll {
+            20
+        } else {
+            0
+        }));
+        let mut c = lock(&core);
+        empty_poll = !matches!(polled, Some(Ok(_)));
+        if matches!(polled, Some(Ok(_))) && (c.assigned || c.pipeline.is_none()) {
+            // The assignment callback ran inside this poll: start the pipeline before the
+            // first message of the new assignment.
+            c.assigned = false;
+            start_pipeline(&mut c, &consumer, &stream_of_topic);
+            generation += 1;
+            caught_up.iter_mut().for_each(|x| *x = false);
+        }
+        match polled {
+            Some(Ok(msg)) if c.pipeline.is_some() => {
+                messages += 1;
+                since_mark += 1;
+                let (partition, offset) = (msg.partition(), msg.offset());
+                let topic_name = msg.topic();
+                let hit = route.as_ref().is_some_and(|r| r.1 == partition && r.5 == generation && *r.0 == *topic_name);
+                if !hit {
+                    let t: Arc<str> = Arc::from(topic_name);
+                    let stream = stream_of_topic.get(&t).copied().unwrap_or(usize::MAX);
+                    let split =
+                        c.splits.iter().find(|(p, _)| p.partition == partition && p.topic == t).map_or(0, |x| x.1);
+                    let slot = match c.positions.iter().position(|(p, _)| p.partition == partition && p.topic == t) {
+                        Some(i) => i,
+                        None => {
+                            c.positions.push((PartitionId { topic: t.clone(), partition }, offset));
+                            c.positions.len() - 1
+                        }
+                    };
+                    route = Some((t, partition, stream, split, slot, generation));
+                }
+                let (topic, _, stream, split, slot, _) = route.as_ref().expect("set above");
+                let (stream, split, slot) = (*stream, *split, *slot);
+                let origin = || Some(Origin { topic: topic.clone(), partition, offset });
+                let c = &mut *c;
+                let p = c.pipeline.as_mut().expect("matched above");
+                let pushed = match (stream, msg.payload()) {
+                    (usize::MAX, payload) => {
+                        let reason = format!("topic `{topic}` feeds no stream");
+                        p.reject_from("", reason, payload.unwrap_or_default(), origin())
+                    }
+                    (s, None) => p.reject_from(&plan.streams[s].name, "empty message (no value)".into(), &[], origin()),
+                    (s, Some(payload)) => {
+                        stream_messages[s] += 1;
+                        p.push_split(s, split, payload, origin)
+                    }
+                };
+                pushed.map_err(engine_err)?;
+                c.positions[slot].1 = offset + 1;
+                if first_last.is_none() {
+                    let now = Instant::now();
+                    first_last = Some((now, now));
+                }
+                if !messages.is_multiple_of(HOUSEKEEPING) {
+                    continue;
+                }
+            }
+            Some(Ok(_)) => return Err(ConnectorError::Kafka("internal: a message arrived without a pipeline".into())),
+            Some(Err(e)) => note_client_error(&status, "consumer", &e, "poll"),
+            None => {}
+        }
+        // ---- housekeeping ----
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        {
-            let mut c = lock(&core);
-            if c.assigned {
-                c.assigned = false;
-                start_pipeline(&mut c, &consumer, &stream_of_topic);
-                caught_up.iter_mut().for_each(|x| *x = false);
-            }
-            // Backpressure: never block inside the poll loop.
-            if let Some(p) = c.pipeline.as_ref() {
-                let (backlog, depth) = p.backlog();
-                let unacked = c.seq.saturating_sub(c.status.acked_seq.load(Ordering::Acquire));
-                let overloaded = backlog * 2 >= depth || unacked > MAX_UNACKED_MARKS;
-                let relieved = backlog * 4 <= depth && unacked <= MAX_UNACKED_MARKS / 2;
-                let want = if paused { !relieved } else { overloaded };
-                if want != paused
-                    && let Ok(a) = consumer.assignment()
-                    && (if want { consumer.pause(&a) } else { consumer.resume(&a) }).is_ok()
-                {
-                    paused = want;
-                    status.paused.store(want, Ordering::Relaxed);
-                    tracing::debug!(paused, backlog, unacked, "backpressure");
-                }
+        let now = Instant::now();
+        if messages > 0 {
+            status.broker_up.store(true, Ordering::Relaxed);
+            if let Some((_, last)) = first_last.as_mut()
+                && !empty_poll
+            {
+                *last = now;
             }
         }
-        let polled = consumer.poll(Duration::from_millis(if paused { 5 } else { 20 }));
-        let mut c = lock(&core);
-        match polled {
-            Some(Ok(msg)) => {
-                status.broker_up.store(true, Ordering::Relaxed);
-                messages += 1;
-                let now = Instant::now();
-                first_last = Some(first_last.map_or((now, now), |(f, _)| (f, now)));
-                since_mark += 1;
-                if *last_topic.0 != *msg.topic() {
-                    let t: Arc<str> = Arc::from(msg.topic());
-                    let s = stream_of_topic.get(&t).copied().unwrap_or(usize::MAX);
-                    last_topic = (t, s);
-                }
-                let (topic, stream) = (&last_topic.0, last_topic.1);
-                let (partition, offset) = (msg.partition(), msg.offset());
-                let origin = || Some(Origin { topic: topic.clone(), partition, offset });
-                if let Some(p) = c.pipeline.as_mut() {
-                    let pushed = match (stream, msg.payload()) {
-                        (usize::MAX, payload) => {
-                            let reason = format!("topic `{topic}` feeds no stream");
-                            p.reject_from("", reason, payload.unwrap_or_default(), origin())
-                        }
-                        (s, None) => {
-                            let name = plan.streams[s].name.clone();
-                            p.reject_from(&name, "empty message (no value)".into(), &[], origin())
-                        }
-                        (s, Some(payload)) => {
-                            last_message[s] = Instant::now();
-                            caught_up[s] = false;
-                            let split = c.splits.iter().find(|(p, _)| p.partition == partition && p.topic == *topic);
-                            let split = split.map_or(0, |(_, i)| *i);
-                            let p = c.pipeline.as_mut().expect("checked above");
-                            p.push_split(s, split, payload, origin)
-                        }
-                    };
-                    pushed.map_err(engine_err)?;
-                    set_position(&mut c.positions, topic, partition, offset + 1);
-                }
-            }
-            Some(Err(e)) => {
-                note_client_error(&status, "consumer", &e, "poll");
-            }
-            None => {}
+        status.messages_in.store(messages, Ordering::Relaxed);
+        if c.assigned {
+            c.assigned = false;
+            start_pipeline(&mut c, &consumer, &stream_of_topic);
+            generation += 1;
+            caught_up.iter_mut().for_each(|x| *x = false);
         }
-        if c.pipeline.is_some() && (since_mark >= MARK_MESSAGES || last_mark.elapsed() >= MARK_EVERY) {
+        // Backpressure: never block inside the poll loop.
+        if let Some(p) = c.pipeline.as_ref() {
+            let (backlog, depth) = p.backlog();
+            let unacked = c.seq.saturating_sub(c.status.acked_seq.load(Ordering::Acquire));
+            // A slow engine just makes `push` wait (briefly: workers drain their queues);
+            // pausing is for sinks that stop acknowledging (a broker outage), since a
+            // pause makes librdkafka drop what it has prefetched.
+            let overloaded = unacked > MAX_UNACKED_MARKS;
+            let relieved = backlog * 2 <= depth && unacked <= MAX_UNACKED_MARKS / 2;
+            let want = if paused { !relieved } else { overloaded };
+            if want != paused
+                && let Ok(a) = consumer.assignment()
+                && (if want { consumer.pause(&a) } else { consumer.resume(&a) }).is_ok()
+            {
+                paused = want;
+                status.paused.store(want, Ordering::Relaxed);
+                tracing::debug!(paused, backlog, unacked, "backpressure");
+            }
+        }
+        if let Some(p) = c.pipeline.as_mut() {
+            p.flush_lingering(now).map_err(engine_err)?;
+        }
+        if c.pipeline.is_some() && (since_mark >= MARK_MESSAGES || now.duration_since(last_mark) >= MARK_EVERY) {
             c.mark()?;
             since_mark = 0;
-            last_mark = Instant::now();
+            last_mark = now;
         }
-        if last_commit.elapsed() >= kafka.commit_interval {
+        if now.duration_since(last_commit) >= kafka.commit_interval {
             c.commit(&consumer, CommitMode::Async);
-            last_commit = Instant::now();
+            last_commit = now;
             let ready = status.broker_up.load(Ordering::Relaxed) && c.pipeline.is_some();
             status.ready.store(ready, Ordering::Relaxed);
         }
         // Idle streams: advance their watermark only when caught up with a reachable broker.
-        if c.pipeline.is_some() && last_idle_check.elapsed() >= Duration::from_millis(250) {
-            last_idle_check = Instant::now();
+        if c.pipeline.is_some() && now.duration_since(last_idle_check) >= Duration::from_millis(250) {
+            last_idle_check = now;
+            for s in 0..stream_messages.len() {
+                if stream_messages[s] != seen_at_check[s] {
+                    seen_at_check[s] = stream_messages[s];
+                    silent_since[s] = None;
+                    caught_up[s] = false;
+                } else {
+                    silent_since[s].get_or_insert(now);
+                }
+            }
             if status.broker_up.load(Ordering::Relaxed) && !paused {
                 for s in 0..caught_up.len() {
-                    if !caught_up[s] && last_message[s].elapsed() >= Duration::from_millis(200) {
+                    let silent = silent_since[s].is_some_and(|t| now.duration_since(t) >= Duration::from_millis(200));
+                    if !caught_up[s] && silent {
                         caught_up[s] = stream_caught_up(&consumer, &c.positions, &stream_of_topic, s);
                     }
                 }
@@ -762,10 +903,9 @@ pub fn run_source(
             let ups = caught_up.clone();
             if let Some(p) = c.pipeline.as_mut() {
                 let up = status.broker_up.load(Ordering::Relaxed) && !paused;
-                p.on_idle_where(Instant::now(), up, |s| ups[s]).map_err(engine_err)?;
+                p.on_idle_where(now, up, |s| ups[s]).map_err(engine_err)?;
             }
         }
-        status.messages_in.store(messages, Ordering::Relaxed);
     }
     tracing::info!("stopping the Kafka source: draining");
     lock(&core).drain(&consumer)?;
@@ -791,15 +931,6 @@ fn finish_bounded<C: ConsumerContext>(
     core.status.replay_suppressed.fetch_add(report.replay_suppressed, Ordering::Relaxed);
     core.reports.push(report);
     Ok(())
-}
-
-fn set_position(positions: &mut Vec<(PartitionId, i64)>, topic: &Arc<str>, partition: i32, next: i64) {
-    // Few partitions per instance: a linear scan beats hashing the topic name.
-    if let Some(p) = positions.iter_mut().find(|(p, _)| p.partition == partition && *p.topic == **topic) {
-        p.1 = next;
-    } else {
-        positions.push((PartitionId { topic: topic.clone(), partition }, next));
-    }
 }
 
 /// Whether every assigned partition of `stream`'s topics has been read to its end.
@@ -962,4 +1093,95 @@ fn load_state(path: &std::path::Path) -> BTreeMap<(String, i32), (i64, Millis)> 
             Some((key, (v["offset"].as_i64()?, v["watermark"].as_i64()?)))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid(topic: &str) -> PartitionId {
+        PartitionId { topic: Arc::from(topic), partition: 0 }
+    }
+
+    fn tracker(span: Millis) -> CommitTracker {
+        CommitTracker {
+            marks: VecDeque::new(),
+            replay_span: vec![span],
+            stream_of_topic: [(Arc::from("t"), 0)].into_iter().collect(),
+            committed: BTreeMap::new(),
+        }
+    }
+
+    fn mark(seq: u64, next: i64, wm: Millis) -> Mark {
+        Mark { seq, next: vec![(pid("t"), next)], watermarks: vec![wm] }
+    }
+
+    #[test]
+    fn commits_trail_the_acknowledged_watermark_by_the_replay_span() {
+        let mut t = tracker(100);
+        for (seq, next, wm) in [(1, 10, 0), (2, 20, 50), (3, 30, 120), (4, 40, 160), (5, 50, 400)] {
+            t.marks.push_back(mark(seq, next, wm));
+        }
+        // Nothing acknowledged: nothing to commit.
+        assert!(t.commit_point(0).is_empty());
+        // Acknowledged up to seq 4 (wm 160): marks with wm < 60 are old enough; the newest is seq 2.
+        assert_eq!(t.commit_point(4), vec![(pid("t"), 20, 160)]);
+        t.committed.insert(pid("t"), 20);
+        assert!(t.commit_point(4).is_empty(), "no commit that does not move forward");
+        // Unacknowledged marks never count, however old their watermark would make them.
+        assert_eq!(t.commit_point(5), vec![(pid("t"), 40, 400)]);
+    }
+
+    #[test]
+    fn trimming_keeps_every_mark_that_can_still_be_chosen() {
+        let mut t = tracker(100);
+        for (seq, next, wm) in [(1, 10, 0), (2, 20, 50), (3, 30, 120), (4, 40, 160), (5, 50, 400)] {
+            t.marks.push_back(mark(seq, next, wm));
+        }
+        t.trim(4);
+        let seqs: Vec<u64> = t.marks.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [2, 3, 4, 5], "mark 1 can no longer be the newest old-enough mark");
+        assert_eq!(t.commit_point(4), vec![(pid("t"), 20, 160)], "trimming does not change the choice");
+    }
+
+    #[test]
+    fn streams_without_a_watermark_are_not_committed() {
+        let mut t = tracker(0);
+        t.marks.push_back(mark(1, 10, WATERMARK_START));
+        t.marks.push_back(mark(2, 20, WATERMARK_START));
+        assert!(t.commit_point(2).is_empty());
+    }
+
+    #[test]
+    fn the_state_file_round_trips_and_merges() {
+        let dir = std::env::temp_dir().join(format!("gridwatch-state-test-{}", std::process::id()));
+        let path = dir.join("g.offsets.json");
+        save_state(&path, &[(pid("a"), 5, 100)]);
+        save_state(&path, &[(pid("b"), 7, 200), (pid("a"), 6, 150)]);
+        let state = load_state(&path);
+        assert_eq!(state[&("a".to_string(), 0)], (6, 150));
+        assert_eq!(state[&("b".to_string(), 0)], (7, 200));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(load_state(&path).is_empty(), "a missing file is an empty state");
+    }
+
+    #[test]
+    fn producer_configs_leave_out_consumer_properties() {
+        let opts = KafkaOptions {
+            brokers: "b:9092".into(),
+            properties: [("session.timeout.ms", "6000"), ("linger.ms", "7"), ("fetch.wait.max.ms", "10")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let p = client_config(&opts, Role::Producer, &[("linger.ms", "5"), ("acks", "all")]);
+        assert_eq!(p.get("linger.ms"), Some("7"), "the user's setting wins");
+        assert_eq!(p.get("acks"), Some("all"));
+        assert_eq!(p.get("session.timeout.ms"), None);
+        assert_eq!(p.get("fetch.wait.max.ms"), None);
+        let c = client_config(&opts, Role::Consumer, &[]);
+        assert_eq!(c.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(c.get("bootstrap.servers"), Some("b:9092"));
+    }
 }

@@ -42,6 +42,9 @@ pub struct PipelineOptions {
     pub batch_size: usize,
     /// Batches queued per worker before `push` blocks.
     pub queue_depth: usize,
+    /// How long a partly filled batch may wait for more rows before
+    /// [`Pipeline::flush_lingering`] sends it: the latency bound a slow stream adds.
+    pub linger: std::time::Duration,
     /// Restore mode, per stream (index as in the plan): alerts of a stream's rules raised
     /// while its watermark is still before this instant are dropped (and counted), because
     /// they were delivered before a restart and are only being recomputed while state is
@@ -55,6 +58,7 @@ impl Default for PipelineOptions {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             batch_size: 4096,
             queue_depth: 8,
+            linger: std::time::Duration::from_millis(5),
             replay_until: Vec::new(),
         }
     }
@@ -172,6 +176,8 @@ struct StreamIngest {
     last_arrival: Option<Instant>,
     idle_base: Option<(Instant, Millis)>,
     last_split_check: Option<Instant>,
+    /// When the first row of the pending batch was accepted.
+    pending_since: Option<Instant>,
 }
 
 /// A running pipeline. Feed it with [`Pipeline::push`], end it with [`Pipeline::finish`].
@@ -237,6 +243,7 @@ impl Pipeline {
                 last_arrival: None,
                 idle_base: None,
                 last_split_check: None,
+                pending_since: None,
             })
             .collect();
         Pipeline { plan, options, streams, workers, handles, out: out_tx, key_buf: String::new() }
@@ -288,6 +295,9 @@ impl Pipeline {
                 s.decoder.commit();
                 s.watermarks.push(wm);
                 s.stats.accepted += 1;
+                if s.pending_since.is_none() {
+                    s.pending_since = Some(Instant::now());
+                }
             }
             Observed::Late { behind_ms } => {
                 s.stats.late += 1;
@@ -345,6 +355,17 @@ impl Pipeline {
         let most = self.workers.iter().map(|tx| tx.len()).max().unwrap_or(0);
         let out = self.out.len() * self.options.queue_depth.max(1) / self.out.capacity().unwrap_or(1).max(1);
         (most.max(out), self.options.queue_depth.max(1))
+    }
+
+    /// Routes the pending rows of every stream whose batch has waited longer than
+    /// [`PipelineOptions::linger`]; sources call it often (every poll) to bound latency.
+    pub fn flush_lingering(&mut self, now: Instant) -> Result<()> {
+        for i in 0..self.streams.len() {
+            if self.streams[i].pending_since.is_some_and(|t| now.saturating_duration_since(t) >= self.options.linger) {
+                self.flush_stream(i)?;
+            }
+        }
+        Ok(())
     }
 
     /// Routes every pending row to the workers.
@@ -489,6 +510,7 @@ impl Pipeline {
         }
         s.last_arrival = Some(Instant::now());
         s.idle_base = None;
+        s.pending_since = None;
         let DecodedBatch { batch, event_time } = s.decoder.finish();
         let watermarks = std::mem::take(&mut s.watermarks);
         s.watermarks.reserve(self.options.batch_size);

@@ -169,11 +169,11 @@ pub(crate) fn resolve(
             [("brokers", &block.brokers, &mut cfg.brokers), ("group_id", &block.group_id, &mut cfg.group_id)]
         {
             let Some((v, node)) = value else { continue };
-            if base.is_empty() || first.is_none() {
+            if base.is_empty() {
                 *base = v.clone();
             } else if base != v {
                 diags.push(
-                    r.error(Code::BadValue, node, format!("stream `{stream}` sets Kafka `{key}` to `{v}`, but another stream uses `{base}`"))
+                    r.error(Code::BadValue, node, format!("stream `{stream}` sets Kafka `{key}` to `{v}`, but the consumer already uses `{base}`"))
                         .with_hint("one gridwatch instance is one consumer in one group: use the same value for every stream (set it once in the top-level `kafka:` block)"),
                 );
             }
@@ -255,4 +255,65 @@ fn expand_env(text: &str, node: &Node, r: &Reader, diags: &mut Diagnostics) -> O
     }
     out.push_str(rest);
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::compile::load_from_strings;
+
+    const STREAMS: &str = "
+streams:
+  sensor:
+    time_field: ts
+    key: [device_id]
+    kafka: {topic: city.sensor}
+    fields: {ts: timestamp, device_id: string}
+  gps:
+    time_field: ts
+    key: [vehicle_id]
+    kafka: {topics: [city.gps, city.gps.legacy], properties: {fetch.wait.max.ms: 10}}
+    fields: {ts: timestamp, vehicle_id: string}
+";
+
+    #[test]
+    fn top_level_and_stream_blocks_resolve_to_one_consumer() {
+        let config = format!(
+            "{STREAMS}
+kafka:
+  brokers: ${{GRIDWATCH_TEST_KAFKA_HOST:-localhost}}:9092
+  group_id: city
+  alerts_topic: city.alerts
+  commit_interval: 250ms
+  properties: {{sasl.password: hunter2, linger.ms: 5, enable.idempotence: true}}
+source: kafka
+"
+        );
+        let loaded = load_from_strings("gridwatch.yaml", &config, &[]);
+        assert!(loaded.diagnostics.is_empty(), "{:#?}", loaded.diagnostics);
+        let k = loaded.config.unwrap().kafka.unwrap();
+        assert_eq!(k.brokers, "localhost:9092", "the default of an unset variable");
+        assert_eq!(k.group_id, "city");
+        assert_eq!(k.commit_interval_ms, 250);
+        assert_eq!(k.alerts_topic.as_deref(), Some("city.alerts"));
+        let topics: Vec<(&str, &str)> = k.topics.iter().map(|(t, s)| (t.as_str(), s.as_str())).collect();
+        assert_eq!(topics, [("city.gps", "gps"), ("city.gps.legacy", "gps"), ("city.sensor", "sensor")]);
+        assert_eq!(k.properties["linger.ms"], "5");
+        assert_eq!(k.properties["enable.idempotence"], "true");
+        assert_eq!(k.properties["fetch.wait.max.ms"], "10", "stream properties join the consumer's");
+        let shown = k.redacted_properties();
+        assert_eq!(shown["sasl.password"], "***");
+        assert_eq!(shown["linger.ms"], "5");
+    }
+
+    #[test]
+    fn secrets_are_recognised_by_key() {
+        for key in
+            ["sasl.password", "ssl.key.password", "ssl.key.pem", "sasl.oauthbearer.client.secret", "sasl.jaas.config"]
+        {
+            assert!(super::is_secret_key(key), "{key}");
+        }
+        for key in ["linger.ms", "security.protocol", "sasl.username", "group.id"] {
+            assert!(!super::is_secret_key(key), "{key}");
+        }
+    }
 }
