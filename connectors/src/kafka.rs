@@ -263,7 +263,7 @@ impl KafkaSink {
             &[
                 ("enable.idempotence", "true"),
                 ("message.timeout.ms", "0"),
-                ("linger.ms", "5"),
+                ("linger.ms", "1"),
                 ("compression.type", "lz4"),
                 ("reconnect.backoff.max.ms", "2000"),
             ],
