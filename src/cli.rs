@@ -35,6 +35,36 @@ pub enum BenchCommand {
     /// Through a real broker: a bare consumer's rate vs gridwatch's, and event → alert latency
     /// at a steady input rate.
     Kafka(BenchKafkaArgs),
+    /// The full engine on an in-memory dataset vs a parse-only baseline; latency, memory,
+    /// per-stage time.
+    Pipeline(BenchPipelineArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPipelineArgs {
+    /// Config naming streams and rules.
+    #[arg(short, long, default_value = "examples/city/gridwatch.yaml")]
+    pub config: PathBuf,
+    /// Rule files or directories to use instead of the config's rules (a rule pack).
+    #[arg(long, value_name = "PATH")]
+    pub rules: Vec<PathBuf>,
+    /// Events in the dataset.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: u64,
+    #[command(flatten)]
+    pub generator: GeneratorOverrides,
+    /// Partition workers (default: number of cores); the baseline uses as many threads.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 4096)]
+    pub batch_size: usize,
+    /// Also run at this fixed input rate (events/s) to measure latency.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Append the results as one JSON line to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -20,7 +20,8 @@ fn main() -> ExitCode {
         cli::Command::Validate(args) => validate::validate(args),
         cli::Command::Generate(args) => generate::generate(args),
         cli::Command::Produce(args) => produce::produce(args),
-        cli::Command::Bench(cli::BenchCommand::Kafka(args)) => bench::kafka(args),
+        cli::Command::Bench(cli::BenchCommand::Kafka(args)) => bench::kafka::run(args),
+        cli::Command::Bench(cli::BenchCommand::Pipeline(args)) => bench::pipeline::run(args),
     };
     match result {
         Ok(code) => code,

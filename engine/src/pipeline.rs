@@ -142,6 +142,13 @@ pub struct PipelineReport {
     pub keys_per_rule: Vec<(String, usize)>,
     /// Alerts dropped in restore mode (see [`PipelineOptions::replay_until`]).
     pub replay_suppressed: u64,
+    /// Time the ingest thread spent cutting and routing batches (hashing keys, `take`),
+    /// in nanoseconds, not counting waits for a full worker queue.
+    pub route_ns: u64,
+    /// Time the ingest thread waited for a full worker queue (backpressure), ns.
+    pub send_wait_ns: u64,
+    /// Per worker: time spent evaluating rules, ns (the rest of its life it waited).
+    pub worker_busy_ns: Vec<u64>,
 }
 
 enum WorkerMsg {
@@ -165,6 +172,7 @@ enum WorkerMsg {
 struct WorkerReport {
     keys_per_rule: Vec<usize>,
     replay_suppressed: u64,
+    busy_ns: u64,
 }
 
 struct StreamIngest {
@@ -189,6 +197,8 @@ pub struct Pipeline {
     handles: Vec<JoinHandle<WorkerReport>>,
     out: Sender<Output>,
     key_buf: String,
+    route_ns: u64,
+    send_wait_ns: u64,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -246,7 +256,17 @@ impl Pipeline {
                 pending_since: None,
             })
             .collect();
-        Pipeline { plan, options, streams, workers, handles, out: out_tx, key_buf: String::new() }
+        Pipeline {
+            plan,
+            options,
+            streams,
+            workers,
+            handles,
+            out: out_tx,
+            key_buf: String::new(),
+            route_ns: 0,
+            send_wait_ns: 0,
+        }
     }
 
     /// The plan being run.
@@ -474,21 +494,26 @@ impl Pipeline {
     }
 
     fn join(self) -> Result<PipelineReport> {
-        let Pipeline { plan, streams, workers, handles, .. } = self;
+        let Pipeline { plan, streams, workers, handles, route_ns, send_wait_ns, .. } = self;
         drop(workers);
         let mut keys = vec![0usize; plan.rules.len()];
         let mut replay_suppressed = 0;
+        let mut worker_busy_ns = Vec::with_capacity(handles.len());
         for (w, h) in handles.into_iter().enumerate() {
             let report = h.join().map_err(|_| EngineError::WorkerGone(w))?;
             for (k, c) in keys.iter_mut().zip(report.keys_per_rule) {
                 *k += c;
             }
             replay_suppressed += report.replay_suppressed;
+            worker_busy_ns.push(report.busy_ns);
         }
         Ok(PipelineReport {
             streams: streams.into_iter().map(|s| s.stats).collect(),
             keys_per_rule: plan.rules.iter().zip(keys).map(|(r, k)| (r.meta.id.to_string(), k)).collect(),
             replay_suppressed,
+            route_ns: route_ns.saturating_sub(send_wait_ns),
+            send_wait_ns,
+            worker_busy_ns,
         })
     }
 
@@ -504,10 +529,17 @@ impl Pipeline {
     }
 
     fn flush_stream(&mut self, stream: usize) -> Result<()> {
-        let s = &mut self.streams[stream];
-        if s.decoder.is_empty() {
+        if self.streams[stream].decoder.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
+        let result = self.route_stream(stream);
+        self.route_ns += started.elapsed().as_nanos() as u64;
+        result
+    }
+
+    fn route_stream(&mut self, stream: usize) -> Result<()> {
+        let s = &mut self.streams[stream];
         s.last_arrival = Some(Instant::now());
         s.idle_base = None;
         s.pending_since = None;
@@ -529,7 +561,7 @@ impl Pipeline {
                     watermarks: watermarks.clone(),
                     end_watermark,
                 };
-                self.workers[0].send(msg).map_err(|_| EngineError::WorkerGone(0))?;
+                send_to(&self.workers, &mut self.send_wait_ns, 0, msg)?;
                 continue;
             }
             let key_cols: Vec<_> = s.groups[g].key_fields.iter().map(|&c| batch.column(c).clone()).collect();
@@ -547,7 +579,7 @@ impl Pipeline {
                 let wms = idx.iter().map(|&r| watermarks[r as usize]).collect();
                 let sub = take_record_batch(&batch, &UInt32Array::from(idx))?;
                 let msg = WorkerMsg::Batch { stream, group: g, batch: sub, times, watermarks: wms, end_watermark };
-                self.workers[p].send(msg).map_err(|_| EngineError::WorkerGone(p))?;
+                send_to(&self.workers, &mut self.send_wait_ns, p, msg)?;
             }
             // Workers that got no rows of this group still learn how far the watermark
             // moved, for this group's rules only: the worker's rows of a later group are
@@ -555,11 +587,25 @@ impl Pipeline {
             for (p, got) in reached.iter().enumerate() {
                 if !got {
                     let msg = WorkerMsg::Watermark { stream, group: Some(g), watermark: end_watermark };
-                    self.workers[p].send(msg).map_err(|_| EngineError::WorkerGone(p))?;
+                    send_to(&self.workers, &mut self.send_wait_ns, p, msg)?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Sends `msg` to worker `p`, adding the wait to `waited_ns` when its queue is full.
+fn send_to(workers: &[Sender<WorkerMsg>], waited_ns: &mut u64, p: usize, msg: WorkerMsg) -> Result<()> {
+    match workers[p].try_send(msg) {
+        Ok(()) => Ok(()),
+        Err(crossbeam_channel::TrySendError::Full(msg)) => {
+            let started = Instant::now();
+            let sent = workers[p].send(msg).map_err(|_| EngineError::WorkerGone(p));
+            *waited_ns += started.elapsed().as_nanos() as u64;
+            sent
+        }
+        Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(EngineError::WorkerGone(p)),
     }
 }
 
@@ -592,11 +638,13 @@ fn run_worker(
     (worker, workers): (usize, usize),
 ) -> WorkerReport {
     let mut replay_suppressed = 0;
+    let mut busy_ns = 0u64;
     let mut ops: Vec<Box<dyn Operator>> =
         plan.rules.iter().map(|r| operator::build(r.clone(), &plan.streams[r.stream])).collect();
     let groups: Vec<Vec<KeyGroup>> = (0..plan.streams.len()).map(|s| plan.key_groups(s)).collect();
     let mut alerts = Vec::new();
     for msg in rx {
+        let started = Instant::now();
         match msg {
             WorkerMsg::Batch { stream, group, batch, times, watermarks, end_watermark } => {
                 let input = BatchInput { batch: &batch, times: &times, watermarks: &watermarks, end_watermark };
@@ -640,9 +688,10 @@ fn run_worker(
                 }
             }
         }
+        busy_ns += started.elapsed().as_nanos() as u64;
         if !alerts.is_empty() && out.send(Output::Alerts(std::mem::take(&mut alerts))).is_err() {
             break;
         }
     }
-    WorkerReport { keys_per_rule: ops.iter().map(|o| o.key_count()).collect(), replay_suppressed }
+    WorkerReport { keys_per_rule: ops.iter().map(|o| o.key_count()).collect(), replay_suppressed, busy_ns }
 }

@@ -23,13 +23,13 @@ use gridwatch_connectors::generator::{self, CityGenerator};
 use gridwatch_connectors::kafka::{self, BarrierCounter, KafkaOptions, KafkaSink, KafkaStatus};
 use gridwatch_engine::{Output, Pipeline, PipelineOptions};
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::Producer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Serialize;
 
+use super::progress;
 use crate::cli::BenchKafkaArgs;
 use crate::produce::{create_topics, entity_key, input_producer, send, targets};
 use crate::run::{generator_settings, kafka_options};
@@ -51,7 +51,7 @@ struct KafkaBenchReport {
     latency_ms_max: u64,
 }
 
-pub fn kafka(args: BenchKafkaArgs) -> Result<ExitCode> {
+pub fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
     let (config, plan) = gridwatch_rules::load_config(&args.config).into_result().map_err(|e| anyhow!("{e}"))?;
     let plan = Arc::new(plan);
     let base = kafka_options(&config, &plan, &args.kafka)?;
@@ -186,14 +186,6 @@ pub fn kafka(args: BenchKafkaArgs) -> Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn progress(len: u64, what: &str) -> Result<ProgressBar> {
-    let bar = ProgressBar::new(len);
-    bar.set_style(ProgressStyle::with_template(&format!(
-        "{{spinner}} {what} {{wide_bar}} {{human_pos}}/{{human_len}} ({{per_sec}})"
-    ))?);
-    Ok(bar)
 }
 
 /// Reads `expected` messages from the start of the topics with a plain consumer (no group,
