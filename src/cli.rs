@@ -48,6 +48,10 @@ pub struct BenchPipelineArgs {
     /// Rule files or directories to use instead of the config's rules (a rule pack).
     #[arg(long, value_name = "PATH")]
     pub rules: Vec<PathBuf>,
+    /// A synthetic pack of N threshold rules on the sensor stream instead of the config's
+    /// rules (rule-count scaling; thresholds are set so that few fire).
+    #[arg(long, value_name = "N", conflicts_with = "rules")]
+    pub synthetic_rules: Option<usize>,
     /// Events in the dataset.
     #[arg(long, default_value_t = 2_000_000)]
     pub events: u64,
@@ -62,6 +66,9 @@ pub struct BenchPipelineArgs {
     /// Also run at this fixed input rate (events/s) to measure latency.
     #[arg(long)]
     pub rate: Option<u64>,
+    /// Longest wait of a partly filled batch, ms (default: config's `engine.linger`, else 5).
+    #[arg(long = "linger-ms")]
+    pub linger_ms: Option<i64>,
     /// Append the results as one JSON line to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

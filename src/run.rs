@@ -135,7 +135,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     }
 
     let plan = Arc::new(plan);
-    let options = PipelineOptions { workers, batch_size, ..Default::default() };
+    let mut options = PipelineOptions { workers, batch_size, ..Default::default() };
+    if let Some(ms) = config.engine.linger_ms {
+        options.linger = Duration::from_millis(ms.max(0) as u64);
+    }
     let (out_tx, outputs) = crossbeam_channel::bounded(Pipeline::output_capacity(&options));
     let kafka_opts = match config.source {
         SourceConfig::Kafka => {

@@ -118,6 +118,7 @@ pub fn drive(op: &mut dyn gridwatch_engine::operator::Operator, batches: &[Opera
             times: &batch.event_time,
             watermarks: wms,
             end_watermark: *end,
+            shared_where: None,
         };
         op.process(&input, &mut alerts).expect("process");
     }

@@ -28,7 +28,7 @@ use crate::alert::Alert;
 use crate::decode::{DecodedBatch, Decoder};
 use crate::error::{EngineError, Result};
 use crate::keys::{partition_of, write_key};
-use crate::operator::{self, BatchInput, Operator};
+use crate::operator::{self, BatchInput, Operator, WhereCache};
 use crate::plan::{KeyGroup, Plan};
 use crate::schema::LatePolicy;
 use crate::time::{Millis, Observed, SplitWatermarks, WATERMARK_START};
@@ -643,11 +643,19 @@ fn run_worker(
         plan.rules.iter().map(|r| operator::build(r.clone(), &plan.streams[r.stream])).collect();
     let groups: Vec<Vec<KeyGroup>> = (0..plan.streams.len()).map(|s| plan.key_groups(s)).collect();
     let mut alerts = Vec::new();
+    let where_cache = WhereCache::default();
     for msg in rx {
         let started = Instant::now();
         match msg {
             WorkerMsg::Batch { stream, group, batch, times, watermarks, end_watermark } => {
-                let input = BatchInput { batch: &batch, times: &times, watermarks: &watermarks, end_watermark };
+                where_cache.clear();
+                let input = BatchInput {
+                    batch: &batch,
+                    times: &times,
+                    watermarks: &watermarks,
+                    end_watermark,
+                    shared_where: Some(&where_cache),
+                };
                 for &r in &groups[stream][group].rules {
                     let from = alerts.len();
                     let result = ops[r].process(&input, &mut alerts);

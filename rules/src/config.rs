@@ -21,7 +21,7 @@
 //!   stdout: true
 //!   alerts_file: out/alerts.ndjson
 //!   dead_letter_file: out/dead_letter.ndjson
-//! engine: {workers: 2, batch_size: 4096}
+//! engine: {workers: 2, batch_size: 4096, linger: 5ms}
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -94,6 +94,8 @@ pub struct EngineConfig {
     pub workers: Option<usize>,
     /// Rows per batch (default 4096).
     pub batch_size: Option<usize>,
+    /// How long a partly filled batch may wait for more rows (default 5 ms).
+    pub linger_ms: Option<Millis>,
 }
 
 /// A parsed config file.
@@ -203,8 +205,9 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
             m.get("dead_letter_file").and_then(|n| r.string(n, "dead_letter_file", diags)).map(|p| base.join(p));
     }
     if let Some(engine) = top.get("engine")
-        && let Some(m) = r.map(engine, "`engine`", &["workers", "batch_size"], diags)
+        && let Some(m) = r.map(engine, "`engine`", &["workers", "batch_size", "linger"], diags)
     {
+        cfg.engine.linger_ms = m.get("linger").and_then(|n| r.duration(n, "linger", diags));
         cfg.engine.workers = m.get("workers").and_then(|n| r.uint(n, "workers", diags)).map(|v| v.max(1) as usize);
         cfg.engine.batch_size =
             m.get("batch_size").and_then(|n| r.uint(n, "batch_size", diags)).map(|v| v.max(1) as usize);

@@ -78,6 +78,7 @@ struct Report {
     rules: usize,
     workers: usize,
     batch_size: usize,
+    linger_ms: u64,
     parse_baseline_events_per_s: f64,
     max_rate: RunResult,
     fraction_of_parse_baseline: f64,
@@ -88,15 +89,26 @@ struct Report {
 }
 
 pub fn run(args: BenchPipelineArgs) -> Result<ExitCode> {
-    let loaded = if args.rules.is_empty() {
+    let synthetic_dir = match args.synthetic_rules {
+        Some(n) => Some(synthetic_pack(n)?),
+        None => None,
+    };
+    let rule_paths: Vec<std::path::PathBuf> = match &synthetic_dir {
+        Some(dir) => vec![dir.path().to_path_buf()],
+        None => args.rules.clone(),
+    };
+    let loaded = if rule_paths.is_empty() {
         gridwatch_rules::load_config(&args.config)
     } else {
-        gridwatch_rules::load_rules_only(&args.config, &args.rules)
+        gridwatch_rules::load_rules_only(&args.config, &rule_paths)
     };
     let (config, plan) = loaded.into_result().map_err(|e| anyhow!("{e}"))?;
     let plan = Arc::new(plan);
     let workers = args.workers.unwrap_or_else(|| PipelineOptions::default().workers).max(1);
-    let options = PipelineOptions { workers, batch_size: args.batch_size, ..Default::default() };
+    let mut options = PipelineOptions { workers, batch_size: args.batch_size, ..Default::default() };
+    if let Some(ms) = args.linger_ms.or(config.engine.linger_ms) {
+        options.linger = Duration::from_millis(ms.max(0) as u64);
+    }
 
     let (rss_before, _) = rss();
     let mut settings = generator_settings(&config, &args.generator)?;
@@ -134,6 +146,7 @@ pub fn run(args: BenchPipelineArgs) -> Result<ExitCode> {
         rules: plan.rules.len(),
         workers,
         batch_size: args.batch_size,
+        linger_ms: options.linger.as_millis() as u64,
         parse_baseline_events_per_s: baseline,
         fraction_of_parse_baseline: max.events_per_s / baseline,
         max_rate: max,
@@ -152,6 +165,24 @@ pub fn run(args: BenchPipelineArgs) -> Result<ExitCode> {
         println!("{json}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `n` threshold rules on the sensor stream: each watches one metric for a high
+/// value (a different bound per rule), like a city with a rule per asset class and zone.
+fn synthetic_pack(n: usize) -> Result<tempfile::TempDir> {
+    const METRICS: [(&str, f64); 5] =
+        [("ch4_lel", 60.0), ("level_cm", 150.0), ("ponding_cm", 40.0), ("supply_temp_c", 120.0), ("tilt_deg", 45.0)];
+    let dir = tempfile::tempdir()?;
+    let mut text = String::from("rules:\n");
+    for i in 0..n {
+        let (metric, base) = METRICS[i % METRICS.len()];
+        let bound = base + (i / METRICS.len()) as f64 * 0.5;
+        text.push_str(&format!(
+            "  - id: synthetic-{i}\n    kind: threshold\n    source: sensor\n    where: metric = '{metric}'\n    condition: value > {bound}\n    severity: info\n    category: bench/synthetic\n"
+        ));
+    }
+    std::fs::write(dir.path().join("synthetic.yaml"), text)?;
+    Ok(dir)
 }
 
 fn build_dataset(plan: &Plan, settings: GeneratorSettings, n: u64) -> Result<Dataset> {

@@ -104,7 +104,7 @@ impl AbsenceOperator {
 impl Operator for AbsenceOperator {
     fn process_rows(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()> {
         let batch = input.batch;
-        let mask = selected_rows(&self.rule, batch)?;
+        let mask = selected_rows(&self.rule, input)?;
         let key_cols: Vec<ArrayRef> = key_columns(&self.rule, batch);
         let absent_for = self.absent_for;
         for_each_selected(batch.num_rows(), mask.as_ref(), |i| {

@@ -245,7 +245,7 @@ impl GeofenceOperator {
 impl Operator for GeofenceOperator {
     fn process_rows(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()> {
         let batch = input.batch;
-        let mask = selected_rows(&self.rule, batch)?;
+        let mask = selected_rows(&self.rule, input)?;
         let cond = match &self.plan.condition {
             Some(p) => Some(eval_predicate(&self.rule, "condition", p, batch)?),
             None => None,

@@ -44,6 +44,22 @@ pub struct BatchInput<'a> {
     pub watermarks: &'a [Millis],
     /// Watermark after the whole input chunk this batch was cut from.
     pub end_watermark: Millis,
+    /// `where` results already computed for this batch by other rules, by SQL text: rules
+    /// with the same filter evaluate it once per batch (a city has many rules per metric).
+    pub shared_where: Option<&'a WhereCache>,
+}
+
+/// Memo of `where` masks for one batch, shared by the rules evaluated on it.
+#[derive(Debug, Default)]
+pub struct WhereCache {
+    masks: std::cell::RefCell<std::collections::HashMap<String, BooleanBuffer>>,
+}
+
+impl WhereCache {
+    /// Forgets the masks (a new batch).
+    pub fn clear(&self) {
+        self.masks.borrow_mut().clear();
+    }
 }
 
 /// A per-key stateful operator.
@@ -94,11 +110,15 @@ pub(crate) fn eval_predicate(
 }
 
 /// The rows of `batch` that pass the rule's `where` (all rows if it has none).
-pub(crate) fn selected_rows(rule: &RulePlan, batch: &RecordBatch) -> Result<Option<BooleanBuffer>> {
-    match &rule.filter {
-        Some(p) => eval_predicate(rule, "where", p, batch).map(Some),
-        None => Ok(None),
+pub(crate) fn selected_rows(rule: &RulePlan, input: &BatchInput<'_>) -> Result<Option<BooleanBuffer>> {
+    let Some(p) = &rule.filter else { return Ok(None) };
+    let Some(cache) = input.shared_where else { return eval_predicate(rule, "where", p, input.batch).map(Some) };
+    if let Some(mask) = cache.masks.borrow().get(&p.sql) {
+        return Ok(Some(mask.clone()));
     }
+    let mask = eval_predicate(rule, "where", p, input.batch)?;
+    cache.masks.borrow_mut().insert(p.sql.clone(), mask.clone());
+    Ok(Some(mask))
 }
 
 /// Key columns of the rule in this batch.

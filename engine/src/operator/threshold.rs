@@ -111,7 +111,7 @@ fn observed_from_event(names: &[String], event: &serde_json::Value) -> serde_jso
 impl Operator for ThresholdOperator {
     fn process_rows(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()> {
         let batch = input.batch;
-        let mask = selected_rows(&self.rule, batch)?;
+        let mask = selected_rows(&self.rule, input)?;
         let plan = self.plan().clone();
         let cond = eval_predicate(&self.rule, "condition", &plan.condition, batch)?;
         let clear = match &plan.clear_condition {

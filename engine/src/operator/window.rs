@@ -335,7 +335,7 @@ impl ColBuilder {
 impl Operator for WindowOperator {
     fn process_rows(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()> {
         let batch = input.batch;
-        let mask = selected_rows(&self.rule, batch)?;
+        let mask = selected_rows(&self.rule, input)?;
         let key_cols: Vec<ArrayRef> = key_columns(&self.rule, batch);
         // Numeric inputs as f64 columns (ints and timestamps cast once per batch); other
         // types only feed count_distinct, through a hash of the rendered value.
