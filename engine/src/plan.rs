@@ -94,6 +94,8 @@ pub struct ThresholdPlan {
     pub clear_condition: Option<Predicate>,
     /// The condition must hold this long in event time; 0 fires at once.
     pub for_ms: Millis,
+    /// … and on at least this many consecutive events of the key (1: no count required).
+    pub consecutive: u32,
     /// Columns reported as observed values (those the conditions reference).
     pub observed: Vec<usize>,
 }

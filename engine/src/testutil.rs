@@ -57,6 +57,7 @@ pub fn threshold(s: &StreamDef, cond: &str, clear: Option<&str>, for_ms: Millis)
             condition: predicate(cond, &schema),
             clear_condition: clear.map(|c| predicate(c, &schema)),
             for_ms,
+            consecutive: 1,
             observed: vec![2],
         }),
     }

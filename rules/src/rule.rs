@@ -34,7 +34,7 @@ use crate::yaml::{Kind, Node, Reader};
 
 const COMMON_KEYS: [&str; 11] =
     ["id", "name", "description", "kind", "source", "where", "key", "severity", "category", "labels", "renotify"];
-const THRESHOLD_KEYS: [&str; 3] = ["condition", "for", "clear_condition"];
+const THRESHOLD_KEYS: [&str; 4] = ["condition", "for", "clear_condition", "consecutive"];
 const WINDOW_KEYS: [&str; 3] = ["window", "aggregates", "condition"];
 const ABSENCE_KEYS: [&str; 1] = ["absent_for"];
 const GEOFENCE_KEYS: [&str; 12] = [
@@ -211,6 +211,24 @@ pub fn compile_rule(
                 )
             });
             let for_ms = m.get("for").and_then(|n| r.duration(n, "for", diags)).unwrap_or(0);
+            let consecutive = match m.get("consecutive") {
+                Some(n) => match r.uint(n, "consecutive", diags) {
+                    Some(v) if (1..=1_000_000).contains(&v) => v as u32,
+                    Some(v) => {
+                        diags.push(
+                            r.error(
+                                Code::BadValue,
+                                n,
+                                format!("`consecutive` must be between 1 and 1000000, found {v}"),
+                            )
+                            .with_hint("the number of events in a row that must satisfy the condition, e.g. 3"),
+                        );
+                        1
+                    }
+                    None => 1,
+                },
+                None => 1,
+            };
             condition.map(|c| {
                 let mut observed = c.columns.clone();
                 if let Some(cl) = &clear {
@@ -222,6 +240,7 @@ pub fn compile_rule(
                     condition: c.predicate,
                     clear_condition: clear.map(|c| c.predicate),
                     for_ms,
+                    consecutive,
                     observed,
                 })
             })

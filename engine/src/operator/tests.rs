@@ -1,6 +1,7 @@
 //! Event-time edge cases of every operator, run through the real pipeline.
 
 use crate::alert::AlertState::{Firing, Resolved};
+use crate::plan::RuleKind;
 use crate::testutil::{absence, ev, run, stream, threshold, window};
 
 const S: i64 = 1000;
@@ -19,6 +20,33 @@ fn threshold_without_for_fires_once_per_episode_and_resolves() {
     assert_eq!(out.alerts[0].alert_id, out.alerts[1].alert_id);
     assert_ne!(out.alerts[0].alert_id, out.alerts[2].alert_id);
     assert_eq!(out.alerts[0].values["value"], serde_json::json!(30.0));
+}
+
+#[test]
+fn threshold_consecutive_needs_that_many_events_in_a_row() {
+    let s = stream(0, None);
+    let mut rule = threshold(&s, "value > 25", None, 0);
+    if let RuleKind::Threshold(p) = &mut rule.kind {
+        p.consecutive = 3;
+    }
+    // "a": two over, one under (the count restarts), then three over → fires on the third,
+    // with the episode starting at the first of the three. "b": only two in a row.
+    let events = [
+        ev(0, "a", 30.0),
+        ev(10 * S, "a", 31.0),
+        ev(20 * S, "a", 1.0),
+        ev(30 * S, "a", 32.0),
+        ev(31 * S, "b", 40.0),
+        ev(40 * S, "a", 33.0),
+        ev(41 * S, "b", 40.0),
+        ev(50 * S, "a", 34.0),
+        ev(60 * S, "a", 2.0),
+    ];
+    for workers in [1, 2] {
+        let out = run(s.clone(), vec![rule.clone()], &events, workers, 2, None);
+        assert_eq!(out.brief(), vec![("a".into(), Firing, 50 * S), ("a".into(), Resolved, 60 * S)]);
+        assert_eq!(out.alerts[0].episode_start, 30 * S);
+    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use arrow::array::ArrayRef;
 use arrow::record_batch::RecordBatch;
 
-use super::{BatchInput, Operator, Timers, eval_predicate, for_each_selected, key_columns, selected_rows};
+use super::{BatchInput, Operator, Timers, eval_predicate, key_columns, selected_rows};
 use crate::alert::{Alert, AlertParts, AlertState};
 use crate::error::Result;
 use crate::keys::{KeyTable, cell_to_json, row_to_json, write_key};
@@ -26,6 +26,8 @@ struct KeyState {
     since: Millis,
     last_notify: Millis,
     notifications: u32,
+    /// Consecutive events of the key satisfying the condition (saturating).
+    streak: u32,
     /// The event that started the episode (only while pending or firing).
     start_event: Option<Box<serde_json::Value>>,
     /// When the last episode resolved: a new one never starts before it, so an
@@ -41,6 +43,10 @@ pub struct ThresholdOperator {
     keys: KeyTable<KeyState>,
     timers: Timers,
     key_buf: String,
+    /// Keys pending or firing. While none is, a row whose condition is false changes
+    /// nothing, so only the rows where it holds are visited (with many rules on a stream,
+    /// most have no open episode most of the time).
+    active: usize,
 }
 
 impl ThresholdOperator {
@@ -57,6 +63,7 @@ impl ThresholdOperator {
             keys: KeyTable::default(),
             timers: Timers::default(),
             key_buf: String::new(),
+            active: 0,
         }
     }
 
@@ -77,11 +84,14 @@ impl ThresholdOperator {
     }
 
     fn fire_timers(&mut self, wm: Millis, out: &mut Vec<Alert>) {
-        let for_ms = self.plan().for_ms;
+        let (for_ms, consecutive) = (self.plan().for_ms, self.plan().consecutive);
         while let Some((due, slot)) = self.timers.pop_due(wm) {
             let (key, st) = self.keys.entry_mut(slot);
             if !st.pending || st.firing || st.since + for_ms != due {
                 continue; // reset or already fired since this timer was set
+            }
+            if st.streak < consecutive {
+                continue; // the event that completes the count will fire it
             }
             st.firing = true;
             st.pending = false;
@@ -120,17 +130,18 @@ impl Operator for ThresholdOperator {
         };
         let key_cols: Vec<ArrayRef> = key_columns(&self.rule, batch);
         let renotify = self.rule.meta.renotify_ms;
-        for_each_selected(batch.num_rows(), mask.as_ref(), |i| {
+        let visit = |this: &mut Self, i: usize, out: &mut Vec<Alert>| {
             let wm = input.watermarks[i];
-            if self.timers.any_due(wm) {
-                self.fire_timers(wm, out);
+            if this.timers.any_due(wm) {
+                this.fire_timers(wm, out);
             }
-            let mut key = std::mem::take(&mut self.key_buf);
+            let mut key = std::mem::take(&mut this.key_buf);
             write_key(&key_cols, i, &mut key);
-            let slot = self.keys.slot(&key, KeyState::default);
+            let slot = this.keys.slot(&key, KeyState::default);
             let t = input.times[i];
             let holds = cond.value(i);
-            let st = self.keys.state_mut(slot);
+            let st = this.keys.state_mut(slot);
+            let was_active = st.pending || st.firing;
             let mut emit: Option<(AlertState, u32, Millis)> = None;
             if st.firing {
                 let clears = match &clear {
@@ -140,6 +151,7 @@ impl Operator for ThresholdOperator {
                 if clears {
                     emit = Some((AlertState::Resolved, st.notifications, st.since));
                     st.firing = false;
+                    st.streak = 0;
                     st.start_event = None;
                     st.last_end = Some(t.max(st.since + 1));
                 } else if let Some(every) = renotify
@@ -150,16 +162,17 @@ impl Operator for ThresholdOperator {
                     emit = Some((AlertState::Firing, st.notifications, st.since));
                 }
             } else if holds {
+                st.streak = st.streak.saturating_add(1);
                 if !st.pending {
                     st.pending = true;
                     st.since = st.last_end.map_or(t, |end| t.max(end));
                     st.start_event = Some(Box::new(row_to_json(batch, i)));
                     if plan.for_ms > 0 {
-                        self.timers.schedule(st.since + plan.for_ms, slot);
+                        this.timers.schedule(st.since + plan.for_ms, slot);
                     }
                 }
-                let st = self.keys.state_mut(slot);
-                if t.max(st.since) - st.since >= plan.for_ms {
+                let st = this.keys.state_mut(slot);
+                if t.max(st.since) - st.since >= plan.for_ms && st.streak >= plan.consecutive {
                     st.pending = false;
                     st.firing = true;
                     st.last_notify = t;
@@ -169,9 +182,16 @@ impl Operator for ThresholdOperator {
             } else {
                 st.pending = false;
                 st.start_event = None;
+                st.streak = 0;
+            }
+            let st = this.keys.state_mut(slot);
+            match (was_active, st.pending || st.firing) {
+                (false, true) => this.active += 1,
+                (true, false) => this.active -= 1,
+                _ => {}
             }
             if let Some((state, notification, episode_start)) = emit {
-                let st = self.keys.state_mut(slot);
+                let st = this.keys.state_mut(slot);
                 let trigger = row_to_json(batch, i);
                 let mut evidence = Vec::with_capacity(2);
                 if state == AlertState::Firing
@@ -188,14 +208,38 @@ impl Operator for ThresholdOperator {
                     event_time: t.max(episode_start),
                     episode_start,
                     notification,
-                    values: self.observed_values(batch, i),
+                    values: this.observed_values(batch, i),
                     evidence,
                 };
-                out.push(Alert::new(&self.rule.meta, &self.stream, parts));
+                out.push(Alert::new(&this.rule.meta, &this.stream, parts));
             }
-            self.key_buf = key;
-            Ok(())
-        })
+            this.key_buf = key;
+        };
+        // While no episode is open (so no timer is live), a row whose condition is false
+        // changes nothing: visit only rows where it holds until one opens an episode, then
+        // every selected row from there on.
+        let n = batch.num_rows();
+        let mut resume = 0;
+        if self.active == 0 {
+            let sparse = match &mask {
+                Some(m) => m & &cond,
+                None => cond.clone(),
+            };
+            resume = n;
+            for i in sparse.set_indices() {
+                visit(self, i, out);
+                if self.active > 0 {
+                    resume = i + 1;
+                    break;
+                }
+            }
+        }
+        for i in resume..n {
+            if mask.as_ref().is_none_or(|m| m.value(i)) {
+                visit(self, i, out);
+            }
+        }
+        Ok(())
     }
 
     fn advance(&mut self, wm: Millis, out: &mut Vec<Alert>) -> Result<()> {
