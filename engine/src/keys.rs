@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::time::format_timestamp;
@@ -52,32 +52,39 @@ pub fn partition_of(key: &str, partitions: usize) -> usize {
 }
 
 /// Per-key state, interned: each distinct key gets a dense slot; lookups by `&str` do not
-/// allocate, only the first sighting of a key does.
+/// allocate, only the first sighting of a key does, and each key is stored once (the hash
+/// table holds slot numbers; the key text lives in `keys`).
 #[derive(Debug)]
 pub struct KeyTable<S> {
-    index: FxHashMap<Box<str>, u32>,
+    index: HashTable<u32>,
     keys: Vec<Box<str>>,
     states: Vec<S>,
 }
 
 impl<S> Default for KeyTable<S> {
     fn default() -> Self {
-        KeyTable { index: FxHashMap::default(), keys: Vec::new(), states: Vec::new() }
+        KeyTable { index: HashTable::new(), keys: Vec::new(), states: Vec::new() }
     }
+}
+
+#[inline]
+fn key_hash(key: &str) -> u64 {
+    xxh3_64(key.as_bytes())
 }
 
 impl<S> KeyTable<S> {
     /// The slot of `key`, creating its state with `init` on first sight.
     #[inline]
     pub fn slot(&mut self, key: &str, init: impl FnOnce() -> S) -> u32 {
-        if let Some(&slot) = self.index.get(key) {
+        let hash = key_hash(key);
+        if let Some(&slot) = self.index.find(hash, |&s| &*self.keys[s as usize] == key) {
             return slot;
         }
         let slot = self.keys.len() as u32;
-        let boxed: Box<str> = key.into();
-        self.index.insert(boxed.clone(), slot);
-        self.keys.push(boxed);
+        self.keys.push(key.into());
         self.states.push(init());
+        let keys = &self.keys;
+        self.index.insert_unique(hash, slot, |&s| key_hash(&keys[s as usize]));
         slot
     }
 
