@@ -821,11 +821,10 @@ pub fn run_source(
             break;
         }
         let now = Instant::now();
-        if messages > 0 {
+        // Only a message received now proves the broker is back (not any earlier one).
+        if !empty_poll {
             status.broker_up.store(true, Ordering::Relaxed);
-            if let Some((_, last)) = first_last.as_mut()
-                && !empty_poll
-            {
+            if let Some((_, last)) = first_last.as_mut() {
                 *last = now;
             }
         }
@@ -872,6 +871,13 @@ pub fn run_source(
         // Idle streams: advance their watermark only when caught up with a reachable broker.
         if c.pipeline.is_some() && now.duration_since(last_idle_check) >= Duration::from_millis(250) {
             last_idle_check = now;
+            // With no traffic, only asking the broker shows that it is back.
+            if !status.broker_up.load(Ordering::Relaxed)
+                && consumer.fetch_metadata(None, Timeout::After(Duration::from_millis(200))).is_ok()
+            {
+                tracing::info!("Kafka broker reachable again");
+                status.broker_up.store(true, Ordering::Relaxed);
+            }
             for s in 0..stream_messages.len() {
                 if stream_messages[s] != seen_at_check[s] {
                     seen_at_check[s] = stream_messages[s];
