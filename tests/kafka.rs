@@ -243,3 +243,42 @@ fn http_status(port: u16, path: &str) -> u16 {
     let _ = s.read_to_string(&mut buf);
     buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
+
+#[test]
+fn a_second_instance_takes_over_partitions_after_a_drained_rebalance() {
+    let broker = Broker::start();
+    produce_city(&broker, "2h", &["--partitions", "2"]);
+    // One state directory: the instances hand partitions (and their recorded watermarks) over.
+    let state = tempfile::tempdir().expect("tempdir");
+    let first = spawn_run(&broker, "pair", state.path(), &["-v"]);
+    let start = Instant::now();
+    while broker.count("city.alerts") < 10 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the first instance raised no alerts");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let second = spawn_run(&broker, "pair", state.path(), &["-v"]);
+    // Group join, rebalance, drain, and the replay of the handed-over partitions.
+    std::thread::sleep(Duration::from_secs(15));
+    for child in [&first, &second] {
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+    }
+    let first_log = wait_success(first, Duration::from_secs(60));
+    let second_log = wait_success(second, Duration::from_secs(60));
+    let count = |log: &str, what: &str| log.matches(what).count();
+    // The first instance was revoked (and drained) while running, then reassigned a share.
+    assert!(count(&first_log, "partitions revoked: draining in-flight work") >= 2, "{first_log}");
+    assert!(count(&first_log, "partitions assigned") >= 2, "{first_log}");
+    assert!(count(&second_log, "partitions assigned") >= 1, "{second_log}");
+    assert!(!first_log.contains("draining before the rebalance failed"), "{first_log}");
+    for log in [&first_log, &second_log] {
+        assert!(log.contains("run summary (interrupted)"), "both stop cleanly on SIGTERM:\n{log}");
+    }
+    // Both instances consumed their share after the split.
+    let events_in = |log: &str| -> u64 {
+        let line = log.lines().find(|l| l.starts_with("events in")).unwrap_or_else(|| panic!("no summary:\n{log}"));
+        line.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    assert!(events_in(&first_log) > 0, "{first_log}");
+    assert!(events_in(&second_log) > 0, "the second instance read its partitions:\n{second_log}");
+}
