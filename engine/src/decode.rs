@@ -87,6 +87,10 @@ pub struct Decoder {
     /// Per enrichment, per zone, per column: the property value rendered as text.
     enrich_values: Vec<Vec<Vec<Option<String>>>>,
     hits: crate::zones::ZoneHits,
+    /// Fields decoded; the others are skipped like undeclared keys and stay null.
+    needed: Vec<bool>,
+    /// Enrichments whose columns some rule reads.
+    enrich_needed: Vec<bool>,
 }
 
 impl fmt::Debug for Decoder {
@@ -105,9 +109,39 @@ pub struct DecodedBatch {
 }
 
 impl Decoder {
-    /// A decoder for `def` with builders sized for `capacity` rows.
+    /// A decoder for `def` with builders sized for `capacity` rows, decoding every field.
     pub fn new(def: Arc<StreamDef>, capacity: usize) -> Self {
-        let schema = def.arrow_schema();
+        let all = vec![true; def.fields.len()];
+        Self::with_fields(def, capacity, all)
+    }
+
+    /// A decoder that decodes (and validates) only the fields marked in `needed` — those
+    /// the rules read — plus the event time; the other columns are null, and enrichments
+    /// none of whose columns is needed are not looked up.
+    pub fn with_fields(def: Arc<StreamDef>, capacity: usize, mut needed: Vec<bool>) -> Self {
+        needed.resize(def.fields.len(), true);
+        needed[def.time_field] = true;
+        let enrich_needed: Vec<bool> =
+            def.enrichments.iter().map(|e| e.columns.iter().any(|&(_, c)| needed[c])).collect();
+        for (e, &on) in def.enrichments.iter().zip(&enrich_needed) {
+            if on {
+                needed[e.lat] = true;
+                needed[e.lon] = true;
+            }
+        }
+        // Skipped fields are null, so their columns must be nullable whatever the stream says.
+        let declared = def.arrow_schema();
+        let schema: SchemaRef = if needed.iter().all(|&n| n) {
+            declared
+        } else {
+            let fields: Vec<arrow::datatypes::Field> = declared
+                .fields()
+                .iter()
+                .zip(&needed)
+                .map(|(f, &n)| if n { f.as_ref().clone() } else { f.as_ref().clone().with_nullable(true) })
+                .collect();
+            Arc::new(arrow::datatypes::Schema::new(fields))
+        };
         let builders = def.fields.iter().map(|f| ColumnBuilder::new(f.ty, capacity)).collect();
         let slots = vec![Slot::Missing; def.fields.len()];
         // Property values are rendered once here, not per event.
@@ -145,6 +179,8 @@ impl Decoder {
             time_values: Vec::with_capacity(capacity),
             enrich_values,
             hits: Default::default(),
+            needed,
+            enrich_needed,
         }
     }
 
@@ -178,12 +214,17 @@ impl Decoder {
         self.slots.fill(Slot::Missing);
         self.strings.clear();
         let mut de = sonic_rs::Deserializer::from_slice(payload);
-        let seed = RowSeed { fields: &self.def.fields, slots: &mut self.slots, strings: &mut self.strings };
+        let seed = RowSeed {
+            fields: &self.def.fields,
+            needed: &self.needed,
+            slots: &mut self.slots,
+            strings: &mut self.strings,
+        };
         if let Err(e) = seed.deserialize(&mut de).and_then(|()| de.end()) {
             return Err(describe_json_error(&e));
         }
-        for (field, slot) in self.def.fields.iter().zip(&self.slots) {
-            if field.required && matches!(slot, Slot::Missing | Slot::Null) {
+        for ((field, slot), &needed) in self.def.fields.iter().zip(&self.slots).zip(&self.needed) {
+            if needed && field.required && matches!(slot, Slot::Missing | Slot::Null) {
                 return Err(format!("missing required field `{}`", field.name));
             }
         }
@@ -211,7 +252,9 @@ impl Decoder {
 
     /// Fills enriched columns from the zone at the row's position.
     fn enrich(&mut self) {
-        for (e, values) in self.def.enrichments.iter().zip(&self.enrich_values) {
+        for ((e, values), _) in
+            self.def.enrichments.iter().zip(&self.enrich_values).zip(&self.enrich_needed).filter(|(_, on)| **on)
+        {
             // Enriched columns come from the zones only, never from the payload.
             for &(_, field) in &e.columns {
                 self.slots[field] = Slot::Missing;
@@ -251,6 +294,7 @@ fn describe_json_error(e: &sonic_rs::Error) -> String {
 
 struct RowSeed<'a> {
     fields: &'a [FieldDef],
+    needed: &'a [bool],
     slots: &'a mut [Slot],
     strings: &'a mut String,
 }
@@ -268,7 +312,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(idx) = map.next_key_seed(KeySeed(self.fields))? {
+        while let Some(idx) = map.next_key_seed(KeySeed(self.fields, self.needed))? {
             match idx {
                 Some(i) => {
                     let field = &self.fields[i];
@@ -283,7 +327,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
     }
 }
 
-struct KeySeed<'a>(&'a [FieldDef]);
+struct KeySeed<'a>(&'a [FieldDef], &'a [bool]);
 
 impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
     type Value = Option<usize>;
@@ -298,7 +342,7 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
         f.write_str("a field name")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<usize>, E> {
-        Ok(self.0.iter().position(|f| f.name == v))
+        Ok(self.0.iter().position(|f| f.name == v).filter(|&i| self.1[i]))
     }
 }
 
@@ -419,6 +463,23 @@ mod tests {
         assert_eq!(v.values().to_vec(), vec![1.5, 2.0]);
         assert!(out.batch.column(3).is_null(0));
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn fields_no_rule_reads_are_neither_decoded_nor_validated() {
+        // Only ts, device_id (key) and ok are read: `value` is skipped even when malformed
+        // or missing, and its column is null (and nullable).
+        let mut d = Decoder::with_fields(def(), 8, vec![false, true, false, true]);
+        d.push(br#"{"ts":1000,"device_id":"a","value":"high","ok":true}"#).unwrap();
+        d.push(br#"{"ts":2000,"device_id":"b"}"#).unwrap();
+        let e = d.push(br#"{"ts":3000,"value":1}"#).unwrap_err();
+        assert_eq!(e, "missing required field `device_id`", "needed fields are still validated");
+        let out = d.finish();
+        assert_eq!(out.batch.num_rows(), 2);
+        assert_eq!(out.event_time, vec![1000, 2000], "the event time is always decoded");
+        assert_eq!(out.batch.column(2).null_count(), 2);
+        assert!(out.batch.schema().field(2).is_nullable());
+        assert!(!out.batch.column(3).is_null(0));
     }
 }
 

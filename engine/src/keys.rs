@@ -112,9 +112,14 @@ impl<S> KeyTable<S> {
 }
 
 /// Renders row `row` as a JSON object (for evidence). Only called when an alert is raised.
+/// Null cells — absent optional fields, and fields no rule reads (they are not decoded) —
+/// are left out.
 pub fn row_to_json(batch: &RecordBatch, row: usize) -> serde_json::Value {
     let mut obj = serde_json::Map::with_capacity(batch.num_columns());
     for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
+        if col.is_null(row) {
+            continue;
+        }
         obj.insert(field.name().clone(), cell_to_json(col, row));
     }
     serde_json::Value::Object(obj)

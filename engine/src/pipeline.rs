@@ -245,7 +245,7 @@ impl Pipeline {
             .iter()
             .enumerate()
             .map(|(i, def)| StreamIngest {
-                decoder: Decoder::new(def.clone(), options.batch_size),
+                decoder: Decoder::with_fields(def.clone(), options.batch_size, plan.needed_fields(i)),
                 tracker: SplitWatermarks::new(def.max_out_of_orderness_ms),
                 watermarks: Vec::with_capacity(options.batch_size),
                 groups: plan.key_groups(i),

@@ -319,6 +319,50 @@ impl Plan {
             .unwrap_or(0)
     }
 
+    /// Which fields of `stream` the rules read (keys, filters, conditions, aggregated and
+    /// reported fields, positions, routes, speeds): the decoder parses only these.
+    pub fn needed_fields(&self, stream: usize) -> Vec<bool> {
+        use datafusion::physical_expr::utils::collect_columns;
+        let def = &self.streams[stream];
+        let mut needed = vec![false; def.fields.len()];
+        let mut mark = |i: usize| {
+            if let Some(n) = needed.get_mut(i) {
+                *n = true;
+            }
+        };
+        mark(def.time_field);
+        def.key_fields.iter().for_each(|&k| mark(k));
+        let mark_expr = |p: &Predicate, mark: &mut dyn FnMut(usize)| {
+            collect_columns(&p.expr).iter().for_each(|c| mark(c.index()));
+        };
+        for rule in self.rules.iter().filter(|r| r.stream == stream) {
+            rule.key_fields.iter().for_each(|&k| mark(k));
+            if let Some(f) = &rule.filter {
+                mark_expr(f, &mut mark);
+            }
+            match &rule.kind {
+                RuleKind::Threshold(t) => {
+                    mark_expr(&t.condition, &mut mark);
+                    if let Some(c) = &t.clear_condition {
+                        mark_expr(c, &mut mark);
+                    }
+                    t.observed.iter().for_each(|&c| mark(c));
+                }
+                RuleKind::Window(w) => w.aggregates.iter().filter_map(|a| a.field).for_each(&mut mark),
+                RuleKind::Absence(_) => {}
+                RuleKind::Geofence(g) => {
+                    mark(g.lat);
+                    mark(g.lon);
+                    g.route_field.into_iter().chain(g.speed_field).for_each(&mut mark);
+                    if let Some(c) = &g.condition {
+                        mark_expr(c, &mut mark);
+                    }
+                }
+            }
+        }
+        needed
+    }
+
     /// Rules of `stream` grouped by key columns: one routing pass per group.
     pub fn key_groups(&self, stream: usize) -> Vec<KeyGroup> {
         let mut groups: Vec<KeyGroup> = Vec::new();
