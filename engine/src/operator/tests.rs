@@ -474,3 +474,14 @@ mod geofences {
         assert_eq!(out.brief(), vec![("t|site".into(), Firing, base + 30 * M)]);
     }
 }
+
+#[test]
+fn the_decoder_needs_only_the_fields_rules_read() {
+    use crate::plan::Plan;
+    use std::sync::Arc;
+    let s = stream(0, None);
+    let mut plan = Plan { streams: vec![s.clone()], rules: Vec::new() };
+    assert_eq!(plan.needed_fields(0), [true, true, false], "time and stream key only");
+    plan.rules.push(Arc::new(threshold(&s, "value > 25", None, 0)));
+    assert_eq!(plan.needed_fields(0), [true, true, true], "the condition reads `value`");
+}
