@@ -82,7 +82,7 @@ pub struct BenchKafkaArgs {
     #[command(flatten)]
     pub generator: GeneratorOverrides,
     #[command(flatten)]
-    pub kafka: KafkaArgs,
+    pub kafka: KafkaConnArgs,
     /// Partitions per topic.
     #[arg(long, default_value_t = 1)]
     pub partitions: i32,
@@ -117,7 +117,7 @@ pub struct ProduceArgs {
     #[command(flatten)]
     pub generator: GeneratorOverrides,
     #[command(flatten)]
-    pub kafka: KafkaArgs,
+    pub kafka: KafkaConnArgs,
 }
 
 /// How alerts are printed on stdout.
@@ -167,18 +167,25 @@ pub struct RunArgs {
     pub admin: Option<std::net::SocketAddr>,
 }
 
-/// Kafka options of `run` (and brokers/group of `produce`).
+/// Overrides of the config's Kafka connection (`run`, `produce`, `bench kafka`).
 #[derive(Debug, Args, Clone, Default)]
-pub struct KafkaArgs {
-    /// Consume the config's Kafka topics (and write to its Kafka sink topics).
-    #[arg(long)]
-    pub kafka: bool,
+pub struct KafkaConnArgs {
     /// Override the config's Kafka brokers.
     #[arg(long, value_name = "HOST:PORT,...")]
     pub brokers: Option<String>,
     /// Override the config's consumer group.
     #[arg(long)]
     pub group_id: Option<String>,
+}
+
+/// Kafka options of `run`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct KafkaArgs {
+    /// Consume the config's Kafka topics (and write to its Kafka sink topics).
+    #[arg(long)]
+    pub kafka: bool,
+    #[command(flatten)]
+    pub conn: KafkaConnArgs,
     /// Stop once every assigned partition has been read to its end, closing windows as at
     /// the end of a file (backfills, benchmarks, tests).
     #[arg(long)]

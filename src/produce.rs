@@ -21,8 +21,8 @@ use crate::run::{generator_settings, kafka_options};
 pub fn produce(args: ProduceArgs) -> Result<ExitCode> {
     let (config, plan) = gridwatch_rules::load_config(&args.config).into_result().map_err(|e| anyhow!("{e}"))?;
     let opts = kafka_options(&config, &plan, &args.kafka)?;
-    let target = targets(&plan, &opts);
-    create_topics(&opts, target.values().map(|(t, _)| t.as_str()), args.partitions)?;
+    let target = Targets::new(&plan, &opts);
+    create_topics(&opts, target.topics(), args.partitions)?;
     let producer = input_producer(&opts)?;
     let settings = generator_settings(&config, &args.generator)?;
     let mut generator = CityGenerator::new(settings);
@@ -46,24 +46,17 @@ pub fn produce(args: ProduceArgs) -> Result<ExitCode> {
                 None => break,
             },
         };
-        let Some((topic, key_field)) = stream.and_then(|s| target.get(&s)) else {
+        if stream.map(|s| target.send(&producer, s, &payload)).transpose()?.flatten().is_none() {
             skipped += 1;
             continue;
-        };
-        let key = key_field.as_deref().and_then(|k| entity_key(&payload, k));
-        send(&producer, topic, key.as_deref(), &payload)?;
+        }
         n += 1;
         if n.is_multiple_of(16_384) {
             bar.set_position(n);
             producer.poll(Duration::ZERO);
         }
         if let Some(rate) = args.rate {
-            // Pace to `rate` events/s: sleep whenever ahead of schedule.
-            let due = Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
-            let elapsed = started.elapsed();
-            if due > elapsed + Duration::from_millis(2) {
-                std::thread::sleep(due - elapsed);
-            }
+            pace(started, n, rate);
         }
     }
     while producer.flush(Duration::from_secs(5)).is_err() {
@@ -73,22 +66,61 @@ pub fn produce(args: ProduceArgs) -> Result<ExitCode> {
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "produced {n} events to {} in {secs:.2} s ({:.0} events/s){}",
-        target.values().map(|(t, _)| t.as_str()).collect::<Vec<_>>().join(", "),
+        target.topics().collect::<Vec<_>>().join(", "),
         n as f64 / secs.max(1e-9),
         if skipped > 0 { format!("; skipped {skipped} events of streams without a topic") } else { String::new() }
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// Topic and key field per stream index: where `produce` sends each stream's events.
-pub fn targets(plan: &gridwatch_engine::Plan, opts: &KafkaOptions) -> BTreeMap<usize, (String, Option<String>)> {
-    let mut target = BTreeMap::new();
-    for (topic, &s) in &opts.topics {
-        let def = &plan.streams[s];
-        let key = def.key_fields.first().map(|&k| def.fields[k].name.clone());
-        target.entry(s).or_insert((topic.clone(), key));
+/// Where each stream's events go: its topic, keyed by the stream's entity key field.
+#[derive(Debug)]
+pub struct Targets(BTreeMap<usize, (String, Option<String>)>);
+
+/// The key an event was sent under (its entity id), if it had one.
+pub type SentKey = Option<Vec<u8>>;
+
+impl Targets {
+    /// The first topic of each stream of `plan` that `opts` names.
+    pub fn new(plan: &gridwatch_engine::Plan, opts: &KafkaOptions) -> Targets {
+        let mut target = BTreeMap::new();
+        for (topic, &s) in &opts.topics {
+            let def = &plan.streams[s];
+            let key = def.key_fields.first().map(|&k| def.fields[k].name.clone());
+            target.entry(s).or_insert((topic.clone(), key));
+        }
+        Targets(target)
     }
-    target
+
+    /// The topics events go to.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.0.values().map(|(t, _)| t.as_str())
+    }
+
+    /// Sends one event of plan stream `stream` to its topic, keyed by entity id (so a
+    /// device's events stay in one partition, in order). None if the stream has no topic.
+    pub fn send(&self, producer: &BaseProducer, stream: usize, payload: &[u8]) -> Result<Option<SentKey>> {
+        let Some((topic, key_field)) = self.0.get(&stream) else { return Ok(None) };
+        let key = key_field.as_deref().and_then(|k| entity_key(payload, k));
+        send(producer, topic, key.as_deref(), payload)?;
+        Ok(Some(key))
+    }
+}
+
+/// Sleeps until event `n` is due at `rate` events/s from `started`.
+pub fn pace(started: Instant, n: u64, rate: u64) {
+    let due = Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
+    let elapsed = started.elapsed();
+    if due > elapsed {
+        std::thread::sleep(due - elapsed);
+    }
+}
+
+/// The event time in field `field` of a JSON event (epoch milliseconds or RFC 3339).
+pub fn event_time(payload: &[u8], field: &str) -> Option<i64> {
+    let v = sonic_rs::get(payload, [field]).ok()?;
+    let raw = v.as_raw_str();
+    raw.parse::<i64>().ok().or_else(|| gridwatch_engine::time::parse_timestamp(raw.trim_matches('"')))
 }
 
 /// A producer tuned for loading input: large batches, idempotent.
@@ -110,7 +142,7 @@ pub fn entity_key(payload: &[u8], key_field: &str) -> Option<Vec<u8>> {
     Some(raw.trim_matches('"').as_bytes().to_vec())
 }
 
-pub fn send(producer: &BaseProducer, topic: &str, key: Option<&[u8]>, payload: &[u8]) -> Result<()> {
+fn send(producer: &BaseProducer, topic: &str, key: Option<&[u8]>, payload: &[u8]) -> Result<()> {
     let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(payload);
     if let Some(k) = key {
         record = record.key(k);

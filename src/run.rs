@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow};
 use crossbeam_channel::Receiver;
 use gridwatch_connectors::file::{NdjsonSource, NdjsonWriter};
 use gridwatch_connectors::generator::{self, CityGenerator, GeneratorSettings};
-use gridwatch_connectors::kafka::{self, BarrierCounter, KafkaOptions, KafkaSink, KafkaStatus};
+use gridwatch_connectors::kafka::{self, BarrierAcks, KafkaOptions, KafkaSink, KafkaStatus};
 use gridwatch_engine::pipeline::PipelineReport;
 use gridwatch_engine::{Alert, AlertState, Output, Pipeline, PipelineOptions};
 use gridwatch_rules::config::{Config, SourceConfig};
@@ -83,7 +83,7 @@ struct Summary {
 pub fn kafka_options(
     config: &Config,
     plan: &gridwatch_engine::Plan,
-    args: &crate::cli::KafkaArgs,
+    args: &crate::cli::KafkaConnArgs,
 ) -> Result<KafkaOptions> {
     let k = config.kafka.as_ref().ok_or_else(|| {
         anyhow!("`{}` has no `kafka:` block (brokers, group_id, topics per stream)", config.path.display())
@@ -103,12 +103,7 @@ pub fn kafka_options(
         dead_letter_topic: k.dead_letter_topic.clone(),
         commit_interval: Duration::from_millis(k.commit_interval_ms.max(10) as u64),
         until_caught_up: false,
-        state_dir: Some(
-            args.state_dir
-                .clone()
-                .or(k.state_dir.clone())
-                .unwrap_or_else(|| std::env::temp_dir().join("gridwatch-state")),
-        ),
+        state_dir: Some(k.state_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("gridwatch-state"))),
     })
 }
 
@@ -142,8 +137,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let (out_tx, outputs) = crossbeam_channel::bounded(Pipeline::output_capacity(&options));
     let kafka_opts = match config.source {
         SourceConfig::Kafka => {
-            let mut k = kafka_options(&config, &plan, &args.kafka)?;
+            let mut k = kafka_options(&config, &plan, &args.kafka.conn)?;
             k.until_caught_up = args.kafka.until_caught_up;
+            if let Some(dir) = &args.kafka.state_dir {
+                k.state_dir = Some(dir.clone());
+            }
             tracing::info!(brokers = %k.brokers, group = %k.group_id, properties = ?config.kafka.as_ref().map(|c| c.redacted_properties()), "Kafka settings");
             Some(k)
         }
@@ -347,9 +345,8 @@ fn drain(outputs: &Receiver<Output>, sinks: &mut Sinks) -> Result<SinkReport> {
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     let mut last_flush = Instant::now();
-    let mut barriers = BarrierCounter::default();
+    let mut barriers = BarrierAcks::default();
     let (stdout, format) = (sinks.stdout, sinks.format);
-    let mut completed = 0u64;
     loop {
         let o = match outputs.recv_timeout(Duration::from_millis(10)) {
             Ok(o) => Some(o),
@@ -401,10 +398,7 @@ fn drain(outputs: &Receiver<Output>, sinks: &mut Sinks) -> Result<SinkReport> {
                         // as delivered by the producer's callbacks, without waiting here.
                         out.flush()?;
                         sinks.flush_files()?;
-                        if let Some(k) = sinks.kafka.as_mut() {
-                            k.barrier_passed(seq);
-                        }
-                        completed = seq;
+                        barriers.passed(seq, sinks.kafka.as_mut());
                         sinks.metrics.barriers_acked.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -416,11 +410,7 @@ fn drain(outputs: &Receiver<Output>, sinks: &mut Sinks) -> Result<SinkReport> {
             },
         }
         if let Some(status) = &sinks.acked {
-            let acked = match sinks.kafka.as_mut() {
-                Some(k) => k.delivered_through()?.min(completed),
-                None => completed,
-            };
-            status.acked_seq.fetch_max(acked, Ordering::AcqRel);
+            barriers.publish(sinks.kafka.as_mut(), status)?;
         }
         // Alerts are interactive output: do not sit on them for long.
         if stdout && last_flush.elapsed() > Duration::from_millis(200) {

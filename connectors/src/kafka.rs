@@ -397,14 +397,18 @@ impl KafkaSink {
     }
 }
 
-/// Counts [`Output::Barrier`]s: a barrier is complete once every worker passed it.
+/// The sink thread's side of the delivery protocol: counts [`Output::Barrier`]s (a barrier
+/// is complete once every worker passed it) and reports to the source the highest barrier
+/// whose outputs every sink has delivered.
 #[derive(Debug, Default)]
-pub struct BarrierCounter {
+pub struct BarrierAcks {
     seen: HashMap<u64, usize>,
+    completed: u64,
 }
 
-impl BarrierCounter {
-    /// Records one worker's barrier; true when it was the last one of `seq`.
+impl BarrierAcks {
+    /// Records one worker's barrier; true when it was the last one of `seq`. The caller
+    /// then makes its own sinks durable (files) before calling [`BarrierAcks::passed`].
     pub fn arrived(&mut self, seq: u64, workers: usize) -> bool {
         let n = self.seen.entry(seq).or_default();
         *n += 1;
@@ -413,6 +417,26 @@ impl BarrierCounter {
             return true;
         }
         false
+    }
+
+    /// Barrier `seq` is complete and everything before it is written; Kafka records sent
+    /// from now on belong after it.
+    pub fn passed(&mut self, seq: u64, kafka: Option<&mut KafkaSink>) {
+        self.completed = self.completed.max(seq);
+        if let Some(k) = kafka {
+            k.barrier_passed(seq);
+        }
+    }
+
+    /// Publishes the highest barrier delivered by every sink (Kafka's acknowledgements are
+    /// asynchronous, so it may trail the completed one); also sends failed records again.
+    pub fn publish(&self, kafka: Option<&mut KafkaSink>, status: &KafkaStatus) -> Result<()> {
+        let delivered = match kafka {
+            Some(k) => k.delivered_through()?.min(self.completed),
+            None => self.completed,
+        };
+        status.acked_seq.fetch_max(delivered, Ordering::AcqRel);
+        Ok(())
     }
 }
 
@@ -953,7 +977,7 @@ fn stream_caught_up<C: ConsumerContext>(
             continue;
         }
         any = true;
-        let Ok((_, high)) =
+        let Ok((low, high)) =
             consumer.fetch_watermarks(e.topic(), e.partition(), Timeout::After(Duration::from_millis(500)))
         else {
             return false;
@@ -970,9 +994,6 @@ fn stream_caught_up<C: ConsumerContext>(
                     )
                     .ok()
                     .and_then(|l| l.elements().first().map(|x| x.offset()));
-                let (low, _) = consumer
-                    .fetch_watermarks(e.topic(), e.partition(), Timeout::After(Duration::from_millis(500)))
-                    .unwrap_or((0, high));
                 match committed {
                     Some(Offset::Offset(c)) => c >= high,
                     _ => low >= high,

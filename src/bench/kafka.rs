@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow};
 use gridwatch_connectors::generator::{self, CityGenerator};
-use gridwatch_connectors::kafka::{self, BarrierCounter, KafkaOptions, KafkaSink, KafkaStatus};
+use gridwatch_connectors::kafka::{self, BarrierAcks, KafkaOptions, KafkaSink, KafkaStatus};
 use gridwatch_engine::{Output, Pipeline, PipelineOptions};
 use hdrhistogram::Histogram;
 use rdkafka::Message;
@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use super::progress;
 use crate::cli::BenchKafkaArgs;
-use crate::produce::{create_topics, entity_key, input_producer, send, targets};
+use crate::produce::{Targets, create_topics, event_time, input_producer, pace};
 use crate::run::{generator_settings, kafka_options};
 
 #[derive(Debug, Serialize)]
@@ -71,8 +71,8 @@ pub fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
 
     // 1. Load the city.
     let tput = fresh("throughput");
-    let target = targets(&plan, &tput);
-    create_topics(&tput, target.values().map(|(t, _)| t.as_str()), args.partitions)?;
+    let target = Targets::new(&plan, &tput);
+    create_topics(&tput, target.topics(), args.partitions)?;
     let producer = input_producer(&tput)?;
     let settings = generator_settings(&config, &args.generator)?;
     let mut generator = CityGenerator::new(settings.clone());
@@ -80,9 +80,10 @@ pub fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
     let index: Vec<Option<usize>> = generator::STREAMS.iter().map(|s| plan.stream_index(s)).collect();
     let mut events = 0u64;
     while let Some((s, payload)) = generator.next_event() {
-        let Some((topic, key)) = index[s].and_then(|i| target.get(&i)) else { continue };
-        let k = key.as_deref().and_then(|k| entity_key(payload, k));
-        send(&producer, topic, k.as_deref(), payload)?;
+        let Some(i) = index[s] else { continue };
+        if target.send(&producer, i, payload)?.is_none() {
+            continue;
+        }
         events += 1;
         if events.is_multiple_of(16_384) {
             bar.set_position(events);
@@ -90,7 +91,7 @@ pub fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
     }
     while producer.flush(Duration::from_secs(5)).is_err() {}
     bar.finish_and_clear();
-    eprintln!("loaded {events} events into {} topics", target.len());
+    eprintln!("loaded {events} events into {} topics", target.topics().count());
 
     // 2. Baseline: a bare consumer.
     let baseline = raw_consume(&tput, events)?;
@@ -117,8 +118,8 @@ pub fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
 
     // 4. Latency at a steady input rate.
     let lat = fresh("latency");
-    let target = targets(&plan, &lat);
-    let mut topics: Vec<&str> = target.values().map(|(t, _)| t.as_str()).collect();
+    let target = Targets::new(&plan, &lat);
+    let mut topics: Vec<&str> = target.topics().collect();
     let alerts_topic = lat.alerts_topic.clone().expect("set above");
     topics.push(&alerts_topic);
     create_topics(&lat, topics.into_iter(), args.partitions)?;
@@ -232,8 +233,7 @@ fn count_and_ack(
     status: &KafkaStatus,
 ) -> Result<u64> {
     let mut alerts = 0u64;
-    let mut barriers = BarrierCounter::default();
-    let mut completed = 0;
+    let mut barriers = BarrierAcks::default();
     loop {
         match rx.recv_timeout(Duration::from_millis(10)) {
             Ok(Output::Alerts(a)) => {
@@ -246,21 +246,14 @@ fn count_and_ack(
             }
             Ok(Output::Barrier { seq, workers, .. }) => {
                 if barriers.arrived(seq, workers) {
-                    completed = seq;
-                    if let Some(k) = sink.as_mut() {
-                        k.barrier_passed(seq);
-                    }
+                    barriers.passed(seq, sink.as_mut());
                 }
             }
             Ok(Output::DeadLetter(_) | Output::RuleError { .. }) => {}
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
-        let acked = match sink.as_mut() {
-            Some(k) => k.delivered_through()?.min(completed),
-            None => completed,
-        };
-        status.acked_seq.fetch_max(acked, Ordering::AcqRel);
+        barriers.publish(sink.as_mut(), status)?;
     }
     if let Some(k) = sink.as_mut() {
         k.flush()?;
@@ -273,7 +266,7 @@ fn count_and_ack(
 fn produce_paced(
     producer: &rdkafka::producer::BaseProducer,
     plan: &gridwatch_engine::Plan,
-    target: &std::collections::BTreeMap<usize, (String, Option<String>)>,
+    target: &Targets,
     settings: gridwatch_connectors::generator::GeneratorSettings,
     rate: u64,
     seconds: f64,
@@ -288,21 +281,11 @@ fn produce_paced(
     while n < total {
         let Some((s, payload)) = generator.next_event() else { break };
         let Some(i) = index[s] else { continue };
-        let Some((topic, key)) = target.get(&i) else { continue };
-        let k = key.as_deref().and_then(|k| entity_key(payload, k));
         let def = &plan.streams[i];
-        let ts_field = &def.fields[def.time_field].name;
-        let ts = sonic_rs::get(payload, [ts_field.as_str()]).ok().and_then(|v| {
-            let raw = v.as_raw_str();
-            raw.parse::<i64>().ok().or_else(|| gridwatch_engine::time::parse_timestamp(raw.trim_matches('"')))
-        });
-        let due = Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
-        let elapsed = start.elapsed();
-        if due > elapsed {
-            std::thread::sleep(due - elapsed);
-        }
-        send(producer, topic, k.as_deref(), payload)?;
-        if let (Some(k), Some(ts)) = (&k, ts) {
+        let ts = event_time(payload, &def.fields[def.time_field].name);
+        pace(start, n, rate);
+        let Some(key) = target.send(producer, i, payload)? else { continue };
+        if let (Some(k), Some(ts)) = (&key, ts) {
             let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
             sent_at.insert((String::from_utf8_lossy(k).into_owned(), ts), now);
         }

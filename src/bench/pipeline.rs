@@ -30,6 +30,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::{progress, rss};
 use crate::cli::BenchPipelineArgs;
+use crate::produce::{entity_key, event_time};
 use crate::run::generator_settings;
 
 /// Events of the 6 h city at scale 1, to size the generator's run.
@@ -206,10 +207,8 @@ fn build_dataset(plan: &Plan, settings: GeneratorSettings, n: u64) -> Result<Dat
         let i = data.events.len() as u32;
         data.events.push((stream, s, start, data.bytes.len()));
         let (key, ts) = &key_fields[stream];
-        let k =
-            sonic_rs::get(payload, [key.as_str()]).ok().map(|v| xxh3_64(v.as_raw_str().trim_matches('"').as_bytes()));
-        let t = sonic_rs::get(payload, [ts.as_str()]).ok().and_then(|v| v.as_raw_str().parse::<i64>().ok());
-        if let (Some(k), Some(t)) = (k, t) {
+        let k = entity_key(payload, key).map(|k| xxh3_64(&k));
+        if let (Some(k), Some(t)) = (k, event_time(payload, ts)) {
             data.index.insert((k, t), i);
         }
         if i.is_multiple_of(65_536) {

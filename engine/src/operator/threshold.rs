@@ -240,10 +240,9 @@ impl Operator for ThresholdOperator {
                 }
             }
         }
-        for i in resume..n {
-            if mask.as_ref().is_none_or(|m| m.value(i)) {
-                visit(self, i, out);
-            }
+        match &mask {
+            Some(m) => m.set_indices().skip_while(|&i| i < resume).for_each(|i| visit(self, i, out)),
+            None => (resume..n).for_each(|i| visit(self, i, out)),
         }
         Ok(())
     }
