@@ -1,7 +1,7 @@
 //! # gridwatch-connectors
 //!
 //! Sources and sinks around the engine: the seeded example-city [`generator`], NDJSON
-//! [`file`] replay and output, and [`kafka`] source and sinks. Connectors move bytes; they never evaluate rules.
+//! [`file`] replay and output, and [`kafka`] source and sinks, the case [`store`] (SQLite, PostgreSQL) and the [`webhook`] sink. Connectors move bytes; they never evaluate rules.
 
 #![deny(missing_docs)]
 
@@ -10,5 +10,7 @@ pub mod error;
 pub mod file;
 pub mod generator;
 pub mod kafka;
+pub mod store;
+pub mod webhook;
 
 pub use error::{ConnectorError, Result};

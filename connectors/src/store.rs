@@ -1,0 +1,1 @@
+//! Case store: SQLite (embedded default) and PostgreSQL (being written).
