@@ -18,3 +18,15 @@
 pub mod model;
 
 pub use model::{Action, Case, CaseEvent, CaseStatus, CaseUpdate, DispatchBy, EventKind, Feedback, Flags, Point};
+pub mod config;
+pub mod gate;
+pub mod simulate;
+pub mod stage;
+
+pub use config::CasesConfig;
+pub use gate::{GatedAlert, Verdict};
+pub use simulate::CrewSimulator;
+pub use stage::{CaseStage, StageOutput, StageStats};
+
+#[cfg(test)]
+mod tests;

@@ -239,10 +239,20 @@ pub struct Case {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sla_ms: Option<Millis>,
     /// When the stopwatch (re)started.
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_time", deserialize_with = "de_opt_time")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_time",
+        deserialize_with = "de_opt_time"
+    )]
     pub clock_started: Option<Millis>,
     /// When it is due (while the clock runs).
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_time", deserialize_with = "de_opt_time")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_time",
+        deserialize_with = "de_opt_time"
+    )]
     pub deadline: Option<Millis>,
     /// Lifecycle status.
     pub status: CaseStatus,
@@ -309,7 +319,8 @@ pub enum Action {
 
 impl Action {
     /// Every action name, for error messages.
-    pub const NAMES: [&'static str; 8] = ["accept", "resolve", "verify", "close", "reassign", "reopen", "merge", "reject"];
+    pub const NAMES: [&'static str; 8] =
+        ["accept", "resolve", "verify", "close", "reassign", "reopen", "merge", "reject"];
 }
 
 /// One case-feedback event (one JSON object per line of the feedback stream):
@@ -342,11 +353,7 @@ impl Feedback {
     pub fn parse(line: &[u8]) -> Result<Feedback, String> {
         let mut f: Feedback = serde_json::from_slice(line).map_err(|e| {
             let msg = e.to_string();
-            if msg.contains("unknown variant") {
-                format!("{msg} (actions: {})", Action::NAMES.join(", "))
-            } else {
-                msg
-            }
+            if msg.contains("unknown variant") { format!("{msg} (actions: {})", Action::NAMES.join(", ")) } else { msg }
         })?;
         if f.feedback_id.is_empty() {
             let mut h = xxhash_rust::xxh3::Xxh3::new();
