@@ -234,6 +234,8 @@ pub struct CasesConfig {
     pub evidence_limit: usize,
     /// Title per category prefix (longest match wins); default: the first rule's name.
     pub titles: Vec<(String, String)>,
+    /// Alerts that are notifications only and never open or join a case (trip logs…).
+    pub exclude: Vec<Matcher>,
 }
 
 impl Default for CasesConfig {
@@ -251,6 +253,7 @@ impl Default for CasesConfig {
             locations: BTreeMap::new(),
             evidence_limit: 5,
             titles: Vec::new(),
+            exclude: Vec::new(),
         }
     }
 }

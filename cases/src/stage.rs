@@ -65,6 +65,9 @@ pub struct StageStats {
     pub case_events: u64,
     /// Inputs that arrived behind the frontier.
     pub late_inputs: u64,
+    /// Replayed inputs a previous run processed (before the restored frontier): alerts only
+    /// rebuild the alert stage's state.
+    pub replayed_skipped: u64,
     /// Cases open now.
     pub open_cases: u64,
 }
@@ -86,6 +89,15 @@ enum Input {
     Feedback(Feedback),
 }
 
+impl Input {
+    fn at(&self) -> Millis {
+        match self {
+            Input::Alert(a) => a.event_time,
+            Input::Feedback(f) => f.at,
+        }
+    }
+}
+
 /// The alert and case stage. See the module docs.
 #[derive(Debug)]
 pub struct CaseStage {
@@ -98,6 +110,8 @@ pub struct CaseStage {
     timers: BTreeSet<(Millis, String)>,
     due: HashMap<String, Millis>,
     frontier: Millis,
+    /// Inputs before this were processed by a previous run (restored from the store).
+    resume_from: Millis,
     /// Time of the latest input or timer processed.
     clock: Millis,
     simulator: Option<CrewSimulator>,
@@ -118,6 +132,7 @@ impl CaseStage {
             timers: BTreeSet::new(),
             due: HashMap::new(),
             frontier: WATERMARK_START,
+            resume_from: WATERMARK_START,
             clock: WATERMARK_START,
             simulator,
             out: Vec::new(),
@@ -125,9 +140,15 @@ impl CaseStage {
         }
     }
 
-    /// Reloads open cases (from the store, after a restart): timers resume, and alerts and
-    /// feedback they already contain are not applied again.
-    pub fn restore(&mut self, cases: Vec<Case>) {
+    /// Reloads open cases (from the store, after a restart) and the frontier the previous
+    /// run had processed everything before ([`CaseStage::checkpoint`]): timers resume, and
+    /// replayed inputs before that frontier are skipped — a replayed alert of a case closed
+    /// meanwhile must not open a duplicate.
+    pub fn restore(&mut self, cases: Vec<Case>, processed_before: Option<Millis>) {
+        if let Some(f) = processed_before {
+            self.resume_from = f;
+            self.clock = self.clock.max(f);
+        }
         for case in cases.into_iter().filter(|c| c.status.is_open()) {
             if let Some(sim) = &self.simulator {
                 for fb in sim.plan(&case) {
@@ -157,10 +178,7 @@ impl CaseStage {
     }
 
     fn push(&mut self, input: Input) {
-        let at = match &input {
-            Input::Alert(a) => a.event_time,
-            Input::Feedback(f) => f.at,
-        };
+        let at = input.at();
         if at < self.frontier {
             self.stats.late_inputs += 1;
             self.process(input);
@@ -216,6 +234,14 @@ impl CaseStage {
         s
     }
 
+    /// Every input before this time has been processed (for the store, with the updates up
+    /// to now): a restarted stage skips replayed inputs before it. `None` before any input.
+    pub fn checkpoint(&self) -> Option<Millis> {
+        let done =
+            if self.pending.is_empty() { self.clock.saturating_add(1).max(self.frontier) } else { self.frontier };
+        (done != WATERMARK_START).then_some(done)
+    }
+
     /// Inputs waiting for the frontier.
     pub fn pending(&self) -> usize {
         self.pending.len()
@@ -245,7 +271,11 @@ impl CaseStage {
     fn fire_timers_before(&mut self, limit: Millis) {
         while let Some(due) = self.next_timer().filter(|&t| t < limit) {
             self.clock = self.clock.max(due);
-            for alert in self.gate.settle(&self.cfg, due) {
+            let mut settled = self.gate.settle(&self.cfg, due);
+            if due < self.resume_from {
+                settled.clear(); // settled before the restored frontier: the previous run sent it
+            }
+            for alert in settled {
                 let facts = self.cfg.facts(&alert);
                 self.on_sent_alert(&alert, &facts);
                 self.out.push(StageOutput::Alert(GatedAlert { alert, verdict: Verdict::Stable }));
@@ -266,6 +296,16 @@ impl CaseStage {
     }
 
     fn process(&mut self, input: Input) {
+        if input.at() < self.resume_from {
+            // Processed by the previous run: its effects are in the restored cases. Alerts
+            // still pass the alert stage, silently, to rebuild inhibition and flapping state.
+            self.stats.replayed_skipped += 1;
+            if let Input::Alert(alert) = input {
+                let facts = self.cfg.facts(&alert);
+                self.gate.replay(&self.cfg, &alert, &facts);
+            }
+            return;
+        }
         match input {
             Input::Alert(alert) => {
                 self.clock = self.clock.max(alert.event_time);
@@ -290,7 +330,8 @@ impl CaseStage {
         match alert.state {
             AlertState::Firing => {
                 // Re-notifications and replays of an alert a case already holds change nothing.
-                if !self.by_alert.contains_key(&alert.alert_id) {
+                let excluded = self.cfg.exclude.iter().any(|m| m.matches(alert, facts));
+                if !excluded && !self.by_alert.contains_key(&alert.alert_id) {
                     self.join_or_open(alert, facts);
                 }
             }

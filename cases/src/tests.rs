@@ -473,10 +473,11 @@ fn a_restored_stage_continues_where_the_first_left_off() {
     first.push_alerts(inputs.iter().filter(|a| a.event_time < cut).cloned());
     first.advance(cut);
     let stored = cases(&first.drain());
+    let checkpoint = first.checkpoint();
     assert!(stored.values().any(|c| c.status.is_open()), "some cases are still open at the crash");
     // Second life: restore open cases, replay everything from the start (a file source).
     let mut second = CaseStage::new(Arc::new(full_config()), sim());
-    second.restore(stored.values().cloned().collect());
+    second.restore(stored.values().cloned().collect(), checkpoint);
     second.push_alerts(inputs);
     second.finish();
     let mut merged = stored.clone();

@@ -289,6 +289,13 @@ impl KafkaSink {
         Ok(())
     }
 
+    /// Queues a JSON record on `topic` with `key` (case events are keyed by case id, so the
+    /// events of one case stay in order on one partition).
+    pub fn send_json(&mut self, topic: &str, key: &str, value: &impl serde::Serialize) -> Result<()> {
+        let payload = serde_json::to_vec(value).map_err(|e| ConnectorError::Kafka(e.to_string()))?;
+        self.enqueue(topic, Some(key.as_bytes()), &payload, None, self.epoch, true)
+    }
+
     /// Queues a dead letter: value = raw payload, headers = reason, stream and, for Kafka
     /// input, the source topic, partition and offset.
     pub fn send_dead_letter(&mut self, dl: &DeadLetter) -> Result<()> {
@@ -547,7 +554,14 @@ impl Core {
     fn mark(&mut self) -> Result<u64> {
         let Some(p) = self.pipeline.as_mut() else { return Ok(self.seq) };
         self.seq += 1;
-        let watermarks = p.barrier(self.seq).map_err(engine_err)?;
+        let mut watermarks = p.barrier(self.seq).map_err(engine_err)?;
+        // The case stage behind the workers has processed only what lies before the
+        // pipeline's frontier (the minimum over streams) when this barrier is acknowledged:
+        // a replay must re-send every alert from there on.
+        let frontier = p.frontier();
+        for w in watermarks.iter_mut().filter(|w| **w != WATERMARK_START) {
+            *w = (*w).min(frontier);
+        }
         self.tracker.marks.push_back(Mark { seq: self.seq, next: self.positions.clone(), watermarks });
         Ok(self.seq)
     }

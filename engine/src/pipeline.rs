@@ -106,6 +106,10 @@ pub enum Output {
         worker: usize,
         /// Number of workers (barriers to expect for `seq`).
         workers: usize,
+        /// The pipeline's watermark at the barrier (the minimum over streams that have
+        /// seen data): every alert received after all workers passed the barrier has an
+        /// event time at or after it, so stages behind the workers can order by event time.
+        watermark: Millis,
     },
     /// A rule failed on a batch; its other batches and the other rules go on.
     RuleError {
@@ -166,7 +170,7 @@ enum WorkerMsg {
         group: Option<usize>,
         watermark: Millis,
     },
-    Barrier(u64),
+    Barrier(u64, Millis),
 }
 
 struct WorkerReport {
@@ -357,10 +361,22 @@ impl Pipeline {
     /// watermark of each stream at the barrier.
     pub fn barrier(&mut self, seq: u64) -> Result<Vec<Millis>> {
         self.flush()?;
+        let watermark = self.frontier();
         for (w, tx) in self.workers.iter().enumerate() {
-            tx.send(WorkerMsg::Barrier(seq)).map_err(|_| EngineError::WorkerGone(w))?;
+            tx.send(WorkerMsg::Barrier(seq, watermark)).map_err(|_| EngineError::WorkerGone(w))?;
         }
         Ok(self.watermarks())
+    }
+
+    /// The minimum watermark over the streams that have seen data ([`WATERMARK_START`] if
+    /// none has): no later alert can have an earlier event time.
+    pub fn frontier(&self) -> Millis {
+        self.streams
+            .iter()
+            .map(|s| s.tracker.watermark())
+            .filter(|&w| w != WATERMARK_START)
+            .min()
+            .unwrap_or(WATERMARK_START)
     }
 
     /// The current watermark of each stream (index as in the plan).
@@ -687,11 +703,11 @@ fn run_worker(
                     }
                 }
             }
-            WorkerMsg::Barrier(seq) => {
+            WorkerMsg::Barrier(seq, watermark) => {
                 if !alerts.is_empty() && out.send(Output::Alerts(std::mem::take(&mut alerts))).is_err() {
                     break;
                 }
-                if out.send(Output::Barrier { seq, worker, workers }).is_err() {
+                if out.send(Output::Barrier { seq, worker, workers, watermark }).is_err() {
                     break;
                 }
             }

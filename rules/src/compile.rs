@@ -182,6 +182,18 @@ fn load_sources(
             rules.push(Arc::new(compiled.plan));
         }
     }
+    if let Some(cases) = &config.cases {
+        let ids: Vec<&str> = rules.iter().map(|r| &*r.meta.id).collect();
+        for (id, node) in &cases.rule_refs {
+            if !ids.contains(&id.as_str()) {
+                diags.push(
+                    reader
+                        .error(Code::BadValue, node, format!("`cases` names unknown rule `{id}`"))
+                        .suggest(id, &ids, "rules"),
+                );
+            }
+        }
+    }
     loaded.plan = Plan { streams: config.streams.clone(), rules };
     loaded.config = Some(config);
     loaded.rule_files = sources.iter().map(|s| s.path.clone()).collect();

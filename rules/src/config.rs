@@ -117,6 +117,8 @@ pub struct Config {
     pub zones: BTreeMap<String, Arc<ZoneSet>>,
     /// Kafka connection, topics and sink topics, if any `kafka:` block is present.
     pub kafka: Option<KafkaConfig>,
+    /// The alert and case stage, if a `cases:` block is present.
+    pub cases: Option<crate::cases::CasesSettings>,
 }
 
 impl Config {
@@ -126,7 +128,7 @@ impl Config {
     }
 }
 
-const TOP_KEYS: [&str; 7] = ["streams", "rules", "source", "sinks", "engine", "zones", "kafka"];
+const TOP_KEYS: [&str; 8] = ["streams", "rules", "source", "sinks", "engine", "zones", "kafka", "cases"];
 const STREAM_KEYS: [&str; 9] = [
     "fields",
     "time_field",
@@ -151,6 +153,7 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
         engine: EngineConfig::default(),
         zones: BTreeMap::new(),
         kafka: None,
+        cases: None,
     };
     let Some(top) = r.map(root, "the config", &TOP_KEYS, diags) else { return cfg };
     let mut stream_kafka = Vec::new();
@@ -203,6 +206,9 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
             m.get("alerts_file").and_then(|n| r.string(n, "alerts_file", diags)).map(|p| base.join(p));
         cfg.sinks.dead_letter_file =
             m.get("dead_letter_file").and_then(|n| r.string(n, "dead_letter_file", diags)).map(|p| base.join(p));
+    }
+    if let Some(cases) = top.get("cases") {
+        cfg.cases = crate::cases::parse_cases(cases, &base, &cfg.zones, &cfg.streams, r, diags);
     }
     if let Some(engine) = top.get("engine")
         && let Some(m) = r.map(engine, "`engine`", &["workers", "batch_size", "linger"], diags)

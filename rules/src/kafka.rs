@@ -223,7 +223,7 @@ pub(crate) fn resolve(
 }
 
 /// Expands `${NAME}` and `${NAME:-default}` from the environment.
-fn expand_env(text: &str, node: &Node, r: &Reader, diags: &mut Diagnostics) -> Option<String> {
+pub(crate) fn expand_env(text: &str, node: &Node, r: &Reader, diags: &mut Diagnostics) -> Option<String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {

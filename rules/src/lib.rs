@@ -11,6 +11,7 @@
 
 #![deny(missing_docs)]
 
+pub mod cases;
 pub mod compile;
 pub mod config;
 pub mod diagnostic;
