@@ -29,6 +29,31 @@ if [ -z "$TANSU" ]; then
 fi
 export TANSU
 echo "Kafka broker: $TANSU ($("$TANSU" --version))"
+#  - PostgreSQL server binaries (initdb, pg_ctl) for the case-store tests, which run a
+#    throwaway cluster of their own; Debian keeps them off PATH, in /usr/lib/postgresql/N/bin.
+find_pg_bin() {
+  local d
+  for d in "${GRIDWATCH_PG_BIN:-}" "$(dirname "$(command -v initdb 2>/dev/null || echo /nonexistent/initdb)")" \
+    $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -rV); do
+    if [ -n "$d" ] && [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then
+      echo "$d"
+      return 0
+    fi
+  done
+  return 1
+}
+GRIDWATCH_PG_BIN="$(find_pg_bin || true)"
+if [ -z "$GRIDWATCH_PG_BIN" ]; then
+  echo "installing PostgreSQL (apt: postgresql)"
+  # Update the package lists only when the cached ones cannot install it.
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; then
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
+  fi
+  GRIDWATCH_PG_BIN="$(find_pg_bin)" || { echo "PostgreSQL installed, but initdb and pg_ctl were not found" >&2; exit 1; }
+fi
+export GRIDWATCH_PG_BIN
+echo "PostgreSQL server binaries: $GRIDWATCH_PG_BIN ($("$GRIDWATCH_PG_BIN/pg_ctl" --version))"
 
 step "format"
 if cargo fmt --version >/dev/null 2>&1; then

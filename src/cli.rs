@@ -28,6 +28,68 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Read the case store: list cases (with the overdue / key / difficult lists) or show one.
+    Cases(CasesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CasesArgs {
+    /// Config whose `cases: {store: …}` names the store.
+    #[arg(short, long, default_value = "examples/city/gridwatch.yaml", global = true)]
+    pub config: PathBuf,
+    /// Store to read instead: a SQLite file, or a PostgreSQL URL / "host=… user=…" string.
+    #[arg(long, value_name = "PATH|URL", global = true)]
+    pub store: Option<String>,
+    #[command(subcommand)]
+    pub command: CasesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CasesCommand {
+    /// Cases, newest first.
+    List(CasesListArgs),
+    /// One case with its history.
+    Show(CasesShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CasesListArgs {
+    /// Only cases past their deadline (the overdue list).
+    #[arg(long)]
+    pub overdue: bool,
+    /// Only priority cases (the key list).
+    #[arg(long)]
+    pub key: bool,
+    /// Only reopened-twice or reassigned cases (the difficult list).
+    #[arg(long)]
+    pub difficult: bool,
+    /// Only cases not yet closed, merged or rejected.
+    #[arg(long)]
+    pub open: bool,
+    /// Only cases in this status (reported, dispatched, in_progress, resolved, verified, closed, merged, rejected).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only cases with this unit.
+    #[arg(long)]
+    pub unit: Option<String>,
+    /// Only cases in this category or below it (e.g. `emergency`).
+    #[arg(long)]
+    pub category: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// One JSON object per case.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CasesShowArgs {
+    /// Case id.
+    pub id: String,
+    /// The case as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +213,18 @@ pub struct RunArgs {
     /// Write dead letters to this NDJSON file (overrides the config).
     #[arg(long, value_name = "FILE")]
     pub dead_letter_out: Option<PathBuf>,
+    /// Case store to use instead of the config's `cases.store` (SQLite path or PostgreSQL URL).
+    #[arg(long, value_name = "PATH|URL")]
+    pub cases_store: Option<String>,
+    /// Write case events to this NDJSON file (overrides `cases.events_file`).
+    #[arg(long, value_name = "FILE")]
+    pub case_events_out: Option<PathBuf>,
+    /// Feed the case stage this NDJSON file of case-feedback events (overrides `cases.feedback`).
+    #[arg(long, value_name = "FILE.ndjson")]
+    pub feedback: Option<PathBuf>,
+    /// Skip the case stage even if the config has a `cases:` block (alerts only).
+    #[arg(long)]
+    pub no_cases: bool,
     /// Do not print alerts on stdout.
     #[arg(long)]
     pub quiet: bool,

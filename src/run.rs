@@ -9,15 +9,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use crossbeam_channel::Receiver;
+use gridwatch_cases::{StageOutput, StageStats, Verdict};
 use gridwatch_connectors::file::{NdjsonSource, NdjsonWriter};
 use gridwatch_connectors::generator::{self, CityGenerator, GeneratorSettings};
 use gridwatch_connectors::kafka::{self, BarrierAcks, KafkaOptions, KafkaSink, KafkaStatus};
 use gridwatch_engine::pipeline::PipelineReport;
-use gridwatch_engine::{Alert, AlertState, Output, Pipeline, PipelineOptions};
+use gridwatch_engine::{Alert, AlertState, DeadLetter, Output, Pipeline, PipelineOptions};
 use gridwatch_rules::config::{Config, SourceConfig};
 use serde::Serialize;
 
 use crate::admin::{self, AdminState, SinkMetrics};
+use crate::cases::{CaseRuntime, render_case};
 use crate::cli::{Format, GeneratorOverrides, RunArgs};
 
 /// Builds generator settings from the config and CLI overrides.
@@ -50,6 +52,7 @@ pub struct RuleCounts {
 #[derive(Debug, Default, Serialize)]
 struct SinkReport {
     alerts: BTreeMap<String, RuleCounts>,
+    cases: Option<StageStats>,
     dead_letters: u64,
     dead_letter_reasons: BTreeMap<String, u64>,
     rule_errors: u64,
@@ -77,6 +80,8 @@ struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     kafka_messages: Option<u64>,
     replay_suppressed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cases: Option<StageStats>,
 }
 
 /// Kafka settings of the config with the command line's overrides, streams resolved.
@@ -116,6 +121,20 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if args.kafka.kafka {
         config.source = SourceConfig::Kafka;
     }
+    if args.no_cases {
+        config.cases = None;
+    }
+    if let Some(c) = config.cases.as_mut() {
+        if let Some(s) = &args.cases_store {
+            c.store = Some(s.clone());
+        }
+        if let Some(f) = &args.case_events_out {
+            c.events_file = Some(f.clone());
+        }
+        if let Some(f) = &args.feedback {
+            c.feedback = gridwatch_rules::cases::FeedbackSource::File(f.clone());
+        }
+    }
     let workers = args.workers.or(config.engine.workers).unwrap_or_else(|| PipelineOptions::default().workers).max(1);
     let batch_size = args.batch_size.or(config.engine.batch_size).unwrap_or(4096).max(1);
     let alerts_path = args.alerts_out.clone().or(config.sinks.alerts_file.clone());
@@ -149,7 +168,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let kafka_status = kafka_opts.as_ref().map(|_| Arc::new(KafkaStatus::default()));
     let kafka_sink = match (&kafka_opts, &kafka_status) {
-        (Some(k), Some(st)) if k.alerts_topic.is_some() || k.dead_letter_topic.is_some() => {
+        (Some(k), Some(st))
+            if k.alerts_topic.is_some()
+                || k.dead_letter_topic.is_some()
+                || config.cases.as_ref().is_some_and(|c| c.kafka_topic.is_some()) =>
+        {
             Some(KafkaSink::new(k, st.clone())?)
         }
         _ => None,
@@ -163,7 +186,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         )?;
         eprintln!("admin HTTP on http://{bound} (/healthz /readyz /metrics)");
     }
+    let cases = config.cases.as_ref().map(CaseRuntime::start).transpose()?;
     let mut sinks = Sinks {
+        cases,
         stdout,
         format: args.format,
         alerts_out: alerts_path.as_deref().map(NdjsonWriter::create).transpose()?,
@@ -173,9 +198,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         metrics,
     };
     let sink = std::thread::Builder::new().name("gridwatch-sink".into()).spawn(move || -> Result<SinkReport> {
-        let report = drain(&outputs, &mut sinks);
+        let mut report = drain(&outputs, &mut sinks)?;
         sinks.flush()?;
-        report
+        if let Some(c) = sinks.cases.take() {
+            report.cases = Some(c.close()?);
+        }
+        Ok(report)
     })?;
 
     let started = Instant::now();
@@ -202,12 +230,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                     feed_generator(&mut pipeline, settings, &interrupted, &mut unknown_stream)
                 }
             };
-            // Always drain and report, even if the source failed part-way.
-            (feed, pipeline.finish().context("stopping the engine")?)
+            // Always drain and report, even if the source failed part-way. The last barrier
+            // releases the case stage up to the end of the input.
+            (feed, pipeline.finish_with_barrier(Some(u64::MAX)).context("stopping the engine")?)
         }
     };
     let elapsed = started.elapsed();
-    let sink_report = sink.join().map_err(|_| anyhow!("the sink thread panicked"))??;
+    let mut sink_report = sink.join().map_err(|_| anyhow!("the sink thread panicked"))??;
+    let case_stats = sink_report.cases.take();
     feed?;
 
     let mut summary = summarize(
@@ -219,6 +249,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         batch_size,
         interrupted.load(Ordering::SeqCst),
     );
+    summary.cases = case_stats;
     if let Some(m) = kafka_messages {
         summary.kafka_messages = Some(m);
         summary.events_per_s = if summary.elapsed_s > 0.0 { m as f64 / summary.elapsed_s } else { 0.0 };
@@ -254,12 +285,20 @@ fn feed_generator(
             }
         }
         n += 1;
+        if n.is_multiple_of(BARRIER_EVERY) {
+            pipeline.barrier(n / BARRIER_EVERY)?;
+        }
         if n.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
             break;
         }
     }
     Ok(())
 }
+
+/// Events between barriers in a bounded run: each barrier lets the case stage process
+/// what lies before the watermark (its place does not change the result, only how much
+/// waits in memory).
+const BARRIER_EVERY: u64 = 1 << 16;
 
 fn feed_file(pipeline: &mut Pipeline, path: &std::path::Path, stop: &AtomicBool, unknown: &mut u64) -> Result<()> {
     let mut source = NdjsonSource::open(path)?;
@@ -278,6 +317,9 @@ fn feed_file(pipeline: &mut Pipeline, path: &std::path::Path, stop: &AtomicBool,
             }
         }
         n += 1;
+        if n.is_multiple_of(BARRIER_EVERY) {
+            pipeline.barrier(n / BARRIER_EVERY)?;
+        }
         if n.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
             break;
         }
@@ -309,6 +351,9 @@ fn merge_reports(reports: Vec<PipelineReport>) -> PipelineReport {
 
 /// Every sink of a run; the sink thread owns it.
 struct Sinks {
+    /// The alert and case stage, if configured: alerts then go through it in event-time
+    /// order (released at each barrier's watermark) before reaching the alert sinks.
+    cases: Option<CaseRuntime>,
     stdout: bool,
     format: Format,
     alerts_out: Option<NdjsonWriter>,
@@ -333,6 +378,9 @@ impl Sinks {
     /// Makes everything written so far durable (files flushed, Kafka acknowledged).
     fn flush(&mut self) -> Result<()> {
         self.flush_files()?;
+        if let Some(c) = self.cases.as_mut() {
+            c.commit()?;
+        }
         if let Some(k) = self.kafka.as_mut() {
             k.flush()?;
         }
@@ -346,7 +394,10 @@ fn drain(outputs: &Receiver<Output>, sinks: &mut Sinks) -> Result<SinkReport> {
     let mut out = std::io::BufWriter::new(out.lock());
     let mut last_flush = Instant::now();
     let mut barriers = BarrierAcks::default();
-    let (stdout, format) = (sinks.stdout, sinks.format);
+    let bad_feedback = sinks.cases.as_mut().map(|c| std::mem::take(&mut c.bad_feedback)).unwrap_or_default();
+    for d in &bad_feedback {
+        sinks.write_dead_letter(&mut report, d)?;
+    }
     loop {
         let o = match outputs.recv_timeout(Duration::from_millis(10)) {
             Ok(o) => Some(o),
@@ -358,42 +409,25 @@ fn drain(outputs: &Receiver<Output>, sinks: &mut Sinks) -> Result<SinkReport> {
             Some(o) => match o {
                 Output::Alerts(alerts) => {
                     sinks.metrics.alerts.fetch_add(alerts.len() as u64, Ordering::Relaxed);
-                    for a in &alerts {
-                        let c = report.alerts.entry(a.rule_id.to_string()).or_default();
-                        match a.state {
-                            AlertState::Firing => c.firing += 1,
-                            AlertState::Resolved => c.resolved += 1,
-                        }
-                        if let Some(w) = sinks.alerts_out.as_mut() {
-                            w.write(a)?;
-                        }
-                        if let Some(k) = sinks.kafka.as_mut() {
-                            k.send_alert(a)?;
-                        }
-                        if stdout {
-                            match format {
-                                Format::Json => {
-                                    serde_json::to_writer(&mut out, a)?;
-                                    out.write_all(b"\n")?;
-                                }
-                                Format::Text => writeln!(out, "{}", render_alert(a))?,
+                    match sinks.cases.as_mut() {
+                        Some(c) => c.push_alerts(alerts),
+                        None => {
+                            for a in &alerts {
+                                sinks.write_alert(&mut report, &mut out, a, a, true)?;
                             }
                         }
                     }
                 }
-                Output::DeadLetter(d) => {
-                    report.dead_letters += 1;
-                    sinks.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
-                    *report.dead_letter_reasons.entry(reason_class(&d.reason)).or_default() += 1;
-                    if let Some(w) = sinks.dead_out.as_mut() {
-                        w.write(&d)?;
-                    }
-                    if let Some(k) = sinks.kafka.as_mut() {
-                        k.send_dead_letter(&d)?;
-                    }
-                }
-                Output::Barrier { seq, workers, .. } => {
+                Output::DeadLetter(d) => sinks.write_dead_letter(&mut report, &d)?,
+                Output::Barrier { seq, workers, watermark, .. } => {
                     if barriers.arrived(seq, workers) {
+                        // Everything before the watermark has arrived: the case stage may
+                        // process it, and its store transaction lands before the ack.
+                        let staged = sinks.cases.as_mut().map(|c| c.advance(watermark)).unwrap_or_default();
+                        sinks.write_stage(&mut report, &mut out, staged)?;
+                        if let Some(c) = sinks.cases.as_mut() {
+                            c.commit()?;
+                        }
                         // Files are durable now; Kafka records of this barrier are counted
                         // as delivered by the producer's callbacks, without waiting here.
                         out.flush()?;
@@ -413,13 +447,105 @@ fn drain(outputs: &Receiver<Output>, sinks: &mut Sinks) -> Result<SinkReport> {
             barriers.publish(sinks.kafka.as_mut(), status)?;
         }
         // Alerts are interactive output: do not sit on them for long.
-        if stdout && last_flush.elapsed() > Duration::from_millis(200) {
+        if sinks.stdout && last_flush.elapsed() > Duration::from_millis(200) {
             out.flush()?;
             last_flush = Instant::now();
         }
     }
+    let staged = sinks.cases.as_mut().map(|c| c.finish()).unwrap_or_default();
+    sinks.write_stage(&mut report, &mut out, staged)?;
     out.flush()?;
     Ok(report)
+}
+
+impl Sinks {
+    /// Writes one alert: `record` (the alert, or the alert with the alert stage's verdict)
+    /// to the alerts file; if `sent`, the alert to Kafka, the console and the webhook.
+    fn write_alert(
+        &mut self,
+        report: &mut SinkReport,
+        out: &mut impl Write,
+        a: &Alert,
+        record: &impl Serialize,
+        sent: bool,
+    ) -> Result<()> {
+        let c = report.alerts.entry(a.rule_id.to_string()).or_default();
+        match a.state {
+            AlertState::Firing => c.firing += 1,
+            AlertState::Resolved => c.resolved += 1,
+        }
+        if let Some(w) = self.alerts_out.as_mut() {
+            w.write(record)?;
+        }
+        if !sent {
+            return Ok(());
+        }
+        if let Some(k) = self.kafka.as_mut() {
+            k.send_alert(a)?;
+        }
+        if let Some(c) = self.cases.as_mut() {
+            c.write_alert(record)?;
+        }
+        if self.stdout {
+            match self.format {
+                Format::Json => {
+                    serde_json::to_writer(&mut *out, record)?;
+                    out.write_all(b"\n")?;
+                }
+                Format::Text => writeln!(out, "{}", render_alert(a))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn write_dead_letter(&mut self, report: &mut SinkReport, d: &DeadLetter) -> Result<()> {
+        report.dead_letters += 1;
+        self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
+        *report.dead_letter_reasons.entry(reason_class(&d.reason)).or_default() += 1;
+        if let Some(w) = self.dead_out.as_mut() {
+            w.write(d)?;
+        }
+        if let Some(k) = self.kafka.as_mut() {
+            k.send_dead_letter(d)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what the case stage emitted, in its order.
+    fn write_stage(&mut self, report: &mut SinkReport, out: &mut impl Write, staged: Vec<StageOutput>) -> Result<()> {
+        for s in staged {
+            match s {
+                StageOutput::Alert(g) => {
+                    let sent = g.verdict.is_sent();
+                    if g.verdict == Verdict::Stable {
+                        tracing::info!(rule = %g.alert.rule_id, key = %g.alert.key, "alert stable again after flapping");
+                    }
+                    self.write_alert(report, out, &g.alert, &g, sent)?;
+                }
+                StageOutput::Case(u) => {
+                    if let Some(c) = self.cases.as_mut() {
+                        c.write_case(&u)?;
+                        if let (Some(topic), Some(k)) = (c.kafka_topic.as_deref(), self.kafka.as_mut()) {
+                            k.send_json(topic, &u.case.case_id, &*u)?;
+                        }
+                    }
+                    if self.stdout && self.format == Format::Text {
+                        writeln!(out, "{}", render_case(&u))?;
+                    }
+                }
+                StageOutput::Rejected { feedback, reason } => {
+                    let d = DeadLetter {
+                        stream: crate::cases::FEEDBACK_STREAM.into(),
+                        reason: format!("feedback {}: {reason}", feedback.feedback_id),
+                        payload: serde_json::to_string(&feedback)?,
+                        origin: None,
+                    };
+                    self.write_dead_letter(report, &d)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Groups dead-letter reasons for the summary ("invalid JSON", "late", "field `x`").
@@ -502,6 +628,7 @@ fn summarize(
         interrupted,
         kafka_messages: None,
         replay_suppressed: 0,
+        cases: None,
     }
 }
 
@@ -530,5 +657,25 @@ fn print_summary(s: &Summary) {
     }
     if s.rule_errors > 0 {
         let _ = writeln!(e, "rule errors    {:>12}   (see log)", s.rule_errors);
+    }
+    if let Some(c) = &s.cases {
+        let a = &c.alerts;
+        let _ = writeln!(
+            e,
+            "alert stage    {:>12}   sent ({} silenced, {} inhibited, {} held as flapping)",
+            a.sent, a.silenced, a.inhibited, a.flapping
+        );
+        let _ = writeln!(
+            e,
+            "cases          {:>12}   opened ({} still open, {} alerts joined, {} events; {} reminders, {} escalations; feedback {} applied, {} rejected)",
+            c.cases_opened,
+            c.open_cases,
+            c.alerts_joined,
+            c.case_events,
+            c.reminders,
+            c.escalations,
+            c.feedback_applied,
+            c.feedback_rejected
+        );
     }
 }

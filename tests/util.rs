@@ -1,5 +1,8 @@
 //! Helpers for end-to-end tests: run the real `gridwatch` binary in a temp dir.
 
+// Each test file uses its own subset of the helpers.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -36,6 +39,8 @@ pub fn run_city(dir: &Path, name: &str, extra: &[&str]) -> (Vec<String>, serde_j
     let alerts = dir.join(format!("{name}-alerts.ndjson"));
     let dead = dir.join(format!("{name}-dead.ndjson"));
     let summary = dir.join(format!("{name}-summary.json"));
+    let store = dir.join(format!("{name}-cases.db"));
+    let case_events = dir.join(format!("{name}-case-events.ndjson"));
     let config = city_config();
     let mut args = vec![
         "run",
@@ -48,6 +53,10 @@ pub fn run_city(dir: &Path, name: &str, extra: &[&str]) -> (Vec<String>, serde_j
         dead.to_str().expect("utf-8 path"),
         "--summary-json",
         summary.to_str().expect("utf-8 path"),
+        "--cases-store",
+        store.to_str().expect("utf-8 path"),
+        "--case-events-out",
+        case_events.to_str().expect("utf-8 path"),
     ];
     args.extend_from_slice(extra);
     gridwatch(&args);

@@ -50,7 +50,7 @@ impl CrewSimulator {
         let h = xxh3_64_with_seed(case.case_id.as_bytes(), self.seed);
         // Independent draws from one hash: each uses different bits.
         let draw = |shift: u32, n: u64| (h >> shift) % n;
-        let story = match draw(0, 100) {
+        let mut story = match draw(0, 100) {
             0..60 => Story::OnTime,
             60..72 => Story::Late,
             72..82 => Story::ReopenedOnce,
@@ -58,6 +58,9 @@ impl CrewSimulator {
             87..93 => Story::Reassigned,
             _ => Story::Abandoned,
         };
+        if story == Story::Reassigned && case.unit.as_deref() == Some(self.fallback_unit.as_str()) {
+            story = Story::OnTime; // already with the unit reassignments go to
+        }
         let at_frac = |f: f64| dispatched + (sla as f64 * f) as Millis;
         let mut steps: Vec<(Millis, Action, Option<String>)> = Vec::new();
         let accept = dispatched + (2 + draw(8, 8) as Millis) * MINUTE;

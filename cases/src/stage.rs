@@ -114,6 +114,9 @@ pub struct CaseStage {
     resume_from: Millis,
     /// Time of the latest input or timer processed.
     clock: Millis,
+    /// Latest event time of an input from outside (alerts, feedback streams): the end of
+    /// the input at [`CaseStage::finish`].
+    last_input: Millis,
     simulator: Option<CrewSimulator>,
     out: Vec<StageOutput>,
     stats: StageStats,
@@ -134,6 +137,7 @@ impl CaseStage {
             frontier: WATERMARK_START,
             resume_from: WATERMARK_START,
             clock: WATERMARK_START,
+            last_input: WATERMARK_START,
             simulator,
             out: Vec::new(),
             stats: StageStats::default(),
@@ -179,6 +183,7 @@ impl CaseStage {
 
     fn push(&mut self, input: Input) {
         let at = input.at();
+        self.last_input = self.last_input.max(at);
         if at < self.frontier {
             self.stats.late_inputs += 1;
             self.process(input);
@@ -212,13 +217,17 @@ impl CaseStage {
         self.fire_timers_before(frontier);
     }
 
-    /// End of input: processes everything still waiting; timers fire up to the last input.
+    /// End of input: processes everything up to the last input's time. Like the engine's
+    /// timers, what lies beyond it (SLA deadlines, the simulated crew's later feedback)
+    /// does not happen: a restart on more input takes it from there.
     pub fn finish(&mut self) {
-        self.release(|_| true);
-        let end = self.clock.max(self.frontier);
-        if end != WATERMARK_START {
-            self.fire_timers_before(end.saturating_add(1));
+        let end = self.last_input.max(self.frontier);
+        if end == WATERMARK_START {
+            return;
         }
+        self.release(|at| at <= end);
+        self.fire_timers_before(end.saturating_add(1));
+        self.frontier = self.frontier.max(end.saturating_add(1));
     }
 
     /// Takes what was emitted since the last call.
@@ -237,9 +246,7 @@ impl CaseStage {
     /// Every input before this time has been processed (for the store, with the updates up
     /// to now): a restarted stage skips replayed inputs before it. `None` before any input.
     pub fn checkpoint(&self) -> Option<Millis> {
-        let done =
-            if self.pending.is_empty() { self.clock.saturating_add(1).max(self.frontier) } else { self.frontier };
-        (done != WATERMARK_START).then_some(done)
+        (self.frontier != WATERMARK_START).then_some(self.frontier)
     }
 
     /// Inputs waiting for the frontier.

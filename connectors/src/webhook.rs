@@ -1,1 +1,1152 @@
-//! Webhook sink (being written).
+//! Webhook sink: batched JSON POSTs with retries, in order, never dropping a record.
+//!
+//! # Batching and order
+//!
+//! [`WebhookSink::send`] queues one record in a bounded channel. One background thread takes
+//! records off it and POSTs them as a JSON array (`Content-Type: application/json`) of up to
+//! [`WebhookOptions::max_batch`] records; a partial batch goes out once its first record has
+//! waited [`WebhookOptions::linger`], or at [`WebhookSink::flush`]. Only one batch is in
+//! flight and a failed batch is retried, unchanged, before anything after it, so records
+//! arrive in the order they were sent: the events of one case stay in order.
+//!
+//! # Retries
+//!
+//! Connection errors, timeouts, 408, 429 and 5xx are retried indefinitely with exponential
+//! backoff and full jitter (a delay drawn uniformly from zero to
+//! `min(max_backoff, initial_backoff × 2^attempt)`). A `Retry-After` header on 429 or 503
+//! (delta-seconds or an HTTP date) replaces that delay, capped at four times `max_backoff` so a
+//! misconfigured server cannot park the sink for hours. Redirects are not followed: a client
+//! would replay a POST as a GET, so 3xx counts as a wrong URL. Delivery is at least once: if a
+//! request times out after the server processed it, the retry delivers the batch again, so
+//! receivers should deduplicate by an event id.
+//!
+//! # Backpressure
+//!
+//! When the queue is full, `send` blocks until the endpoint catches up. That holds the engine
+//! back rather than losing records or growing memory without bound.
+//!
+//! # Dead letters
+//!
+//! Any other status (400, 401, 404, 413, 422, 3xx…) is permanent: the batch is appended as one
+//! NDJSON line `{"url", "status", "response", "error", "records"}` to
+//! [`WebhookOptions::dead_letter`], counted in [`WebhookStats::rejected`] and logged at error
+//! level. Records that are still undelivered when the sink is closed are dead-lettered the same
+//! way (with `status: null` and the last error) and counted in [`WebhookStats::abandoned`].
+//! Without a dead-letter file, the error log names the URL, the status and the record count.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use gridwatch_connectors::webhook::{WebhookOptions, WebhookSink};
+//!
+//! let sink = WebhookSink::start(WebhookOptions { url: "http://127.0.0.1:8080/hook".into(), ..Default::default() })?;
+//! sink.send(serde_json::json!({"event_id": "c7:3", "case_id": "c7", "seq": 3}))?;
+//! let stats = sink.close(Duration::from_secs(30))?;
+//! assert_eq!(stats.pending(), 0);
+//! # Ok::<(), gridwatch_connectors::webhook::WebhookError>(())
+//! ```
+
+use std::fs::OpenOptions;
+use std::hash::{BuildHasher, RandomState};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError, bounded};
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use thiserror::Error;
+
+/// Longest error-response body kept for the dead-letter file.
+const RESPONSE_LIMIT: usize = 1024;
+
+/// Webhook settings. `Debug` hides header values and URL passwords.
+#[derive(Clone)]
+pub struct WebhookOptions {
+    /// Endpoint; must be `http://` (this build's HTTP client has no TLS).
+    pub url: String,
+    /// Most records per POST (at least 1). Default 100.
+    pub max_batch: usize,
+    /// How long the first record of a partial batch waits for more. Default 200 ms.
+    pub linger: Duration,
+    /// Records queued before `send` blocks (at least 1). Default 10 000.
+    pub queue_capacity: usize,
+    /// Per-request timeout, connecting included. Default 10 s.
+    pub timeout: Duration,
+    /// Upper bound of the first retry delay; doubles per attempt. Default 200 ms.
+    pub initial_backoff: Duration,
+    /// Largest computed retry delay. Default 30 s.
+    pub max_backoff: Duration,
+    /// Extra headers sent with every request, e.g. `Authorization`.
+    pub headers: Vec<(String, String)>,
+    /// NDJSON file for batches that cannot be delivered; opened (created) at start.
+    pub dead_letter: Option<PathBuf>,
+}
+
+impl Default for WebhookOptions {
+    fn default() -> Self {
+        WebhookOptions {
+            url: String::new(),
+            max_batch: 100,
+            linger: Duration::from_millis(200),
+            queue_capacity: 10_000,
+            timeout: Duration::from_secs(10),
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+            headers: Vec::new(),
+            dead_letter: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for WebhookOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Headers usually carry credentials; only their names are shown.
+        let headers: Vec<String> = self.headers.iter().map(|(k, _)| format!("{k}: ***")).collect();
+        f.debug_struct("WebhookOptions")
+            .field("url", &display_url(&self.url))
+            .field("max_batch", &self.max_batch)
+            .field("linger", &self.linger)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("timeout", &self.timeout)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("headers", &headers)
+            .field("dead_letter", &self.dead_letter)
+            .finish()
+    }
+}
+
+/// Webhook errors; each names the URL (its password, if any, masked).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum WebhookError {
+    /// The options are unusable; `reason` lists every problem found.
+    #[error("webhook `{url}`: {reason}")]
+    Invalid {
+        /// The URL.
+        url: String,
+        /// What is wrong, all problems joined by `; `.
+        reason: String,
+    },
+    /// The sender thread has stopped, so nothing more can be queued.
+    #[error("webhook `{url}`: the sender thread has stopped")]
+    Stopped {
+        /// The URL.
+        url: String,
+    },
+    /// A flush did not complete in time; the records stay queued.
+    #[error("webhook `{url}`: {pending} records still undelivered after {waited:?} (last error: {})", .last_error.as_deref().unwrap_or("none"))]
+    Timeout {
+        /// The URL.
+        url: String,
+        /// Records queued but neither delivered nor dead-lettered.
+        pending: u64,
+        /// How long the flush waited.
+        waited: Duration,
+        /// What the endpoint last answered, if it failed.
+        last_error: Option<String>,
+    },
+    /// The sink was closed before everything was delivered; the rest went to the dead-letter
+    /// file (or the error log).
+    #[error("webhook `{url}`: closed with {abandoned} records undelivered, dead-lettered (last error: {})", .last_error.as_deref().unwrap_or("none"))]
+    Abandoned {
+        /// The URL.
+        url: String,
+        /// Records given up at close.
+        abandoned: u64,
+        /// What the endpoint last answered, if it failed.
+        last_error: Option<String>,
+    },
+}
+
+/// A snapshot of a sink's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WebhookStats {
+    /// Records accepted by `send`.
+    pub queued: u64,
+    /// Records the endpoint acknowledged with 2xx.
+    pub delivered: u64,
+    /// Successful POSTs.
+    pub batches: u64,
+    /// Failed attempts (connection error, timeout, 408, 429, 5xx) that were or will be retried.
+    pub retries: u64,
+    /// Records the endpoint refused permanently (dead-lettered).
+    pub rejected: u64,
+    /// Records still undelivered at close (dead-lettered).
+    pub abandoned: u64,
+    /// True from a failed attempt until the next 2xx: the endpoint is unhealthy.
+    pub failing: bool,
+    /// The latest failure (status and URL, or the connection error); kept after recovery.
+    pub last_error: Option<String>,
+}
+
+impl WebhookStats {
+    /// Records queued but not yet delivered or dead-lettered.
+    pub fn pending(&self) -> u64 {
+        self.queued.saturating_sub(self.delivered + self.rejected + self.abandoned)
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    queued: AtomicU64,
+    delivered: AtomicU64,
+    batches: AtomicU64,
+    retries: AtomicU64,
+    rejected: AtomicU64,
+    abandoned: AtomicU64,
+    failing: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn stats(&self) -> WebhookStats {
+        WebhookStats {
+            queued: self.queued.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            abandoned: self.abandoned.load(Ordering::Relaxed),
+            failing: self.failing.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().map(|e| e.clone()).unwrap_or_else(|p| p.into_inner().clone()),
+        }
+    }
+
+    /// Records a failure; returns whether the endpoint was already failing.
+    fn fail(&self, error: &str) -> bool {
+        match self.last_error.lock() {
+            Ok(mut e) => *e = Some(error.to_string()),
+            Err(p) => *p.into_inner() = Some(error.to_string()),
+        }
+        self.failing.swap(true, Ordering::Relaxed)
+    }
+}
+
+enum Msg {
+    Record(Value),
+    /// Answered once everything queued before it is delivered or dead-lettered.
+    Flush(Sender<()>),
+}
+
+/// A running webhook sink: a bounded queue and one sender thread. See the module docs.
+///
+/// `Send + Sync`, so several threads can share it behind an `Arc`. Call [`close`] at the end;
+/// dropping the sink does the same with [`WebhookOptions::timeout`] as the bound.
+///
+/// [`close`]: WebhookSink::close
+pub struct WebhookSink {
+    url: String,
+    tx: Option<Sender<Msg>>,
+    /// Dropped to stop the thread: it gives up retrying and dead-letters what is left.
+    stop: Option<Sender<()>>,
+    shared: Arc<Shared>,
+    worker: Option<JoinHandle<()>>,
+    drop_timeout: Duration,
+}
+
+impl std::fmt::Debug for WebhookSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSink").field("url", &self.url).field("stats", &self.stats()).finish()
+    }
+}
+
+impl WebhookSink {
+    /// Validates the options (reporting every problem, with the URL), opens the dead-letter
+    /// file and starts the sender thread.
+    pub fn start(options: WebhookOptions) -> Result<WebhookSink, WebhookError> {
+        let shown = display_url(&options.url);
+        let checked = validate(&options)
+            .map_err(|problems| WebhookError::Invalid { url: shown.clone(), reason: problems.join("; ") })?;
+        let (url, timeout) = (shown.clone(), options.timeout);
+        let retry_after_cap = options.max_backoff.saturating_mul(4);
+        // The blocking client runs its own runtime and must not be built or dropped inside
+        // an async context, so it lives entirely on the sender thread.
+        Self::spawn(options, shown, move || HttpTransport::new(checked, url, timeout, retry_after_cap))
+    }
+
+    /// Starts the sender thread with the transport `make` builds on it.
+    fn spawn<T: Transport>(
+        options: WebhookOptions,
+        url: String,
+        make: impl FnOnce() -> Result<T, String> + Send + 'static,
+    ) -> Result<WebhookSink, WebhookError> {
+        let invalid = |reason: String| WebhookError::Invalid { url: url.clone(), reason };
+        let (tx, rx) = bounded(options.queue_capacity.max(1));
+        let (stop_tx, stop_rx) = bounded(0);
+        let (ready_tx, ready_rx) = bounded(1);
+        let shared = Arc::new(Shared::default());
+        let drop_timeout = options.timeout;
+        let worker_shared = shared.clone();
+        let worker_url = url.clone();
+        let handle = std::thread::Builder::new()
+            .name("gridwatch-webhook".into())
+            .spawn(move || {
+                let transport = match make() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                Worker::new(transport, options, worker_url, worker_shared, stop_rx).run(&rx);
+            })
+            .map_err(|e| invalid(format!("cannot start the sender thread: {e}")))?;
+        let ready = ready_rx.recv().unwrap_or_else(|_| Err("the sender thread died while starting".into()));
+        if let Err(reason) = ready {
+            let _ = handle.join();
+            return Err(invalid(reason));
+        }
+        Ok(WebhookSink { url, tx: Some(tx), stop: Some(stop_tx), shared, worker: Some(handle), drop_timeout })
+    }
+
+    /// Queues one record. Blocks while the queue is full (backpressure); never drops.
+    /// Fails only if the sender thread has stopped.
+    pub fn send(&self, record: Value) -> Result<(), WebhookError> {
+        let tx = self.tx.as_ref().ok_or_else(|| self.stopped())?;
+        // Counted first so `pending` never dips below zero while the thread races ahead.
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        tx.send(Msg::Record(record)).map_err(|_| {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            self.stopped()
+        })
+    }
+
+    /// Waits until everything queued so far is delivered or dead-lettered, at most `timeout`.
+    /// A partial batch is sent at once instead of lingering. On timeout, the error tells how
+    /// many records are pending; they stay queued.
+    pub fn flush(&self, timeout: Duration) -> Result<(), WebhookError> {
+        let started = Instant::now();
+        let tx = self.tx.as_ref().ok_or_else(|| self.stopped())?;
+        let (done_tx, done_rx) = bounded(1);
+        // The marker queues behind the records, so its answer means they were all handled.
+        match tx.send_timeout(Msg::Flush(done_tx), timeout) {
+            Ok(()) => {}
+            Err(SendTimeoutError::Timeout(_)) => return Err(self.timed_out(started.elapsed())),
+            Err(SendTimeoutError::Disconnected(_)) => return Err(self.stopped()),
+        }
+        match done_rx.recv_timeout(timeout.saturating_sub(started.elapsed())) {
+            Ok(()) => Ok(()),
+            Err(RecvTimeoutError::Timeout) => Err(self.timed_out(started.elapsed())),
+            Err(RecvTimeoutError::Disconnected) => Err(self.stopped()),
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> WebhookStats {
+        self.shared.stats()
+    }
+
+    /// Flushes (waiting at most `timeout`), then stops the thread. Records still undelivered
+    /// are dead-lettered and reported as [`WebhookError::Abandoned`]. Takes at most `timeout`
+    /// plus one request timeout (a request in flight cannot be interrupted).
+    pub fn close(mut self, timeout: Duration) -> Result<WebhookStats, WebhookError> {
+        self.shutdown(timeout)?;
+        Ok(self.shared.stats())
+    }
+
+    fn shutdown(&mut self, timeout: Duration) -> Result<(), WebhookError> {
+        let Some(worker) = self.worker.take() else { return Ok(()) };
+        let flushed = self.flush(timeout);
+        // Closing `stop` ends any retry loop; closing `tx` lets the thread drain the queue
+        // into the dead-letter file and exit.
+        self.stop.take();
+        self.tx.take();
+        if worker.join().is_err() {
+            tracing::error!(url = %self.url, "the webhook sender thread panicked");
+        }
+        let stats = self.shared.stats();
+        match flushed {
+            Err(e @ WebhookError::Stopped { .. }) => Err(e),
+            // A flush that timed out may still have finished before the stop.
+            _ if stats.abandoned == 0 => Ok(()),
+            _ => Err(WebhookError::Abandoned {
+                url: self.url.clone(),
+                abandoned: stats.abandoned,
+                last_error: stats.last_error,
+            }),
+        }
+    }
+
+    fn stopped(&self) -> WebhookError {
+        WebhookError::Stopped { url: self.url.clone() }
+    }
+
+    fn timed_out(&self, waited: Duration) -> WebhookError {
+        let s = self.shared.stats();
+        WebhookError::Timeout { url: self.url.clone(), pending: s.pending(), waited, last_error: s.last_error }
+    }
+}
+
+impl Drop for WebhookSink {
+    fn drop(&mut self) {
+        if let Err(error) = self.shutdown(self.drop_timeout) {
+            tracing::error!(%error, "webhook sink dropped without close");
+        }
+    }
+}
+
+/// One POST of one batch. The seam between the batching/retry logic and HTTP, so the former
+/// is tested without sockets.
+trait Transport: Send + 'static {
+    fn post(&mut self, body: &[u8]) -> Attempt;
+}
+
+/// The result of one POST.
+#[derive(Debug, Clone, PartialEq)]
+enum Attempt {
+    Delivered,
+    /// Permanent: retrying cannot help.
+    Rejected {
+        status: u16,
+        response: String,
+    },
+    /// Transient; `after` is the server's `Retry-After`, if any.
+    Retry {
+        after: Option<Duration>,
+        error: String,
+    },
+}
+
+/// What a non-network answer means, by status.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Delivered,
+    Retry(Option<Duration>),
+    Reject,
+}
+
+fn classify(status: u16, retry_after: Option<&str>, cap: Duration, now: chrono::DateTime<chrono::Utc>) -> Verdict {
+    match status {
+        200..=299 => Verdict::Delivered,
+        // Only these two define `Retry-After` as a delay for the same request.
+        429 | 503 => Verdict::Retry(retry_after.and_then(|v| parse_retry_after(v, now)).map(|d| d.min(cap))),
+        408 | 500..=599 => Verdict::Retry(None),
+        _ => Verdict::Reject,
+    }
+}
+
+/// What [`validate`] checked, ready for the client.
+struct Checked {
+    url: reqwest::Url,
+    headers: reqwest::header::HeaderMap,
+}
+
+/// Checks everything and reports every problem, so one edit fixes the config.
+fn validate(o: &WebhookOptions) -> Result<Checked, Vec<String>> {
+    let mut problems = Vec::new();
+    let url = match reqwest::Url::parse(&o.url) {
+        Ok(u) if u.scheme() == "http" => Some(u),
+        // Without TLS the client would send the request, headers included, in clear text.
+        Ok(u) if u.scheme() == "https" => {
+            problems.push(
+                "https:// is not supported: this build's HTTP client has no TLS; \
+                 use http:// (e.g. a local TLS-terminating proxy)"
+                    .into(),
+            );
+            None
+        }
+        Ok(u) => {
+            problems.push(format!("scheme `{}` is not supported; use http://", u.scheme()));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("not a URL: {e}"));
+            None
+        }
+    };
+    if o.max_batch == 0 {
+        problems.push("batch must be at least 1".into());
+    }
+    if o.queue_capacity == 0 {
+        problems.push("queue must be at least 1".into());
+    }
+    if o.timeout.is_zero() {
+        problems.push("timeout must be above zero".into());
+    }
+    // A zero backoff would retry a failing endpoint in a tight loop.
+    if o.initial_backoff.is_zero() {
+        problems.push("initial_backoff must be above zero".into());
+    }
+    if o.max_backoff < o.initial_backoff {
+        problems.push(format!("max_backoff ({:?}) is below initial_backoff ({:?})", o.max_backoff, o.initial_backoff));
+    }
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (k, v) in &o.headers {
+        match reqwest::header::HeaderName::from_bytes(k.as_bytes()) {
+            // The value is not echoed: it is likely a secret.
+            Ok(name) => match reqwest::header::HeaderValue::from_str(v) {
+                Ok(mut value) => {
+                    value.set_sensitive(true);
+                    headers.append(name, value);
+                }
+                Err(_) => problems.push(format!("the value of header `{k}` has characters HTTP does not allow")),
+            },
+            Err(e) => problems.push(format!("bad header name `{k}`: {e}")),
+        }
+    }
+    // Opened now so a wrong path fails at start, not at the first rejection.
+    if let Some(path) = &o.dead_letter
+        && let Err(e) = OpenOptions::new().create(true).append(true).open(path)
+    {
+        problems.push(format!("cannot open the dead-letter file `{}`: {e}", path.display()));
+    }
+    match url {
+        Some(url) if problems.is_empty() => Ok(Checked { url, headers }),
+        _ => Err(problems),
+    }
+}
+
+/// The URL for messages and logs, with any password masked.
+fn display_url(raw: &str) -> String {
+    match reqwest::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => raw.to_string(),
+    }
+}
+
+struct HttpTransport {
+    client: reqwest::blocking::Client,
+    target: reqwest::Url,
+    /// `target` with its password masked, for messages.
+    url: String,
+    timeout: Duration,
+    retry_after_cap: Duration,
+}
+
+impl HttpTransport {
+    fn new(checked: Checked, url: String, timeout: Duration, retry_after_cap: Duration) -> Result<Self, String> {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(timeout)
+            .default_headers(checked.headers)
+            // A redirected POST becomes a GET and loses its body; see the module docs.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("gridwatch/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
+        Ok(HttpTransport { client, target: checked.url, url, timeout, retry_after_cap })
+    }
+}
+
+impl Transport for HttpTransport {
+    fn post(&mut self, body: &[u8]) -> Attempt {
+        let sent = self
+            .client
+            .post(self.target.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec())
+            .send();
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Attempt::Retry {
+                    after: None,
+                    error: format!("POST {} timed out after {:?}", self.url, self.timeout),
+                };
+            }
+            Err(e) => {
+                let e = e.without_url();
+                return Attempt::Retry { after: None, error: format!("POST {} failed: {}", self.url, error_chain(&e)) };
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after =
+            resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let verdict = classify(status, retry_after.as_deref(), self.retry_after_cap, chrono::Utc::now());
+        if verdict == Verdict::Delivered {
+            // Reading the (small) body lets the connection be reused.
+            let _ = std::io::copy(&mut resp.take(64 * 1024), &mut std::io::sink());
+            return Attempt::Delivered;
+        }
+        let mut bytes = Vec::new();
+        let _ = resp.take(RESPONSE_LIMIT as u64).read_to_end(&mut bytes);
+        let response = utf8_prefix(&bytes);
+        match verdict {
+            Verdict::Retry(after) => {
+                let mut error = format!("HTTP {status} from {}", self.url);
+                if !response.is_empty() {
+                    let mut snippet = response;
+                    truncate(&mut snippet, 200);
+                    error.push_str(": ");
+                    error.push_str(snippet.trim());
+                }
+                Attempt::Retry { after, error }
+            }
+            _ => Attempt::Rejected { status, response },
+        }
+    }
+}
+
+/// An error and its causes, `: `-separated (reqwest's own message omits the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+/// Bytes as text; a character cut in half at the end is dropped, other bad bytes replaced.
+fn utf8_prefix(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_string(),
+        Err(e) if e.error_len().is_none() => String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+/// The sender thread.
+struct Worker<T> {
+    transport: T,
+    options: WebhookOptions,
+    url: String,
+    shared: Arc<Shared>,
+    /// Disconnected when the sink closes.
+    stop: Receiver<()>,
+    rng: rand_chacha::ChaCha8Rng,
+}
+
+impl<T: Transport> Worker<T> {
+    fn new(transport: T, options: WebhookOptions, url: String, shared: Arc<Shared>, stop: Receiver<()>) -> Self {
+        // Jitter only needs to differ between processes; RandomState is seeded by the OS.
+        let rng = rand_chacha::ChaCha8Rng::seed_from_u64(RandomState::new().hash_one(&url));
+        Worker { transport, options, url, shared, stop, rng }
+    }
+
+    fn run(mut self, rx: &Receiver<Msg>) {
+        let mut batch: Vec<Value> = Vec::new();
+        let mut first_at = Instant::now();
+        loop {
+            // An empty batch waits for a record; a partial one until its linger runs out
+            // (forever if the deadline is beyond what `Instant` can hold).
+            let msg = match first_at.checked_add(self.options.linger).filter(|_| !batch.is_empty()) {
+                Some(deadline) => rx.recv_deadline(deadline),
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match msg {
+                Ok(Msg::Record(r)) => {
+                    if batch.is_empty() {
+                        first_at = Instant::now();
+                    }
+                    batch.push(r);
+                    if batch.len() >= self.options.max_batch {
+                        self.deliver(std::mem::take(&mut batch));
+                    }
+                }
+                Ok(Msg::Flush(done)) => {
+                    self.deliver(std::mem::take(&mut batch));
+                    let _ = done.send(());
+                }
+                Err(RecvTimeoutError::Timeout) => self.deliver(std::mem::take(&mut batch)),
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.deliver(std::mem::take(&mut batch));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        matches!(self.stop.try_recv(), Err(TryRecvError::Disconnected))
+    }
+
+    /// Sleeps `delay`; false if the sink closed meanwhile.
+    fn sleep(&self, delay: Duration) -> bool {
+        matches!(self.stop.recv_timeout(delay), Err(RecvTimeoutError::Timeout))
+    }
+
+    /// Sends one batch, retrying until it is delivered, rejected, or the sink closes.
+    fn deliver(&mut self, records: Vec<Value>) {
+        if records.is_empty() {
+            return;
+        }
+        let n = records.len() as u64;
+        if self.stopping() {
+            let error = self.shared.stats().last_error.unwrap_or_else(|| "none".into());
+            self.abandon(&records, &format!("not delivered before the sink closed (last error: {error})"));
+            return;
+        }
+        let body = match serde_json::to_vec(&records) {
+            Ok(b) => b,
+            Err(e) => {
+                // Unreachable for `Value`s; still, never lose the records silently.
+                self.shared.rejected.fetch_add(n, Ordering::Relaxed);
+                self.dead_letter(&records, None, None, &format!("cannot encode the batch: {e}"));
+                return;
+            }
+        };
+        let mut attempt: u32 = 0;
+        let started = Instant::now();
+        loop {
+            match self.transport.post(&body) {
+                Attempt::Delivered => {
+                    self.shared.delivered.fetch_add(n, Ordering::Relaxed);
+                    self.shared.batches.fetch_add(1, Ordering::Relaxed);
+                    if self.shared.failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!(url = %self.url, attempts = attempt + 1, after = ?started.elapsed(), "webhook endpoint recovered");
+                    }
+                    return;
+                }
+                Attempt::Rejected { status, response } => {
+                    let error = format!("HTTP {status} from {}", self.url);
+                    self.shared.fail(&error);
+                    self.shared.rejected.fetch_add(n, Ordering::Relaxed);
+                    tracing::error!(
+                        url = %self.url, status, records = n, %response, dead_letter = ?self.options.dead_letter,
+                        "webhook endpoint rejected a batch permanently; not retrying",
+                    );
+                    self.dead_letter(&records, Some(status), Some(&response), &error);
+                    return;
+                }
+                Attempt::Retry { after, error } => {
+                    self.shared.retries.fetch_add(1, Ordering::Relaxed);
+                    let was_failing = self.shared.fail(&error);
+                    let delay = after.unwrap_or_else(|| {
+                        backoff(attempt, self.options.initial_backoff, self.options.max_backoff, &mut self.rng)
+                    });
+                    // One warning when an outage starts and one every ten attempts; the
+                    // rest at debug, so a long outage does not flood the log.
+                    if !was_failing || attempt % 10 == 9 {
+                        tracing::warn!(url = %self.url, %error, attempt = attempt + 1, ?delay, records = n, "webhook POST failed; retrying");
+                    } else {
+                        tracing::debug!(url = %self.url, %error, attempt = attempt + 1, ?delay, "webhook POST failed; retrying");
+                    }
+                    attempt = attempt.saturating_add(1);
+                    if !self.sleep(delay) {
+                        self.abandon(&records, &format!("not delivered before the sink closed (last error: {error})"));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn abandon(&self, records: &[Value], error: &str) {
+        self.shared.abandoned.fetch_add(records.len() as u64, Ordering::Relaxed);
+        tracing::error!(url = %self.url, records = records.len(), error, dead_letter = ?self.options.dead_letter, "webhook sink closed with undelivered records");
+        self.dead_letter(records, None, None, error);
+    }
+
+    /// Appends one NDJSON line for `records`; without a file, logs them (count at error,
+    /// content at debug) so they are never lost silently.
+    fn dead_letter(&self, records: &[Value], status: Option<u16>, response: Option<&str>, error: &str) {
+        let Some(path) = &self.options.dead_letter else {
+            tracing::error!(url = %self.url, records = records.len(), error, "webhook records not delivered and no dead_letter file configured");
+            tracing::debug!(url = %self.url, ?records, "undelivered webhook records");
+            return;
+        };
+        let line = DeadLetterLine { url: &self.url, status, response, error, records };
+        let written = serde_json::to_vec(&line).map_err(std::io::Error::from).and_then(|mut bytes| {
+            bytes.push(b'\n');
+            // One write per line: appends from one thread never interleave.
+            OpenOptions::new().create(true).append(true).open(path)?.write_all(&bytes)
+        });
+        if let Err(e) = written {
+            tracing::error!(path = %path.display(), error = %e, records = records.len(), ?records, "cannot write the webhook dead-letter file");
+        }
+    }
+}
+
+/// One line of the dead-letter file.
+#[derive(serde::Serialize)]
+struct DeadLetterLine<'a> {
+    url: &'a str,
+    status: Option<u16>,
+    response: Option<&'a str>,
+    error: &'a str,
+    records: &'a [Value],
+}
+
+/// Exponential backoff with full jitter: uniform in `[0, min(max, initial × 2^attempt)]`.
+fn backoff(attempt: u32, initial: Duration, max: Duration, rng: &mut impl Rng) -> Duration {
+    let cap = initial.saturating_mul(1u32 << attempt.min(20)).min(max);
+    let ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rng.random_range(0..=ms))
+}
+
+/// `Retry-After` (RFC 9110 §10.2.3): delta-seconds or an HTTP date, in any of the three
+/// formats recipients must accept; a date in the past means now. `None` if unreadable.
+fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // Overflowing values saturate; the caller caps the delay anyway.
+        return Some(Duration::from_secs(v.parse().unwrap_or(u64::MAX)));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).map(|t| t.with_timezone(&chrono::Utc)).ok().or_else(|| {
+        // The obsolete RFC 850 and asctime forms.
+        ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"]
+            .iter()
+            .find_map(|f| chrono::NaiveDateTime::parse_from_str(v, f).ok())
+            .map(|t| t.and_utc())
+    })?;
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn at(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap().with_timezone(&chrono::Utc)
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_all_three_date_forms() {
+        let now = at("1994-11-06T08:49:30Z");
+        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("0", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("99999999999999999999999", now), Some(Duration::from_secs(u64::MAX)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Sunday, 06-Nov-94 08:49:37 GMT", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Sun Nov  6 08:49:37 1994", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 07:00:00 GMT", now), Some(Duration::ZERO), "past date");
+    }
+
+    #[test]
+    fn retry_after_garbage_is_ignored() {
+        let now = at("2026-11-23T08:00:00Z");
+        for v in ["", "soon", "-1", "1.5", "3s", "+3", "Mon, 99 Nov 2026 08:00:00 GMT", "2026-11-23T08:00:05Z"] {
+            assert_eq!(parse_retry_after(v, now), None, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn statuses_are_classified_and_retry_after_capped() {
+        let now = at("2026-11-23T08:00:00Z");
+        let cap = Duration::from_secs(120);
+        for s in [200, 201, 202, 204, 299] {
+            assert_eq!(classify(s, None, cap, now), Verdict::Delivered, "{s}");
+        }
+        for s in [408, 500, 502, 504, 599] {
+            assert_eq!(classify(s, None, cap, now), Verdict::Retry(None), "{s}");
+            // Retry-After only counts on 429 and 503.
+            assert_eq!(classify(s, Some("5"), cap, now), Verdict::Retry(None), "{s}");
+        }
+        assert_eq!(classify(503, Some("5"), cap, now), Verdict::Retry(Some(Duration::from_secs(5))));
+        assert_eq!(
+            classify(429, Some("Mon, 23 Nov 2026 08:00:09 GMT"), cap, now),
+            Verdict::Retry(Some(Duration::from_secs(9)))
+        );
+        assert_eq!(classify(429, Some("86400"), cap, now), Verdict::Retry(Some(cap)));
+        assert_eq!(classify(503, Some("garbage"), cap, now), Verdict::Retry(None));
+        for s in [301, 302, 307, 400, 401, 403, 404, 409, 413, 422] {
+            assert_eq!(classify(s, Some("1"), cap, now), Verdict::Reject, "{s}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_with_full_jitter_up_to_the_cap() {
+        let (initial, max) = (Duration::from_millis(100), Duration::from_secs(2));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut draw = |attempt| -> Vec<u64> {
+            (0..400).map(|_| backoff(attempt, initial, max, &mut rng).as_millis() as u64).collect()
+        };
+        for (attempt, cap) in
+            [(0, 100), (1, 200), (2, 400), (3, 800), (4, 1600), (5, 2000), (30, 2000), (u32::MAX, 2000)]
+        {
+            let d = draw(attempt);
+            let top = *d.iter().max().unwrap();
+            // Never above the cap, and the draws fill the range instead of sitting at the cap.
+            assert!(top <= cap, "attempt {attempt}: {top} > {cap}");
+            assert!(top >= cap * 9 / 10, "attempt {attempt}: the delay does not grow to {cap} (max {top})");
+            assert!(d.iter().any(|&x| x < cap / 4), "attempt {attempt}: no small delays: no jitter");
+        }
+    }
+
+    #[test]
+    fn text_is_cut_on_character_boundaries() {
+        let mut s = "ab€".to_string();
+        truncate(&mut s, 3);
+        assert_eq!(s, "ab");
+        assert_eq!(utf8_prefix("ab€".as_bytes()[..3].as_ref()), "ab", "half a character is dropped");
+        assert_eq!(utf8_prefix(b"a\xffb"), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_the_url() {
+        let e = WebhookSink::start(WebhookOptions {
+            url: "ftp://x/y".into(),
+            max_batch: 0,
+            initial_backoff: Duration::ZERO,
+            headers: vec![("bad header".into(), "v".into()), ("Authorization".into(), "Bearer s3cret\n".into())],
+            dead_letter: Some("/nonexistent-dir/dl.ndjson".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        for part in [
+            "`ftp://x/y`",
+            "scheme `ftp`",
+            "batch must be at least 1",
+            "initial_backoff",
+            "bad header name `bad header`",
+            "header `Authorization`",
+            "/nonexistent-dir/dl.ndjson",
+        ] {
+            assert!(e.contains(part), "{part:?} missing in: {e}");
+        }
+        assert!(!e.contains("s3cret"), "a header value leaked: {e}");
+
+        let e = WebhookSink::start(WebhookOptions { url: "https://h/x".into(), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("no TLS"), "{e}");
+        let e = WebhookSink::start(WebhookOptions { url: "localhost:8080".into(), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("`localhost:8080`"), "{e}");
+        let e = WebhookSink::start(WebhookOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("not a URL"), "{e}");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_errors() {
+        let o = WebhookOptions {
+            url: "http://user:hunter2@h/x".into(),
+            headers: vec![("Authorization".into(), "Bearer s3cret".into())],
+            ..Default::default()
+        };
+        let d = format!("{o:?}");
+        assert!(d.contains("Authorization: ***") && d.contains("user:***@h"), "{d}");
+        assert!(!d.contains("s3cret") && !d.contains("hunter2"), "{d}");
+        let e = WebhookSink::start(WebhookOptions { max_batch: 0, ..o }).unwrap_err().to_string();
+        assert!(e.contains("http://user:***@h/x") && !e.contains("hunter2"), "{e}");
+    }
+
+    /// A POST the fake saw: when, and the records.
+    type Post = (Instant, Vec<Value>);
+
+    /// A transport that records every POST and answers from a script, then `otherwise`.
+    #[derive(Clone)]
+    struct Fake {
+        script: Arc<Mutex<VecDeque<Attempt>>>,
+        otherwise: Attempt,
+        posts: Arc<Mutex<Vec<Post>>>,
+    }
+
+    impl Fake {
+        fn new(script: Vec<Attempt>, otherwise: Attempt) -> Self {
+            Fake { script: Arc::new(Mutex::new(script.into())), otherwise, posts: Arc::default() }
+        }
+
+        fn batches(&self) -> Vec<Vec<i64>> {
+            let posts = self.posts.lock().unwrap();
+            posts.iter().map(|(_, b)| b.iter().map(|r| r["n"].as_i64().unwrap()).collect()).collect()
+        }
+
+        fn sink(&self, options: WebhookOptions) -> WebhookSink {
+            let f = self.clone();
+            WebhookSink::spawn(options, "fake://hook".into(), move || Ok(f)).unwrap()
+        }
+    }
+
+    impl Transport for Fake {
+        fn post(&mut self, body: &[u8]) -> Attempt {
+            self.posts.lock().unwrap().push((Instant::now(), serde_json::from_slice(body).unwrap()));
+            self.script.lock().unwrap().pop_front().unwrap_or_else(|| self.otherwise.clone())
+        }
+    }
+
+    fn retry(after: Option<Duration>) -> Attempt {
+        Attempt::Retry { after, error: "HTTP 503 from fake://hook".into() }
+    }
+
+    fn fast() -> WebhookOptions {
+        WebhookOptions {
+            url: "fake://hook".into(),
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn batches_are_cut_at_max_batch() {
+        let fake = Fake::new(vec![], Attempt::Delivered);
+        let sink = fake.sink(WebhookOptions { max_batch: 3, linger: Duration::from_secs(3600), ..fast() });
+        for n in 0..7 {
+            sink.send(json!({ "n": n })).unwrap();
+        }
+        // Two full batches go out without waiting for the (hour-long) linger.
+        let started = Instant::now();
+        while fake.batches().len() < 2 {
+            assert!(started.elapsed() < Duration::from_secs(5), "full batches were not sent");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(fake.batches(), vec![vec![0, 1, 2], vec![3, 4, 5]]);
+        sink.flush(Duration::from_secs(5)).unwrap();
+        assert_eq!(fake.batches(), vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
+        let stats = sink.close(Duration::from_secs(5)).unwrap();
+        assert_eq!((stats.queued, stats.delivered, stats.batches, stats.pending()), (7, 7, 3, 0));
+    }
+
+    #[test]
+    fn a_partial_batch_goes_out_after_linger() {
+        let fake = Fake::new(vec![], Attempt::Delivered);
+        let linger = Duration::from_millis(150);
+        let sink = fake.sink(WebhookOptions { linger, ..fast() });
+        let sent = Instant::now();
+        sink.send(json!({"n": 0})).unwrap();
+        sink.send(json!({"n": 1})).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(fake.batches().is_empty(), "sent before the linger ran out");
+        while fake.batches().is_empty() {
+            assert!(sent.elapsed() < Duration::from_secs(5), "the partial batch was never sent");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let posted_at = fake.posts.lock().unwrap()[0].0;
+        assert!(posted_at - sent >= linger, "sent after {:?}", posted_at - sent);
+        assert_eq!(fake.batches(), vec![vec![0, 1]]);
+        drop(sink);
+    }
+
+    #[test]
+    fn an_endless_linger_waits_for_flush() {
+        let fake = Fake::new(vec![], Attempt::Delivered);
+        let sink = fake.sink(WebhookOptions { linger: Duration::MAX, ..fast() });
+        sink.send(json!({"n": 0})).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(fake.batches().is_empty());
+        sink.flush(Duration::from_secs(5)).unwrap();
+        assert_eq!(fake.batches(), vec![vec![0]]);
+    }
+
+    #[test]
+    fn a_failed_batch_is_retried_whole_before_the_next_and_rejections_do_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = dir.path().join("dead.ndjson");
+        let wait = Duration::from_millis(300);
+        let fake = Fake::new(
+            vec![
+                retry(None),
+                retry(Some(wait)),
+                Attempt::Delivered,
+                Attempt::Rejected { status: 422, response: "no such case".into() },
+            ],
+            Attempt::Delivered,
+        );
+        let sink = fake.sink(WebhookOptions { max_batch: 2, dead_letter: Some(dl.clone()), ..fast() });
+        for n in 0..6 {
+            sink.send(json!({ "n": n })).unwrap();
+        }
+        sink.flush(Duration::from_secs(5)).unwrap();
+        let stats = sink.stats();
+        assert_eq!(fake.batches(), vec![vec![0, 1], vec![0, 1], vec![0, 1], vec![2, 3], vec![4, 5]]);
+        // The second retry waited for the server's Retry-After, not the 1–5 ms backoff.
+        let posts = fake.posts.lock().unwrap().iter().map(|p| p.0).collect::<Vec<_>>();
+        assert!(posts[2] - posts[1] >= wait, "Retry-After ignored: {:?}", posts[2] - posts[1]);
+        assert!(posts[1] - posts[0] < wait);
+        assert_eq!((stats.delivered, stats.rejected, stats.retries, stats.batches), (4, 2, 2, 2));
+        assert!(!stats.failing, "the last batch succeeded");
+        assert_eq!(stats.last_error.as_deref(), Some("HTTP 422 from fake://hook"));
+        let line: Value = serde_json::from_str(std::fs::read_to_string(&dl).unwrap().trim()).unwrap();
+        assert_eq!(
+            line,
+            json!({"url": "fake://hook", "status": 422, "response": "no such case",
+                   "error": "HTTP 422 from fake://hook", "records": [{"n": 2}, {"n": 3}]})
+        );
+    }
+
+    #[test]
+    fn failing_is_reported_while_retrying() {
+        let fake = Fake::new(vec![], retry(None));
+        let sink = fake.sink(WebhookOptions { linger: Duration::ZERO, ..fast() });
+        sink.send(json!({"n": 0})).unwrap();
+        let started = Instant::now();
+        while sink.stats().retries < 3 {
+            assert!(started.elapsed() < Duration::from_secs(5), "no retries");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let stats = sink.stats();
+        assert!(stats.failing && stats.last_error.as_deref() == Some("HTTP 503 from fake://hook"), "{stats:?}");
+        let e = sink.flush(Duration::from_millis(30)).unwrap_err();
+        assert!(matches!(&e, WebhookError::Timeout { pending: 1, .. }), "{e}");
+        assert!(e.to_string().contains("HTTP 503 from fake://hook"), "{e}");
+        // Still retrying after a failed flush: nothing is given up until close.
+        *fake.script.lock().unwrap() = vec![Attempt::Delivered].into();
+        sink.flush(Duration::from_secs(5)).unwrap();
+        assert!(!sink.stats().failing);
+        assert_eq!(sink.close(Duration::from_secs(1)).unwrap().delivered, 1);
+    }
+
+    #[test]
+    fn close_is_bounded_and_dead_letters_what_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = dir.path().join("dead.ndjson");
+        let fake = Fake::new(vec![], retry(None));
+        let sink = fake.sink(WebhookOptions {
+            max_batch: 10,
+            initial_backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(60),
+            dead_letter: Some(dl.clone()),
+            ..fast()
+        });
+        for n in 0..25 {
+            sink.send(json!({ "n": n })).unwrap();
+        }
+        let started = Instant::now();
+        let e = sink.close(Duration::from_millis(100)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "close waited out the backoff");
+        assert!(matches!(&e, WebhookError::Abandoned { abandoned: 25, .. }), "{e}");
+        let lines: Vec<Value> =
+            std::fs::read_to_string(&dl).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let records: Vec<i64> = lines
+            .iter()
+            .flat_map(|l| l["records"].as_array().unwrap().clone())
+            .map(|r| r["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!(records, (0..25).collect::<Vec<_>>(), "every record dead-lettered once, in order");
+        for l in &lines {
+            assert!(l["status"].is_null(), "{l}");
+            assert!(l["error"].as_str().unwrap().contains("closed (last error: HTTP 503 from fake://hook)"), "{l}");
+        }
+        // Only the first batch was attempted; the rest went straight to the file.
+        assert!(fake.batches().iter().all(|b| b == &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]));
+    }
+
+    #[test]
+    fn dropping_the_sink_delivers_what_is_queued() {
+        let fake = Fake::new(vec![], Attempt::Delivered);
+        let sink = fake.sink(WebhookOptions { linger: Duration::from_secs(3600), ..fast() });
+        for n in 0..3 {
+            sink.send(json!({ "n": n })).unwrap();
+        }
+        drop(sink);
+        assert_eq!(fake.batches(), vec![vec![0, 1, 2]]);
+    }
+
+    #[test]
+    fn a_transport_that_cannot_start_is_reported() {
+        let e = WebhookSink::spawn::<Fake>(fast(), "fake://hook".into(), || Err("no client".into())).unwrap_err();
+        assert_eq!(e.to_string(), "webhook `fake://hook`: no client");
+    }
+
+    #[test]
+    fn the_sink_can_be_shared_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<WebhookSink>();
+    }
+}

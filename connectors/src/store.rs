@@ -1,1 +1,0 @@
-//! Case store: SQLite (embedded default) and PostgreSQL (being written).
