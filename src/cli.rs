@@ -100,6 +100,30 @@ pub enum BenchCommand {
     /// The full engine on an in-memory dataset vs a parse-only baseline; latency, memory,
     /// per-stage time.
     Pipeline(BenchPipelineArgs),
+    /// The case stage (alerts → cases) and the case store's write rate (SQLite, PostgreSQL).
+    Cases(BenchCasesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCasesArgs {
+    /// Synthetic alert records (firings and resolutions).
+    #[arg(long, default_value_t = 200_000)]
+    pub alerts: usize,
+    /// Distinct devices the alerts come from.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Seed of the synthetic alerts.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Case events per store transaction.
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    /// Also measure this PostgreSQL store (URL or "host=… user=…"); its tables are written to.
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
+    /// Append the results as one JSON line to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         cli::Command::Produce(args) => produce::produce(args),
         cli::Command::Bench(cli::BenchCommand::Kafka(args)) => bench::kafka::run(args),
         cli::Command::Bench(cli::BenchCommand::Pipeline(args)) => bench::pipeline::run(args),
+        cli::Command::Bench(cli::BenchCommand::Cases(args)) => bench::cases::run(args),
         cli::Command::Cases(args) => cases::command(args),
     };
     match result {

@@ -76,6 +76,8 @@ pub struct AlertGate {
     /// (inhibition rule, equal values) → firing source alert ids.
     inhibiting: HashMap<(usize, Vec<String>), Vec<String>>,
     flaps: HashMap<(String, String), FlapState>,
+    /// The pairs flapping now (few), so timers need not scan every pair.
+    flapping: std::collections::BTreeSet<(String, String)>,
     /// Counters by verdict.
     pub counts: GateCounts,
 }
@@ -153,7 +155,8 @@ impl AlertGate {
     }
 
     fn flap(&mut self, f: Flapping, alert: &Alert) -> Verdict {
-        let st = self.flaps.entry((alert.rule_id.to_string(), alert.key.clone())).or_default();
+        let pair = (alert.rule_id.to_string(), alert.key.clone());
+        let st = self.flaps.entry(pair.clone()).or_default();
         let changed = st.last_state.is_some_and(|s| s != alert.state) || st.last_state.is_none();
         st.last_state = Some(alert.state);
         if changed {
@@ -168,6 +171,7 @@ impl AlertGate {
         }
         if st.changes.len() as u32 > f.changes {
             st.flapping = true;
+            self.flapping.insert(pair);
             st.last_sent_state = Some(alert.state);
             return Verdict::FlappingStarted;
         }
@@ -181,10 +185,13 @@ impl AlertGate {
     pub fn settle(&mut self, cfg: &CasesConfig, now: Millis) -> Vec<Alert> {
         let Some(f) = cfg.flapping else { return Vec::new() };
         let mut out = Vec::new();
-        for st in self.flaps.values_mut() {
-            if !st.flapping || st.changes.back().is_some_and(|&t| t + f.stable_ms > now) {
+        let mut settled = Vec::new();
+        for pair in &self.flapping {
+            let Some(st) = self.flaps.get_mut(pair) else { continue };
+            if st.changes.back().is_some_and(|&t| t + f.stable_ms > now) {
                 continue;
             }
+            settled.push(pair.clone());
             st.flapping = false;
             st.changes.clear();
             if let Some(a) = st.held.take()
@@ -194,6 +201,9 @@ impl AlertGate {
                 out.push(a);
             }
         }
+        for pair in settled {
+            self.flapping.remove(&pair);
+        }
         out.sort_by(|a, b| (a.event_time, &a.alert_id).cmp(&(b.event_time, &b.alert_id)));
         self.counts.sent += out.len() as u64;
         out
@@ -202,7 +212,11 @@ impl AlertGate {
     /// The earliest time a flapping pair may turn stable, for timer scheduling.
     pub fn next_settle(&self, cfg: &CasesConfig) -> Option<Millis> {
         let f = cfg.flapping?;
-        self.flaps.values().filter(|s| s.flapping).filter_map(|s| s.changes.back().map(|t| t + f.stable_ms)).min()
+        self.flapping
+            .iter()
+            .filter_map(|p| self.flaps.get(p))
+            .filter_map(|s| s.changes.back().map(|t| t + f.stable_ms))
+            .min()
     }
 }
 

@@ -22,6 +22,7 @@ pub mod config;
 pub mod gate;
 pub mod simulate;
 pub mod stage;
+pub mod synthetic;
 
 pub use config::CasesConfig;
 pub use gate::{GatedAlert, Verdict};

@@ -366,19 +366,35 @@ impl CaseStage {
         let by = group.map_or(&default_by[..], |g| &g.by[..]);
         let window = group.map_or(DEFAULT_WINDOW_MS, |g| g.window_ms);
         let within = group.and_then(|g| g.within_m);
-        let case_key = by.iter().map(|p| p.value(alert, facts).unwrap_or(&alert.key)).collect::<Vec<_>>().join("|");
-        let joined = self.by_key.get(&case_key).and_then(|ids| {
-            ids.iter()
-                .find(|id| {
-                    let c = &self.cases[*id];
-                    alert.event_time - c.last_seen <= window
-                        && match (within, c.location, facts.location) {
-                            (Some(r), Some(a), Some(b)) => distance_m(a, b) <= r,
-                            _ => true,
-                        }
-                })
-                .cloned()
-        });
+        let base_key = by.iter().map(|p| p.value(alert, facts).unwrap_or(&alert.key)).collect::<Vec<_>>().join("|");
+        // Radius grouping: cases are indexed by a cell of the radius' size, so only the
+        // 3×3 cells around the alert are searched, not every open case of the key.
+        let (case_key, candidates) = match (within, facts.location) {
+            (Some(r), Some(p)) => {
+                let (cx, cy) = cell(p, r);
+                let keys = (-1..=1)
+                    .flat_map(|dx| (-1..=1).map(move |dy| (dx, dy)))
+                    .map(|(dx, dy)| format!("{base_key}@{},{}", cx + dx, cy + dy))
+                    .collect();
+                (format!("{base_key}@{cx},{cy}"), keys)
+            }
+            _ => (base_key.clone(), vec![base_key]),
+        };
+        let joined = candidates
+            .iter()
+            .filter_map(|k| self.by_key.get(k))
+            .flat_map(|ids| ids.iter())
+            .filter(|id| {
+                let c = &self.cases[*id];
+                alert.event_time - c.last_seen <= window
+                    && match (within, c.location, facts.location) {
+                        (Some(r), Some(a), Some(b)) => distance_m(a, b) <= r,
+                        _ => true,
+                    }
+            })
+            // The oldest matching case, whatever cell it sits in (ids are unique).
+            .min_by_key(|id| (self.cases[*id].first_seen, (*id).clone()))
+            .cloned();
         match joined {
             Some(id) => self.join(&id, alert),
             None => self.open(case_key, alert, facts),
@@ -723,6 +739,13 @@ impl CaseStage {
         self.stats.case_events += 1;
         self.out.push(StageOutput::Case(Box::new(CaseUpdate { event, case: case.clone() })));
     }
+}
+
+/// The cell of side `r` metres containing `p` (equirectangular; fine at city scale).
+fn cell(p: crate::model::Point, r: f64) -> (i64, i64) {
+    let y = p.lat * 110_540.0;
+    let x = p.lon * 111_320.0 * p.lat.to_radians().cos();
+    ((x / r).floor() as i64, (y / r).floor() as i64)
 }
 
 fn start_clock(case: &mut Case, at: Millis) {

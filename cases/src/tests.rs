@@ -293,9 +293,9 @@ fn reopening_twice_or_reassigning_makes_a_case_difficult_and_reopen_restarts_the
 #[test]
 fn merge_moves_alerts_into_the_target() {
     let a = firing("gas-alarm", "gas-7", T0);
-    let b = firing("stall", "cam-1", T0 + MIN);
+    let b = firing("offline", "cam-1", T0 + MIN); // default grouping: category and key
     let ida = crate::stage::case_id("emergency/gas|t", &a.alert_id);
-    let idb = crate::stage::case_id("stall", &b.alert_id);
+    let idb = crate::stage::case_id("event/appearance|cam-1", &b.alert_id);
     let mut m = fb(&idb, T0 + 2 * MIN, Action::Merge);
     m.into = Some(ida.clone());
     let (out, _) = run(config(), vec![a, b], vec![m]);

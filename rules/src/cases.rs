@@ -445,11 +445,12 @@ impl Parser<'_> {
                 let name = self.r.string(zn, "zones", self.diags)?;
                 let set = zones.get(&name).cloned();
                 if set.is_none() {
-                    self.diags.push(self.r.error(Code::BadValue, zn, format!("unknown zone set `{name}`")).suggest(
-                        &name,
-                        &zones.keys().map(String::as_str).collect::<Vec<_>>(),
-                        "zone sets",
-                    ));
+                    let d = self.r.error(Code::BadValue, zn, format!("unknown zone set `{name}`"));
+                    self.diags.push(if zones.is_empty() {
+                        d.with_hint("declare the grid layer under the top-level `zones:`, e.g. `unit_grid: {file: zones/unit_grid.geojson}`")
+                    } else {
+                        d.suggest(&name, &zones.keys().map(String::as_str).collect::<Vec<_>>(), "zone sets")
+                    });
                 }
                 set
             });
@@ -503,16 +504,11 @@ impl Parser<'_> {
         let url_node = m.require("url", "`webhook`", self.r, self.diags)?;
         let url = self.r.string(url_node, "url", self.diags)?;
         let url = expand_env(&url, url_node, self.r, self.diags)?;
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            self.diags.push(
-                self.r
-                    .error(
-                        Code::BadValue,
-                        url_node,
-                        format!("the webhook URL `{url}` must start with http:// or https://"),
-                    )
-                    .with_hint("for example http://127.0.0.1:8080/gridwatch"),
-            );
+        if !url.starts_with("http://") {
+            let d = self.r.error(Code::BadValue, url_node, format!("the webhook URL `{url}` must start with http://"));
+            self.diags.push(d.with_hint(
+                "this build has no TLS client: for an https endpoint put a TLS-terminating proxy in front, e.g. http://127.0.0.1:8080/gridwatch",
+            ));
         }
         let mut w = WebhookConfig {
             url,

@@ -186,11 +186,12 @@ fn load_sources(
         let ids: Vec<&str> = rules.iter().map(|r| &*r.meta.id).collect();
         for (id, node) in &cases.rule_refs {
             if !ids.contains(&id.as_str()) {
-                diags.push(
-                    reader
-                        .error(Code::BadValue, node, format!("`cases` names unknown rule `{id}`"))
-                        .suggest(id, &ids, "rules"),
-                );
+                let d = reader.error(Code::BadValue, node, format!("`cases` names unknown rule `{id}`"));
+                diags.push(if ids.is_empty() {
+                    d.with_hint("no rules are loaded: check the config's `rules:` paths")
+                } else {
+                    d.suggest(id, &ids, "rules")
+                });
             }
         }
     }

@@ -1,5 +1,6 @@
 //! `gridwatch bench …`: measurements that run the real engine.
 
+pub mod cases;
 pub mod kafka;
 pub mod pipeline;
 
