@@ -25,6 +25,24 @@ pub struct SinkMetrics {
     pub rule_errors: AtomicU64,
     /// Barriers acknowledged (all outputs before them delivered).
     pub barriers_acked: AtomicU64,
+    /// Set when a `cases:` block runs the case stage.
+    pub cases_enabled: AtomicBool,
+    /// Alerts the alert stage held back (silenced, inhibited, flapping).
+    pub alerts_suppressed: AtomicU64,
+    /// Cases opened.
+    pub cases_opened: AtomicU64,
+    /// Case events emitted.
+    pub case_events: AtomicU64,
+    /// Cases open now.
+    pub cases_open: AtomicU64,
+    /// SLA escalations emitted.
+    pub case_escalations: AtomicU64,
+    /// Feedback events rejected (illegal transitions, unknown cases).
+    pub feedback_rejected: AtomicU64,
+    /// Records the webhook endpoint acknowledged.
+    pub webhook_delivered: AtomicU64,
+    /// True while the webhook endpoint fails and records are retried.
+    pub webhook_failing: AtomicBool,
 }
 
 /// What the endpoints report on.
@@ -85,6 +103,9 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
         }
         return (StatusCode::OK, "ready\n".into());
     }
+    if s.sink.webhook_failing.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: webhook deliveries failing (retrying)\n".into());
+    }
     if s.started.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n".into())
     } else {
@@ -94,6 +115,7 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
 
 async fn metrics(State(s): State<AdminState>) -> String {
     let mut out = String::new();
+    let mut gauges = String::new();
     let mut counter = |name: &str, help: &str, v: u64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     };
@@ -109,6 +131,37 @@ async fn metrics(State(s): State<AdminState>) -> String {
         "Delivery barriers acknowledged by every sink.",
         s.sink.barriers_acked.load(Ordering::Relaxed),
     );
+    if s.sink.cases_enabled.load(Ordering::Relaxed) {
+        let m = &s.sink;
+        counter(
+            "gridwatch_alerts_suppressed_total",
+            "Alerts recorded but not sent (silenced, inhibited, flapping).",
+            m.alerts_suppressed.load(Ordering::Relaxed),
+        );
+        counter("gridwatch_cases_opened_total", "Cases opened.", m.cases_opened.load(Ordering::Relaxed));
+        counter("gridwatch_case_events_total", "Case events emitted.", m.case_events.load(Ordering::Relaxed));
+        counter("gridwatch_case_escalations_total", "SLA escalations.", m.case_escalations.load(Ordering::Relaxed));
+        counter(
+            "gridwatch_case_feedback_rejected_total",
+            "Feedback events rejected (illegal transition, unknown case).",
+            m.feedback_rejected.load(Ordering::Relaxed),
+        );
+        counter(
+            "gridwatch_webhook_delivered_total",
+            "Records the webhook endpoint acknowledged.",
+            m.webhook_delivered.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            gauges,
+            "# HELP gridwatch_cases_open Cases open now.\n# TYPE gridwatch_cases_open gauge\ngridwatch_cases_open {}",
+            m.cases_open.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            gauges,
+            "# HELP gridwatch_webhook_failing 1 while webhook deliveries fail and are retried.\n# TYPE gridwatch_webhook_failing gauge\ngridwatch_webhook_failing {}",
+            i64::from(m.webhook_failing.load(Ordering::Relaxed))
+        );
+    }
     if let Some(k) = &s.kafka {
         counter("gridwatch_kafka_messages_in_total", "Kafka messages consumed.", k.messages_in.load(Ordering::Relaxed));
         counter(
@@ -157,5 +210,6 @@ async fn metrics(State(s): State<AdminState>) -> String {
             k.assigned_partitions.load(Ordering::Relaxed),
         );
     }
+    out.push_str(&gauges);
     out
 }

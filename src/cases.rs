@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -17,6 +18,7 @@ use gridwatch_engine::{Alert, DeadLetter};
 use gridwatch_rules::cases::{CasesSettings, FeedbackSource};
 use gridwatch_rules::config::Config;
 
+use crate::admin::SinkMetrics;
 use crate::cli::{CasesArgs, CasesCommand};
 
 /// Limit the simulated crew assumes for categories without an SLA row.
@@ -184,6 +186,23 @@ impl CaseRuntime {
             tracing::info!(?stats, "webhook closed");
         }
         Ok(self.stage.stats())
+    }
+
+    /// Publishes the stage's and the webhook's counters for `/metrics` and `/readyz`.
+    pub fn publish(&self, m: &SinkMetrics) {
+        let s = self.stage.stats();
+        m.cases_enabled.store(true, Ordering::Relaxed);
+        m.alerts_suppressed.store(s.alerts.silenced + s.alerts.inhibited + s.alerts.flapping, Ordering::Relaxed);
+        m.cases_opened.store(s.cases_opened, Ordering::Relaxed);
+        m.case_events.store(s.case_events, Ordering::Relaxed);
+        m.cases_open.store(s.open_cases, Ordering::Relaxed);
+        m.case_escalations.store(s.escalations, Ordering::Relaxed);
+        m.feedback_rejected.store(s.feedback_rejected, Ordering::Relaxed);
+        if let Some(h) = &self.webhook {
+            let w = h.stats();
+            m.webhook_delivered.store(w.delivered, Ordering::Relaxed);
+            m.webhook_failing.store(w.failing, Ordering::Relaxed);
+        }
     }
 
     fn store_display(&self) -> String {

@@ -427,6 +427,7 @@ fn drain(outputs: &Receiver<Output>, sinks: &mut Sinks) -> Result<SinkReport> {
                         sinks.write_stage(&mut report, &mut out, staged)?;
                         if let Some(c) = sinks.cases.as_mut() {
                             c.commit()?;
+                            c.publish(&sinks.metrics);
                         }
                         // Files are durable now; Kafka records of this barrier are counted
                         // as delivered by the producer's callbacks, without waiting here.

@@ -54,7 +54,7 @@ pub fn alerts(n: usize, keys: u64, seed: u64) -> Vec<Alert> {
             evidence: vec![serde_json::json!({"lat": lat, "lon": lon, "id": key})],
         };
         out.push(base(AlertState::Firing, at));
-        if (h >> 48) % 4 != 0 {
+        if !(h >> 48).is_multiple_of(4) {
             out.push(base(AlertState::Resolved, at + (5 + (h >> 52) % 30) as Millis * MIN));
         }
         i += 1;
