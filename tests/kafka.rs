@@ -1,6 +1,6 @@
 //! End-to-end tests on a real Kafka-compatible broker (tansu): the example city through
 //! Kafka gives the embedded run's alerts; malformed messages reach the dead-letter topic;
-//! a broker outage and a SIGKILL lose no alert.
+//! a broker outage and a SIGKILL lose no alert; cases through Kafka are the embedded run's.
 
 mod broker;
 mod util;
@@ -36,10 +36,12 @@ fn spawn_run(broker: &Broker, group: &str, state: &std::path::Path, extra: &[&st
         "--group-id",
         group,
         "--quiet",
-        // These tests are about the transport of alerts; the case stage has its own
-        // (tests/cases.rs) and would otherwise share the config's store between runs.
-        "--no-cases",
     ];
+    // Most tests here are about the transport of alerts: without a store of their own the
+    // runs would share the config's case store.
+    if !extra.contains(&"--cases-store") {
+        args.push("--no-cases");
+    }
     args.extend_from_slice(extra);
     Command::new(bin())
         .args(&args)
@@ -283,4 +285,53 @@ fn a_second_instance_takes_over_partitions_after_a_drained_rebalance() {
     };
     assert!(events_in(&first_log) > 0, "{first_log}");
     assert!(events_in(&second_log) > 0, "the second instance read its partitions:\n{second_log}");
+}
+
+#[test]
+fn cases_through_kafka_are_the_embedded_runs_cases() {
+    let broker = Broker::start();
+    produce_city(&broker, "1h", &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("kafka-cases.db");
+    let events = dir.path().join("kafka-case-events.ndjson");
+    let run = spawn_run(
+        &broker,
+        "cases",
+        dir.path(),
+        &["--until-caught-up", "--cases-store", store.to_str().unwrap(), "--case-events-out", events.to_str().unwrap()],
+    );
+    let log = wait_success(run, Duration::from_secs(240));
+    run_city(dir.path(), "embedded", &["--duration", "1h"]);
+    let expected = std::fs::read_to_string(dir.path().join("embedded-case-events.ndjson")).expect("embedded events");
+    let got = std::fs::read_to_string(&events).expect("case events");
+    assert!(expected.lines().count() > 20, "the city opens cases");
+    if got != expected {
+        let (g, e): (Vec<&str>, Vec<&str>) = (got.lines().collect(), expected.lines().collect());
+        let at = g.iter().zip(&e).position(|(a, b)| a != b).unwrap_or(g.len().min(e.len()));
+        let cut = |l: Option<&&str>| l.map(|l| l.chars().take(600).collect::<String>()).unwrap_or_default();
+        panic!(
+            "case events through Kafka differ from the embedded run's: {} vs {} lines, first difference at line {}:\nkafka:    {}\nembedded: {}",
+            g.len(),
+            e.len(),
+            at + 1,
+            cut(g.get(at)),
+            cut(e.get(at))
+        );
+    }
+    // The case-events topic carries the same events, keyed by case id, in order per case.
+    let topic = broker.read_all("city.cases");
+    let mut from_topic: Vec<serde_json::Value> = topic
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(&r.value).expect("case event JSON");
+            assert_eq!(r.key.as_deref(), v["case"]["case_id"].as_str(), "keyed by case id");
+            v
+        })
+        .collect();
+    let mut from_file: Vec<serde_json::Value> =
+        expected.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let by_id = |v: &serde_json::Value| v["event"]["event_id"].as_str().unwrap().to_string();
+    from_topic.sort_by_key(by_id);
+    from_file.sort_by_key(by_id);
+    assert_eq!(from_topic, from_file);
 }

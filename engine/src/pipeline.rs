@@ -190,6 +190,9 @@ struct StreamIngest {
     last_split_check: Option<Instant>,
     /// When the first row of the pending batch was accepted.
     pending_since: Option<Instant>,
+    /// Since when data is expected (splits were declared) but none has come: the stream
+    /// holds the frontier back until its first row or its idle timeout.
+    awaited_since: Option<Instant>,
 }
 
 /// A running pipeline. Feed it with [`Pipeline::push`], end it with [`Pipeline::finish`].
@@ -258,6 +261,7 @@ impl Pipeline {
                 idle_base: None,
                 last_split_check: None,
                 pending_since: None,
+                awaited_since: None,
             })
             .collect();
         Pipeline {
@@ -292,7 +296,11 @@ impl Pipeline {
     /// a Kafka assignment), numbered from 0: its watermark then waits for all of them (see
     /// [`SplitWatermarks`]).
     pub fn declare_splits(&mut self, stream: usize, splits: usize) {
-        self.streams[stream].tracker.declare(splits);
+        let s = &mut self.streams[stream];
+        s.tracker.declare(splits);
+        if splits > 0 && s.tracker.watermark() == WATERMARK_START {
+            s.awaited_since.get_or_insert_with(Instant::now);
+        }
     }
 
     /// Like [`Pipeline::push_from`], for a payload read from `split` of the stream.
@@ -316,6 +324,7 @@ impl Pipeline {
         };
         match s.tracker.observe(split, time) {
             Observed::OnTime(wm) => {
+                s.awaited_since = None;
                 s.decoder.commit();
                 s.watermarks.push(wm);
                 s.stats.accepted += 1;
@@ -371,14 +380,18 @@ impl Pipeline {
     /// The minimum watermark over the streams that have seen data ([`WATERMARK_START`] if
     /// none has): no later alert can have an earlier event time.
     pub fn frontier(&self) -> Millis {
-        self.streams
-            .iter()
-            .map(|s| s.tracker.watermark())
-            .filter(|&w| w != WATERMARK_START)
-            .min()
-            .unwrap_or(WATERMARK_START)
+        let mut min = None::<Millis>;
+        for s in &self.streams {
+            let w = s.tracker.watermark();
+            // A stream that has not been heard from counts only while it is awaited (its
+            // partitions are assigned): a topic read later must not find the frontier past
+            // its first events.
+            if w != WATERMARK_START || s.awaited_since.is_some() {
+                min = Some(min.map_or(w, |m| m.min(w)));
+            }
+        }
+        min.unwrap_or(WATERMARK_START)
     }
-
     /// The current watermark of each stream (index as in the plan).
     pub fn watermarks(&self) -> Vec<Millis> {
         self.streams.iter().map(|s| s.tracker.watermark()).collect()
@@ -432,6 +445,13 @@ impl Pipeline {
         self.flush()?;
         for i in 0..self.streams.len() {
             let s = &mut self.streams[i];
+            if let (Some(since), Some(timeout)) = (s.awaited_since, s.decoder.stream().idle_timeout_ms)
+                && now.saturating_duration_since(since).as_millis() as Millis >= timeout
+            {
+                // Silent since its partitions were assigned: an empty topic must not hold
+                // every other stream's alerts back forever.
+                s.awaited_since = None;
+            }
             if let Some(timeout) = s.decoder.stream().idle_timeout_ms {
                 let checked = *s.last_split_check.get_or_insert(now);
                 if now.saturating_duration_since(checked).as_millis() as Millis >= timeout {

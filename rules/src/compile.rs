@@ -111,13 +111,13 @@ pub fn load_rules_only(config_path: &Path, rule_paths: &[PathBuf]) -> Loaded {
 pub fn load_from_strings(config_name: &str, config: &str, rules: &[(&str, &str)]) -> Loaded {
     let src = Arc::new(Source::new(config_name, config));
     let sources = rules.iter().map(|(name, text)| Arc::new(Source::new(*name, *text))).collect();
-    load_sources(Path::new(config_name), Some(src), |_| sources)
+    load_sources(Path::new(config_name), Some(src), false, |_| sources)
 }
 
 fn load(path: &Path, rule_override: Option<&[PathBuf]>) -> Loaded {
     let mut diags = Diagnostics::default();
     let src = read_source(path, &mut diags);
-    let mut loaded = load_sources(path, src, |config| {
+    let mut loaded = load_sources(path, src, rule_override.is_none(), |config| {
         let rule_paths = rule_override.map_or_else(|| config.rule_paths.clone(), <[PathBuf]>::to_vec);
         let files = expand_rule_paths(&rule_paths, &mut diags);
         files.iter().filter_map(|f| read_source(f, &mut diags)).collect()
@@ -131,9 +131,12 @@ fn load(path: &Path, rule_override: Option<&[PathBuf]>) -> Loaded {
 }
 
 /// Parses the config from `src`, asks `rule_sources` for the rule files, compiles them.
+/// `own_rules`: the rules are the config's own, so rule ids named in `cases:` must exist
+/// among them (a rule pack checked or benchmarked against the config is another set).
 fn load_sources(
     path: &Path,
     src: Option<Arc<Source>>,
+    own_rules: bool,
     rule_sources: impl FnOnce(&Config) -> Vec<Arc<Source>>,
 ) -> Loaded {
     let mut diags = Diagnostics::default();
@@ -182,7 +185,7 @@ fn load_sources(
             rules.push(Arc::new(compiled.plan));
         }
     }
-    if let Some(cases) = &config.cases {
+    if let Some(cases) = config.cases.as_ref().filter(|_| own_rules) {
         let ids: Vec<&str> = rules.iter().map(|r| &*r.meta.id).collect();
         for (id, node) in &cases.rule_refs {
             if !ids.contains(&id.as_str()) {
