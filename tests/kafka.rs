@@ -310,7 +310,7 @@ fn cases_through_kafka_are_the_embedded_runs_cases() {
         let at = g.iter().zip(&e).position(|(a, b)| a != b).unwrap_or(g.len().min(e.len()));
         let cut = |l: Option<&&str>| l.map(|l| l.chars().take(600).collect::<String>()).unwrap_or_default();
         panic!(
-            "case events through Kafka differ from the embedded run's: {} vs {} lines, first difference at line {}:\nkafka:    {}\nembedded: {}",
+            "case events through Kafka differ from the embedded run's: {} vs {} lines, first difference at line {}:\nkafka:    {}\nembedded: {}\n{log}",
             g.len(),
             e.len(),
             at + 1,
