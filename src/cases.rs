@@ -11,6 +11,7 @@ use anyhow::{Context, Result, anyhow};
 use gridwatch_cases::model::{Case, CaseUpdate, Feedback};
 use gridwatch_cases::{CaseStage, CrewSimulator, StageOutput, StageStats};
 use gridwatch_connectors::file::NdjsonWriter;
+use gridwatch_connectors::kafka::{FeedbackReader, KafkaOptions};
 use gridwatch_connectors::store::{self, CaseFilter, CaseStore};
 use gridwatch_connectors::webhook::{WebhookOptions, WebhookSink};
 use gridwatch_engine::time::{Millis, format_timestamp};
@@ -39,6 +40,8 @@ pub struct CaseRuntime {
     unstored: Vec<CaseUpdate>,
     /// Feedback lines that did not parse, for the dead-letter output.
     pub bad_feedback: Vec<DeadLetter>,
+    /// The Kafka feedback topic's reader, if feedback comes from Kafka.
+    feedback_reader: Option<FeedbackReader>,
 }
 
 /// Stream name dead letters of the feedback stream carry.
@@ -47,7 +50,7 @@ pub const FEEDBACK_STREAM: &str = "case_feedback";
 impl CaseRuntime {
     /// Opens the store (resuming its open cases), the case-event sinks and the feedback
     /// source of `settings`.
-    pub fn start(settings: &CasesSettings) -> Result<CaseRuntime> {
+    pub fn start(settings: &CasesSettings, kafka: Option<&KafkaOptions>) -> Result<CaseRuntime> {
         let simulator = match &settings.feedback {
             FeedbackSource::Simulate { seed, reassign_to } => {
                 Some(CrewSimulator::new(*seed, SIMULATED_DEFAULT_SLA_MS, reassign_to.clone()))
@@ -92,6 +95,15 @@ impl CaseRuntime {
                 }
             }
         }
+        let feedback_reader = match &settings.feedback {
+            FeedbackSource::Kafka(topic) => {
+                let k = kafka.ok_or_else(|| {
+                    anyhow!("`cases.feedback.topic` needs a `kafka:` block with the brokers to read `{topic}` from")
+                })?;
+                Some(FeedbackReader::start(k, topic)?)
+            }
+            _ => None,
+        };
         let webhook = match &settings.webhook {
             Some(w) => Some(WebhookSink::start(WebhookOptions {
                 url: w.url.clone(),
@@ -115,7 +127,31 @@ impl CaseRuntime {
             kafka_topic: settings.kafka_topic.clone(),
             unstored: Vec::new(),
             bad_feedback,
+            feedback_reader,
         })
+    }
+
+    /// Queues the feedback the Kafka reader has delivered; returns the records that are not
+    /// feedback events, for the dead-letter output. With `settle`, first waits (bounded)
+    /// for the topic to go quiet: the end of a bounded run.
+    pub fn poll_feedback(&mut self, settle: bool) -> Vec<DeadLetter> {
+        let Some(reader) = &self.feedback_reader else { return Vec::new() };
+        if settle {
+            reader.wait_quiet(Duration::from_secs(1), Duration::from_secs(10));
+        }
+        let mut bad = Vec::new();
+        for (payload, origin) in reader.try_iter() {
+            match Feedback::parse(&payload) {
+                Ok(f) => self.stage.push_feedback(f),
+                Err(why) => bad.push(DeadLetter {
+                    stream: FEEDBACK_STREAM.into(),
+                    reason: why,
+                    payload: String::from_utf8_lossy(&payload).into_owned(),
+                    origin: Some(origin),
+                }),
+            }
+        }
+        bad
     }
 
     /// Queues alerts from the workers.

@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the engine on the config's source (generator, file or Kafka) until the input ends or Ctrl-C.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check config and rule files; report every error with file:line:column.
     Validate(ValidateArgs),
     /// Write the example city's generated events (NDJSON) and/or its zone files (GeoJSON).
@@ -246,6 +246,10 @@ pub struct RunArgs {
     /// Feed the case stage this NDJSON file of case-feedback events (overrides `cases.feedback`).
     #[arg(long, value_name = "FILE.ndjson")]
     pub feedback: Option<PathBuf>,
+    /// Read case-feedback events from this Kafka topic (overrides `cases.feedback`; brokers
+    /// from the config's `kafka:` block or --brokers).
+    #[arg(long, value_name = "TOPIC")]
+    pub feedback_topic: Option<String>,
     /// Skip the case stage even if the config has a `cases:` block (alerts only).
     #[arg(long)]
     pub no_cases: bool,

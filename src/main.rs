@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_tracing(cli.verbose);
     let result = match cli.command {
-        cli::Command::Run(args) => run::run(args),
+        cli::Command::Run(args) => run::run(*args),
         cli::Command::Validate(args) => validate::validate(args),
         cli::Command::Generate(args) => generate::generate(args),
         cli::Command::Produce(args) => produce::produce(args),

@@ -134,6 +134,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         if let Some(f) = &args.feedback {
             c.feedback = gridwatch_rules::cases::FeedbackSource::File(f.clone());
         }
+        if let Some(t) = &args.feedback_topic {
+            c.feedback = gridwatch_rules::cases::FeedbackSource::Kafka(t.clone());
+        }
     }
     let workers = args.workers.or(config.engine.workers).unwrap_or_else(|| PipelineOptions::default().workers).max(1);
     let batch_size = args.batch_size.or(config.engine.batch_size).unwrap_or(4096).max(1);
@@ -186,7 +189,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         )?;
         eprintln!("admin HTTP on http://{bound} (/healthz /readyz /metrics)");
     }
-    let cases = config.cases.as_ref().map(CaseRuntime::start).transpose()?;
+    let case_kafka = match (&kafka_opts, &config.kafka) {
+        (Some(k), _) => Some(k.clone()),
+        (None, Some(_)) => Some(kafka_options(&config, &plan, &args.kafka.conn)?),
+        (None, None) => None,
+    };
+    let cases = config.cases.as_ref().map(|c| CaseRuntime::start(c, case_kafka.as_ref())).transpose()?;
     let mut sinks = Sinks {
         cases,
         stdout,
@@ -404,6 +412,10 @@ fn drain(outputs: &Receiver<Output>, sinks: &mut Sinks) -> Result<SinkReport> {
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
+        let bad = sinks.cases.as_mut().map(|c| c.poll_feedback(false)).unwrap_or_default();
+        for d in &bad {
+            sinks.write_dead_letter(&mut report, d)?;
+        }
         match o {
             None => {}
             Some(o) => match o {
@@ -452,6 +464,10 @@ fn drain(outputs: &Receiver<Output>, sinks: &mut Sinks) -> Result<SinkReport> {
             out.flush()?;
             last_flush = Instant::now();
         }
+    }
+    let bad = sinks.cases.as_mut().map(|c| c.poll_feedback(true)).unwrap_or_default();
+    for d in &bad {
+        sinks.write_dead_letter(&mut report, d)?;
     }
     let staged = sinks.cases.as_mut().map(|c| c.finish()).unwrap_or_default();
     sinks.write_stage(&mut report, &mut out, staged)?;

@@ -335,3 +335,74 @@ fn cases_through_kafka_are_the_embedded_runs_cases() {
     from_file.sort_by_key(by_id);
     assert_eq!(from_topic, from_file);
 }
+
+#[test]
+fn case_feedback_from_a_kafka_topic_moves_cases_and_bad_feedback_is_dead_lettered() {
+    let broker = Broker::start();
+    produce_city(&broker, "1h", &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Learn a case id from an embedded run without any feedback.
+    let empty = dir.path().join("empty.ndjson");
+    std::fs::write(&empty, "").unwrap();
+    run_city(dir.path(), "first", &["--duration", "1h", "--feedback", empty.to_str().unwrap()]);
+    let listed = util::gridwatch(&[
+        "cases",
+        "--store",
+        dir.path().join("first-cases.db").to_str().unwrap(),
+        "list",
+        "--json",
+        "--limit",
+        "100000",
+    ]);
+    let cases: Vec<serde_json::Value> =
+        String::from_utf8(listed.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let case = cases.last().expect("the city opens cases");
+    let id = case["case_id"].as_str().unwrap().to_string();
+    let opened = gridwatch_engine::time::parse_timestamp(case["first_seen"].as_str().unwrap()).unwrap();
+    let at = |min: i64| gridwatch_engine::time::format_timestamp(opened + min * 60_000);
+    let line = |min: i64, action: &str| format!(r#"{{"ts":"{}","case_id":"{id}","action":"{action}"}}"#, at(min));
+    let (accept, close, resolve) = (line(1, "accept"), line(2, "close"), line(3, "resolve"));
+    broker.produce(
+        "city.case_feedback",
+        &[
+            (Some(id.as_str()), Some(accept.as_bytes())),
+            (Some(id.as_str()), Some(close.as_bytes())), // illegal: not verified
+            (Some(id.as_str()), Some(resolve.as_bytes())),
+            (None, Some(b"not json".as_slice())),
+        ],
+    );
+    let store = dir.path().join("kafka-cases.db");
+    let run = spawn_run(
+        &broker,
+        "feedback",
+        dir.path(),
+        &[
+            "--until-caught-up",
+            "--cases-store",
+            store.to_str().unwrap(),
+            "--case-events-out",
+            dir.path().join("kafka-case-events.ndjson").to_str().unwrap(),
+            "--feedback-topic",
+            "city.case_feedback",
+        ],
+    );
+    let log = wait_success(run, Duration::from_secs(240));
+    let shown = util::gridwatch(&["cases", "--store", store.to_str().unwrap(), "show", &id, "--json"]);
+    let case: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(case["status"], "resolved", "{log}");
+    let kinds: Vec<&str> = case["history"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let pos = |k: &str| kinds.iter().position(|x| *x == k);
+    assert!(pos("accepted").is_some() && pos("accepted") < pos("resolved"), "{kinds:?}");
+    assert!(!kinds.contains(&"closed"), "the illegal close was not applied: {kinds:?}");
+    let dead: Vec<_> = broker
+        .read_all("city.dead_letter")
+        .into_iter()
+        .filter(|d| d.header("gridwatch.stream") == Some("case_feedback"))
+        .collect();
+    assert_eq!(dead.len(), 2, "{dead:#?}");
+    assert!(dead.iter().any(|d| d.header("gridwatch.reason").unwrap().contains("`close` is not allowed")));
+    let bad = dead.iter().find(|d| d.value == "not json").expect("the unparsable record");
+    assert_eq!(bad.header("gridwatch.source.topic"), Some("city.case_feedback"));
+    // Unkeyed, so on any partition: its exact position is in the headers.
+    assert!(bad.header("gridwatch.source.partition").is_some() && bad.header("gridwatch.source.offset").is_some());
+}

@@ -7,7 +7,8 @@
 //!   events_file: out/case_events.ndjson    # every case event with the case after it
 //!   kafka_topic: city.cases                # case events to Kafka (with `gridwatch run --kafka`)
 //!   webhook: {url: "http://…", batch: 100, linger: 200ms, queue: 10000, send: [cases, alerts]}
-//!   feedback: {file: feedback.ndjson}      # or {simulate: {seed: 7}} (the example city's crew)
+//!   feedback: {file: feedback.ndjson}      # or {topic: city.case_feedback} (Kafka),
+//!                                          # or {simulate: {seed: 7}} (the example city's crew)
 //!   grouping:                              # first match wins; default: by [category, key], 24h
 //!     - {match: {category: emergency/gas}, by: [category, grid], window: 2h}
 //!     - {match: {stream: detection}, by: [category], within_m: 50, window: 2h}
@@ -55,6 +56,8 @@ pub enum FeedbackSource {
     None,
     /// An NDJSON file of feedback events.
     File(PathBuf),
+    /// A Kafka topic (connection from the `kafka:` block), read from its beginning.
+    Kafka(String),
     /// The simulated crew of the example city.
     Simulate {
         /// Seed of the crew's choices.
@@ -467,9 +470,12 @@ impl Parser<'_> {
     }
 
     fn feedback(&mut self, node: &Node, base: &Path) -> FeedbackSource {
-        let Some(m) = self.r.map(node, "`feedback`", &["file", "simulate"], self.diags) else {
+        let Some(m) = self.r.map(node, "`feedback`", &["file", "topic", "simulate"], self.diags) else {
             return FeedbackSource::None;
         };
+        if let Some(n) = m.get("topic") {
+            return self.r.string(n, "topic", self.diags).map_or(FeedbackSource::None, FeedbackSource::Kafka);
+        }
         if let Some(n) = m.get("file") {
             return self
                 .r
