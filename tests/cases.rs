@@ -125,15 +125,7 @@ fn a_run_killed_mid_way_and_restarted_ends_with_the_same_cases() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
     let config = city_config();
-    gridwatch(&[
-        "generate",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        events.to_str().unwrap(),
-        "--duration",
-        "5h",
-    ]);
+    util::generate_events(&events, "5h", &[]);
     let run_args = |store: &Path, case_events: &Path| -> Vec<String> {
         [
             "run",

@@ -7,7 +7,7 @@
 
 mod util;
 
-use util::{brief, city_config, gridwatch, run_city};
+use util::{brief, gridwatch, run_city};
 
 const GOLDEN: &str = "tests/golden/city_seed42_2h.txt";
 
@@ -51,18 +51,7 @@ fn city_alerts_are_identical_for_any_workers_and_batch_size() {
 fn replaying_a_recorded_file_gives_the_same_alerts_as_the_generator() {
     let dir = tempfile::tempdir().expect("tempdir");
     let events = dir.path().join("events.ndjson");
-    let config = city_config();
-    gridwatch(&[
-        "generate",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        events.to_str().unwrap(),
-        "--duration",
-        "1h",
-        "--seed",
-        "9",
-    ]);
+    util::generate_events(&events, "1h", &["--seed", "9"]);
     let (from_generator, s1) = run_city(dir.path(), "gen", &["--duration", "1h", "--seed", "9"]);
     let (from_file, s2) = run_city(dir.path(), "file", &["--events", events.to_str().unwrap()]);
     assert_eq!(from_generator, from_file);

@@ -34,6 +34,16 @@ pub fn gridwatch(args: &[&str]) -> Output {
     out
 }
 
+/// Records the example city's events (`duration`, `extra` generator flags) to `out`.
+pub fn generate_events(out: &Path, duration: &str, extra: &[&str]) {
+    let config = city_config();
+    let mut args =
+        vec!["generate", "--config", config.to_str().expect("utf-8 path"), "--out", out.to_str().expect("utf-8 path")];
+    args.extend_from_slice(&["--duration", duration]);
+    args.extend_from_slice(extra);
+    gridwatch(&args);
+}
+
 /// Runs the city with extra args; returns (alerts file lines sorted, summary JSON).
 pub fn run_city(dir: &Path, name: &str, extra: &[&str]) -> (Vec<String>, serde_json::Value) {
     let alerts = dir.join(format!("{name}-alerts.ndjson"));
