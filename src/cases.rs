@@ -67,11 +67,13 @@ impl CaseRuntime {
         if let Some(s) = store.as_mut() {
             let open = s.load_open().context("loading open cases from the case store")?;
             let frontier = s.frontier().context("reading the case stage's checkpoint from the store")?;
-            if !open.is_empty() || frontier.is_some() {
-                tracing::info!(
-                    cases = open.len(),
-                    processed_before = frontier.map(format_timestamp),
-                    "resuming from the case store"
+            if let Some(f) = frontier {
+                // Say it on the console: a re-run of the same input opens no case again.
+                eprintln!(
+                    "case store {}: resuming with {} open cases; input before {} was handled by an earlier run (delete the store to start over)",
+                    settings.store.as_deref().map(store::redact).unwrap_or_default(),
+                    open.len(),
+                    format_timestamp(f)
                 );
             }
             stage.restore(open, frontier);

@@ -121,14 +121,6 @@ impl AlertGate {
         verdict
     }
 
-    /// Updates inhibition and flapping state with an alert a previous run already decided
-    /// on (a replay after a restart), without counting it.
-    pub fn replay(&mut self, cfg: &CasesConfig, alert: &Alert, facts: &AlertFacts) {
-        let counts = self.counts;
-        self.decide(cfg, alert, facts);
-        self.counts = counts;
-    }
-
     fn verdict(&mut self, cfg: &CasesConfig, alert: &Alert, facts: &AlertFacts) -> Verdict {
         if let Some(s) = cfg
             .silences

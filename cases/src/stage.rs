@@ -65,8 +65,8 @@ pub struct StageStats {
     pub case_events: u64,
     /// Inputs that arrived behind the frontier.
     pub late_inputs: u64,
-    /// Replayed inputs a previous run processed (before the restored frontier): alerts only
-    /// rebuild the alert stage's state.
+    /// Replayed inputs a previous run processed (before the restored frontier): they change
+    /// no case again (alerts still pass the alert stage to the alert sinks).
     pub replayed_skipped: u64,
     /// Cases open now.
     pub open_cases: u64,
@@ -305,11 +305,13 @@ impl CaseStage {
     fn process(&mut self, input: Input) {
         if input.at() < self.resume_from {
             // Processed by the previous run: its effects are in the restored cases. Alerts
-            // still pass the alert stage, silently, to rebuild inhibition and flapping state.
+            // still pass the alert stage (rebuilding inhibition and flapping state) and go
+            // to the alert sinks as before, but do not touch cases again.
             self.stats.replayed_skipped += 1;
             if let Input::Alert(alert) = input {
                 let facts = self.cfg.facts(&alert);
-                self.gate.replay(&self.cfg, &alert, &facts);
+                let verdict = self.gate.decide(&self.cfg, &alert, &facts);
+                self.out.push(StageOutput::Alert(GatedAlert { alert, verdict }));
             }
             return;
         }
