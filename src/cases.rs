@@ -47,6 +47,11 @@ pub struct CaseRuntime {
 /// Stream name dead letters of the feedback stream carry.
 pub const FEEDBACK_STREAM: &str = "case_feedback";
 
+/// A feedback record that could not be used, for the dead-letter output.
+pub fn feedback_dead_letter(reason: String, payload: String, origin: Option<gridwatch_engine::Origin>) -> DeadLetter {
+    DeadLetter { stream: FEEDBACK_STREAM.into(), reason, payload, origin }
+}
+
 impl CaseRuntime {
     /// Opens the store (resuming its open cases), the case-event sinks and the feedback
     /// source of `settings`.
@@ -88,12 +93,11 @@ impl CaseRuntime {
                 }
                 match Feedback::parse(line) {
                     Ok(f) => stage.push_feedback(f),
-                    Err(why) => bad_feedback.push(DeadLetter {
-                        stream: FEEDBACK_STREAM.into(),
-                        reason: format!("{}:{}: {why}", path.display(), i + 1),
-                        payload: String::from_utf8_lossy(line).into_owned(),
-                        origin: None,
-                    }),
+                    Err(why) => bad_feedback.push(feedback_dead_letter(
+                        format!("{}:{}: {why}", path.display(), i + 1),
+                        String::from_utf8_lossy(line).into_owned(),
+                        None,
+                    )),
                 }
             }
         }
@@ -145,12 +149,9 @@ impl CaseRuntime {
         for (payload, origin) in reader.try_iter() {
             match Feedback::parse(&payload) {
                 Ok(f) => self.stage.push_feedback(f),
-                Err(why) => bad.push(DeadLetter {
-                    stream: FEEDBACK_STREAM.into(),
-                    reason: why,
-                    payload: String::from_utf8_lossy(&payload).into_owned(),
-                    origin: Some(origin),
-                }),
+                Err(why) => {
+                    bad.push(feedback_dead_letter(why, String::from_utf8_lossy(&payload).into_owned(), Some(origin)))
+                }
             }
         }
         bad

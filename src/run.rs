@@ -551,12 +551,11 @@ impl Sinks {
                     }
                 }
                 StageOutput::Rejected { feedback, reason } => {
-                    let d = DeadLetter {
-                        stream: crate::cases::FEEDBACK_STREAM.into(),
-                        reason: format!("feedback {}: {reason}", feedback.feedback_id),
-                        payload: serde_json::to_string(&feedback)?,
-                        origin: None,
-                    };
+                    let d = crate::cases::feedback_dead_letter(
+                        format!("feedback {}: {reason}", feedback.feedback_id),
+                        serde_json::to_string(&feedback)?,
+                        None,
+                    );
                     self.write_dead_letter(report, &d)?;
                 }
             }
