@@ -146,6 +146,9 @@ pub struct BenchPipelineArgs {
     /// Partition workers (default: number of cores); the baseline uses as many threads.
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Decoder threads; 0 decodes on the ingest thread (default: config, else number of cores).
+    #[arg(long)]
+    pub decoders: Option<usize>,
     /// Rows per batch.
     #[arg(long, default_value_t = 4096)]
     pub batch_size: usize,
@@ -226,6 +229,9 @@ pub struct RunArgs {
     /// Partition workers (default: config, else number of cores).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Decoder threads; 0 decodes on the ingest thread (default: config, else number of cores).
+    #[arg(long)]
+    pub decoders: Option<usize>,
     /// Rows per batch (default: config, else 4096).
     #[arg(long)]
     pub batch_size: Option<usize>,

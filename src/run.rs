@@ -153,6 +153,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 
     let plan = Arc::new(plan);
     let mut options = PipelineOptions { workers, batch_size, ..Default::default() };
+    if let Some(d) = args.decoders.or(config.engine.decoders) {
+        options.decoders = d;
+    }
     if let Some(ms) = config.engine.linger_ms {
         options.linger = Duration::from_millis(ms.max(0) as u64);
     }

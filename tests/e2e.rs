@@ -33,17 +33,21 @@ fn city_run_matches_the_golden_alert_set() {
 }
 
 #[test]
-fn city_alerts_are_identical_for_any_workers_and_batch_size() {
+fn city_alerts_are_identical_for_any_workers_decoders_and_batch_size() {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = ["--duration", "1h", "--seed", "7"];
-    let (reference, _) = run_city(dir.path(), "w1", &[&base[..], &["--workers", "1", "--batch-size", "4096"]].concat());
+    let (reference, _) = run_city(
+        dir.path(),
+        "w1",
+        &[&base[..], &["--workers", "1", "--decoders", "0", "--batch-size", "4096"]].concat(),
+    );
     assert!(reference.len() > 10, "expected some alerts, got {}", reference.len());
-    for (workers, batch) in [("2", "1000"), ("3", "7"), ("4", "333")] {
-        let name = format!("w{workers}b{batch}");
-        let (other, _) =
-            run_city(dir.path(), &name, &[&base[..], &["--workers", workers, "--batch-size", batch]].concat());
+    for (workers, decoders, batch) in [("2", "2", "1000"), ("3", "1", "7"), ("4", "3", "333"), ("2", "0", "64")] {
+        let name = format!("w{workers}d{decoders}b{batch}");
+        let args = ["--workers", workers, "--decoders", decoders, "--batch-size", batch];
+        let (other, _) = run_city(dir.path(), &name, &[&base[..], &args[..]].concat());
         // Whole alert records, ids, values and evidence included.
-        assert_eq!(reference, other, "workers {workers}, batch {batch}");
+        assert_eq!(reference, other, "workers {workers}, decoders {decoders}, batch {batch}");
     }
 }
 

@@ -837,7 +837,7 @@ pub fn run_source(
                     (s, None) => p.reject_from(&plan.streams[s].name, "empty message (no value)".into(), &[], origin()),
                     (s, Some(payload)) => {
                         stream_messages[s] += 1;
-                        p.push_split(s, split, payload, origin)
+                        p.push_split(s, split, payload, offset)
                     }
                 };
                 pushed.map_err(engine_err)?;
@@ -1089,6 +1089,11 @@ fn start_pipeline<C: ConsumerContext>(
     let mut pipeline = Pipeline::start_with_output(core.plan.clone(), options, core.out.clone());
     for (s, &count) in per_stream.iter().enumerate() {
         pipeline.declare_splits(s, count);
+    }
+    for (id, split) in &core.splits {
+        if let Some(&s) = stream_of_topic.get(&*id.topic) {
+            pipeline.label_split(s, *split, id.topic.clone(), id.partition);
+        }
     }
     core.pipeline = Some(pipeline);
     core.positions.clear();

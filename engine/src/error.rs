@@ -33,6 +33,9 @@ pub enum EngineError {
     /// A worker thread stopped unexpectedly.
     #[error("partition worker {0} stopped unexpectedly")]
     WorkerGone(usize),
+    /// A decoder thread stopped unexpectedly.
+    #[error("decoder thread {0} stopped unexpectedly")]
+    DecoderGone(usize),
 }
 
 /// Result alias for the engine.

@@ -28,6 +28,7 @@
 pub mod alert;
 pub mod decode;
 pub mod error;
+mod ingest;
 pub mod keys;
 pub mod operator;
 pub mod pipeline;

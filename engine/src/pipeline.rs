@@ -1,10 +1,14 @@
-//! The runtime: ingest on the caller's thread, shared-nothing partition workers behind it.
+//! The runtime: parallel decoding, sequencing on the caller's thread, shared-nothing
+//! partition workers behind it.
 //!
 //! ```text
-//!  push(stream, payload) ──► Decoder (JSON → Arrow builders) ──► watermark per row
-//!         │ bad rows, late rows ──────────────────────────────► Output::DeadLetter
-//!         ▼ every `batch_size` rows of a stream (or flush())
-//!  route: per key group, hash(key) → partition; take() the rows of each partition
+//!  push(stream, payload) ──► raw chunk of the stream (payload bytes copied, nothing parsed)
+//!         ▼ every `batch_size` payloads of a stream (or flush(), or linger)
+//!  decoder pool (see [`crate::ingest`]): JSON → Arrow, per key group hash(key) → partition,
+//!  take() the rows of each partition; chunks come back in the order they were cut
+//!         ▼
+//!  sequencer (caller's thread): watermark per row in input order; bad rows, late rows
+//!         │ ──────────────────────────────────────────────────► Output::DeadLetter
 //!         ▼ bounded crossbeam channels carry whole batches
 //!  worker 0 … worker N−1: one OS thread each, owns its operators' state, no locks
 //!         ▼
@@ -18,19 +22,19 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use arrow::array::UInt32Array;
-use arrow::compute::take_record_batch;
+use arrow::array::BooleanArray;
+use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use serde::Serialize;
 
 use crate::alert::Alert;
-use crate::decode::{DecodedBatch, Decoder};
+use crate::decode::DecodedBatch;
 use crate::error::{EngineError, Result};
-use crate::keys::{partition_of, write_key};
+use crate::ingest::{DecodedChunk, Decoding, RawChunk, decode_chunk};
 use crate::operator::{self, BatchInput, Operator, WhereCache};
 use crate::plan::{KeyGroup, Plan};
-use crate::schema::LatePolicy;
+use crate::schema::{LatePolicy, StreamDef};
 use crate::time::{Millis, Observed, SplitWatermarks, WATERMARK_START};
 
 /// Tuning knobs of a pipeline.
@@ -38,7 +42,9 @@ use crate::time::{Millis, Observed, SplitWatermarks, WATERMARK_START};
 pub struct PipelineOptions {
     /// Number of partition workers (threads).
     pub workers: usize,
-    /// Rows per stream decoded before a batch is cut and routed.
+    /// Number of decoder threads; 0 decodes on the thread that calls [`Pipeline::push`].
+    pub decoders: usize,
+    /// Payloads per stream gathered before a batch is cut, decoded and routed.
     pub batch_size: usize,
     /// Batches queued per worker before `push` blocks.
     pub queue_depth: usize,
@@ -54,8 +60,10 @@ pub struct PipelineOptions {
 
 impl Default for PipelineOptions {
     fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         PipelineOptions {
-            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            workers: cores,
+            decoders: if cores > 1 { cores } else { 0 },
             batch_size: 4096,
             queue_depth: 8,
             linger: std::time::Duration::from_millis(5),
@@ -146,9 +154,13 @@ pub struct PipelineReport {
     pub keys_per_rule: Vec<(String, usize)>,
     /// Alerts dropped in restore mode (see [`PipelineOptions::replay_until`]).
     pub replay_suppressed: u64,
-    /// Time the ingest thread spent cutting and routing batches (hashing keys, `take`),
-    /// in nanoseconds, not counting waits for a full worker queue.
+    /// Time the ingest thread spent sequencing decoded batches (watermarks, lateness, dead
+    /// letters) and handing them to the workers, in nanoseconds, not counting waits for a
+    /// full worker queue.
     pub route_ns: u64,
+    /// Per decoder thread: time spent decoding and splitting rows by partition, ns. With
+    /// `decoders: 0`, one entry: that time on the ingest thread.
+    pub decoder_busy_ns: Vec<u64>,
     /// Time the ingest thread waited for a full worker queue (backpressure), ns.
     pub send_wait_ns: u64,
     /// Per worker: time spent evaluating rules, ns (the rest of its life it waited).
@@ -180,15 +192,18 @@ struct WorkerReport {
 }
 
 struct StreamIngest {
-    decoder: Decoder,
+    def: Arc<StreamDef>,
+    /// Payloads pushed since the last cut.
+    pending: RawChunk,
+    /// Source (topic, partition) of each split, for the origin of dead letters.
+    split_origins: Vec<Option<(Arc<str>, i32)>>,
     tracker: SplitWatermarks,
-    watermarks: Vec<Millis>,
     groups: Vec<KeyGroup>,
     stats: StreamStats,
     last_arrival: Option<Instant>,
     idle_base: Option<(Instant, Millis)>,
     last_split_check: Option<Instant>,
-    /// When the first row of the pending batch was accepted.
+    /// When the first payload of the pending chunk was pushed.
     pending_since: Option<Instant>,
     /// Since when data is expected (splits were declared) but none has come: the stream
     /// holds the frontier back until its first row or its idle timeout.
@@ -203,9 +218,17 @@ pub struct Pipeline {
     workers: Vec<Sender<WorkerMsg>>,
     handles: Vec<JoinHandle<WorkerReport>>,
     out: Sender<Output>,
-    key_buf: String,
+    decoding: Decoding,
+    /// Emptied chunks, reused so that pushing allocates nothing in the steady state.
+    free_chunks: Vec<RawChunk>,
+    /// Payloads pushed or rejected so far: the next one's position.
+    pushed: u64,
+    /// Dead letters waiting for every earlier payload to be decoded, so that they leave in
+    /// input order, by position.
+    held_dead: std::collections::BTreeMap<u64, DeadLetter>,
     route_ns: u64,
     send_wait_ns: u64,
+    inline_decode_ns: u64,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -252,9 +275,10 @@ impl Pipeline {
             .iter()
             .enumerate()
             .map(|(i, def)| StreamIngest {
-                decoder: Decoder::with_fields(def.clone(), options.batch_size, plan.needed_fields(i)),
+                def: def.clone(),
+                pending: RawChunk::new(i),
+                split_origins: Vec::new(),
                 tracker: SplitWatermarks::new(def.max_out_of_orderness_ms),
-                watermarks: Vec::with_capacity(options.batch_size),
                 groups: plan.key_groups(i),
                 stats: StreamStats { stream: def.name.clone(), watermark: WATERMARK_START, ..Default::default() },
                 last_arrival: None,
@@ -264,6 +288,7 @@ impl Pipeline {
                 awaited_since: None,
             })
             .collect();
+        let decoding = Decoding::new(&plan, options.decoders, workers_n, options.batch_size);
         Pipeline {
             plan,
             options,
@@ -271,9 +296,13 @@ impl Pipeline {
             workers,
             handles,
             out: out_tx,
-            key_buf: String::new(),
+            decoding,
+            free_chunks: Vec::new(),
+            pushed: 0,
+            held_dead: Default::default(),
             route_ns: 0,
             send_wait_ns: 0,
+            inline_decode_ns: 0,
         }
     }
 
@@ -282,14 +311,9 @@ impl Pipeline {
         &self.plan
     }
 
-    /// Decodes one payload of `stream` (an index into the plan's streams).
+    /// Queues one payload of `stream` (an index into the plan's streams) for decoding.
     pub fn push(&mut self, stream: usize, payload: &[u8]) -> Result<()> {
-        self.push_from(stream, payload, || None)
-    }
-
-    /// Like [`Pipeline::push`]; `origin` is asked for only when the payload is dead-lettered.
-    pub fn push_from(&mut self, stream: usize, payload: &[u8], origin: impl FnOnce() -> Option<Origin>) -> Result<()> {
-        self.push_split(stream, 0, payload, origin)
+        self.push_split(stream, 0, payload, -1)
     }
 
     /// Declares that `stream` is read from `splits` independent splits (the partitions of
@@ -303,52 +327,27 @@ impl Pipeline {
         }
     }
 
-    /// Like [`Pipeline::push_from`], for a payload read from `split` of the stream.
-    pub fn push_split(
-        &mut self,
-        stream: usize,
-        split: usize,
-        payload: &[u8],
-        origin: impl FnOnce() -> Option<Origin>,
-    ) -> Result<()> {
-        let s = &mut self.streams[stream];
-        s.stats.received += 1;
-        let time = match s.decoder.parse(payload) {
-            Ok(t) => t,
-            Err(reason) => {
-                s.stats.invalid += 1;
-                let dl =
-                    DeadLetter { stream: s.stats.stream.clone(), reason, payload: lossy(payload), origin: origin() };
-                return self.send_out(Output::DeadLetter(dl));
-            }
-        };
-        match s.tracker.observe(split, time) {
-            Observed::OnTime(wm) => {
-                s.awaited_since = None;
-                s.decoder.commit();
-                s.watermarks.push(wm);
-                s.stats.accepted += 1;
-                if s.pending_since.is_none() {
-                    s.pending_since = Some(Instant::now());
-                }
-            }
-            Observed::Late { behind_ms } => {
-                s.stats.late += 1;
-                if s.decoder.stream().late_policy == LatePolicy::DeadLetter {
-                    let reason = format!("late: {behind_ms} ms behind the watermark");
-                    let dl = DeadLetter {
-                        stream: s.stats.stream.clone(),
-                        reason,
-                        payload: lossy(payload),
-                        origin: origin(),
-                    };
-                    return self.send_out(Output::DeadLetter(dl));
-                }
-                return Ok(());
-            }
+    /// Names the source of `split` of `stream` (a Kafka topic and partition): dead letters
+    /// of its payloads carry that [`Origin`] with their offset.
+    pub fn label_split(&mut self, stream: usize, split: usize, topic: Arc<str>, partition: i32) {
+        let origins = &mut self.streams[stream].split_origins;
+        if origins.len() <= split {
+            origins.resize(split + 1, None);
         }
-        if s.decoder.len() >= self.options.batch_size {
-            self.flush_stream(stream)?;
+        origins[split] = Some((topic, partition));
+    }
+
+    /// Like [`Pipeline::push`], for a payload read from `split` of the stream at `offset`
+    /// (its position in the split, reported with a dead letter when the split is labelled).
+    pub fn push_split(&mut self, stream: usize, split: usize, payload: &[u8], offset: i64) -> Result<()> {
+        let s = &mut self.streams[stream];
+        if s.pending.is_empty() {
+            s.pending_since = Some(Instant::now());
+        }
+        s.pending.push(payload, split, offset, self.pushed);
+        self.pushed += 1;
+        if s.pending.len() >= self.options.batch_size {
+            self.cut(stream)?;
         }
         Ok(())
     }
@@ -362,7 +361,30 @@ impl Pipeline {
     /// Like [`Pipeline::reject`], with the payload's source position.
     pub fn reject_from(&mut self, stream: &str, reason: String, payload: &[u8], origin: Option<Origin>) -> Result<()> {
         let dl = DeadLetter { stream: stream.to_string(), reason, payload: lossy(payload), origin };
-        self.send_out(Output::DeadLetter(dl))
+        self.held_dead.insert(self.pushed, dl);
+        self.pushed += 1;
+        self.release_dead()
+    }
+
+    /// Sends the held dead letters that no payload still being decoded precedes.
+    fn release_dead(&mut self) -> Result<()> {
+        if self.held_dead.is_empty() {
+            return Ok(());
+        }
+        let pending = self.streams.iter().filter_map(|s| s.pending.first_position()).min();
+        let in_flight = match &self.decoding {
+            Decoding::Pool(pool) => pool.earliest_in_flight(),
+            Decoding::Inline { .. } => None,
+        };
+        let before = pending.into_iter().chain(in_flight).min().unwrap_or(u64::MAX);
+        while let Some(entry) = self.held_dead.first_entry() {
+            if *entry.key() >= before {
+                break;
+            }
+            let dl = entry.remove();
+            self.send_out(Output::DeadLetter(dl))?;
+        }
+        Ok(())
     }
 
     /// Flushes every stream and sends a barrier through every worker: each emits
@@ -409,20 +431,23 @@ impl Pipeline {
     /// Routes the pending rows of every stream whose batch has waited longer than
     /// [`PipelineOptions::linger`]; sources call it often (every poll) to bound latency.
     pub fn flush_lingering(&mut self, now: Instant) -> Result<()> {
+        let mut lingered = false;
         for i in 0..self.streams.len() {
             if self.streams[i].pending_since.is_some_and(|t| now.saturating_duration_since(t) >= self.options.linger) {
-                self.flush_stream(i)?;
+                self.cut(i)?;
+                lingered = true;
             }
         }
-        Ok(())
+        // A lingering chunk is late already: wait for it rather than for the next call.
+        self.take_decoded(lingered)
     }
 
-    /// Routes every pending row to the workers.
+    /// Decodes and routes every pending row to the workers.
     pub fn flush(&mut self) -> Result<()> {
         for i in 0..self.streams.len() {
-            self.flush_stream(i)?;
+            self.cut(i)?;
         }
-        Ok(())
+        self.take_decoded(true)
     }
 
     /// Advances the watermark of streams idle longer than their idle timeout: from then on
@@ -445,14 +470,14 @@ impl Pipeline {
         self.flush()?;
         for i in 0..self.streams.len() {
             let s = &mut self.streams[i];
-            if let (Some(since), Some(timeout)) = (s.awaited_since, s.decoder.stream().idle_timeout_ms)
+            if let (Some(since), Some(timeout)) = (s.awaited_since, s.def.idle_timeout_ms)
                 && now.saturating_duration_since(since).as_millis() as Millis >= timeout
             {
                 // Silent since its partitions were assigned: an empty topic must not hold
                 // every other stream's alerts back forever.
                 s.awaited_since = None;
             }
-            if let Some(timeout) = s.decoder.stream().idle_timeout_ms {
+            if let Some(timeout) = s.def.idle_timeout_ms {
                 let checked = *s.last_split_check.get_or_insert(now);
                 if now.saturating_duration_since(checked).as_millis() as Millis >= timeout {
                     s.last_split_check = Some(now);
@@ -473,7 +498,7 @@ impl Pipeline {
                 }
                 continue;
             }
-            let Some(timeout) = s.decoder.stream().idle_timeout_ms else { continue };
+            let Some(timeout) = s.def.idle_timeout_ms else { continue };
             let Some(last) = s.last_arrival else { continue };
             let idle_ms = now.saturating_duration_since(last).as_millis() as Millis;
             if idle_ms < timeout {
@@ -492,7 +517,8 @@ impl Pipeline {
 
     /// Moves `stream`'s watermark to `wm` (never backwards) and fires due timers.
     pub fn advance_watermark(&mut self, stream: usize, wm: Millis) -> Result<()> {
-        self.flush_stream(stream)?;
+        self.cut(stream)?;
+        self.take_decoded(true)?;
         let before = self.streams[stream].tracker.watermark();
         let wm = self.streams[stream].tracker.advance_to(wm);
         self.streams[stream].stats.watermark = wm;
@@ -530,7 +556,15 @@ impl Pipeline {
     }
 
     fn join(self) -> Result<PipelineReport> {
-        let Pipeline { plan, streams, workers, handles, route_ns, send_wait_ns, .. } = self;
+        let Pipeline { plan, streams, workers, handles, route_ns, send_wait_ns, decoding, inline_decode_ns, .. } = self;
+        let decoder_busy_ns = match decoding {
+            Decoding::Pool(pool) => {
+                let busy = pool.busy_ns.clone();
+                pool.join();
+                busy
+            }
+            Decoding::Inline { .. } => vec![inline_decode_ns],
+        };
         drop(workers);
         let mut keys = vec![0usize; plan.rules.len()];
         let mut replay_suppressed = 0;
@@ -549,6 +583,7 @@ impl Pipeline {
             replay_suppressed,
             route_ns: route_ns.saturating_sub(send_wait_ns),
             send_wait_ns,
+            decoder_busy_ns,
             worker_busy_ns,
         })
     }
@@ -564,58 +599,165 @@ impl Pipeline {
         Ok(())
     }
 
-    fn flush_stream(&mut self, stream: usize) -> Result<()> {
-        if self.streams[stream].decoder.is_empty() {
+    /// Cuts the pending chunk of `stream` and hands it to the decoders (or decodes it here).
+    fn cut(&mut self, stream: usize) -> Result<()> {
+        if self.streams[stream].pending.is_empty() {
             return Ok(());
         }
+        let mut fresh = self.free_chunks.pop().unwrap_or_default();
+        fresh.stream = stream;
+        let s = &mut self.streams[stream];
+        s.pending_since = None;
+        let raw = std::mem::replace(&mut s.pending, fresh);
+        match &mut self.decoding {
+            Decoding::Inline { decoders, groups, partitions, key_buf } => {
+                let chunk = decode_chunk(&mut decoders[stream], &groups[stream], *partitions, key_buf, raw)?;
+                self.inline_decode_ns += chunk.busy_ns;
+                self.sequence(chunk)
+            }
+            Decoding::Pool(_) => {
+                loop {
+                    let Decoding::Pool(pool) = &mut self.decoding else { unreachable!("matched above") };
+                    if pool.has_room() {
+                        pool.dispatch(raw)?;
+                        break;
+                    }
+                    let chunk = pool.take_oldest(true)?.expect("a full pool has chunks in flight");
+                    self.sequence(chunk)?;
+                }
+                self.take_decoded(false)
+            }
+        }
+    }
+
+    /// Sequences the decoded chunks that are back: all of them (waiting) if `wait`, else
+    /// those ready now, oldest first.
+    fn take_decoded(&mut self, wait: bool) -> Result<()> {
+        loop {
+            let chunk = match &mut self.decoding {
+                Decoding::Pool(pool) => pool.take_oldest(wait)?,
+                Decoding::Inline { .. } => None,
+            };
+            match chunk {
+                Some(chunk) => self.sequence(chunk)?,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Takes a decoded chunk through the order-dependent steps, row by row in input order:
+    /// watermark, lateness, dead letters; then sends each partition its rows.
+    fn sequence(&mut self, chunk: DecodedChunk) -> Result<()> {
         let started = Instant::now();
-        let result = self.route_stream(stream);
+        let result = self.sequence_inner(chunk);
         self.route_ns += started.elapsed().as_nanos() as u64;
         result
     }
 
-    fn route_stream(&mut self, stream: usize) -> Result<()> {
+    fn sequence_inner(&mut self, chunk: DecodedChunk) -> Result<()> {
+        let DecodedChunk { mut raw, decoded: DecodedBatch { batch, event_time }, errors, routed, .. } = chunk;
+        let stream = raw.stream;
         let s = &mut self.streams[stream];
         s.last_arrival = Some(Instant::now());
         s.idle_base = None;
-        s.pending_since = None;
-        let DecodedBatch { batch, event_time } = s.decoder.finish();
-        let watermarks = std::mem::take(&mut s.watermarks);
-        s.watermarks.reserve(self.options.batch_size);
+        s.stats.received += raw.len() as u64;
+        let dead_late = s.def.late_policy == LatePolicy::DeadLetter;
+        let mut watermarks: Vec<Millis> = Vec::with_capacity(batch.num_rows());
+        let mut late_rows: Vec<usize> = Vec::new();
+        let mut dead = Vec::new();
+        let mut errors = errors.into_iter().peekable();
+        for i in 0..raw.len() {
+            let split = raw.splits[i] as usize;
+            if errors.peek().is_some_and(|(e, _)| *e as usize == i) {
+                let (_, reason) = errors.next().expect("peeked");
+                s.stats.invalid += 1;
+                dead.push((i, reason));
+                continue;
+            }
+            let row = watermarks.len();
+            match s.tracker.observe(split, event_time[row]) {
+                Observed::OnTime(wm) => {
+                    s.awaited_since = None;
+                    s.stats.accepted += 1;
+                    watermarks.push(wm);
+                }
+                Observed::Late { behind_ms } => {
+                    s.stats.late += 1;
+                    // Kept in place so rows and watermarks stay aligned; filtered out below.
+                    watermarks.push(s.tracker.watermark());
+                    late_rows.push(row);
+                    if dead_late {
+                        dead.push((i, format!("late: {behind_ms} ms behind the watermark")));
+                    }
+                }
+            }
+        }
         let end_watermark = s.tracker.watermark();
         s.stats.watermark = end_watermark;
+        for (i, reason) in dead {
+            let origin = s
+                .split_origins
+                .get(raw.splits[i] as usize)
+                .and_then(Option::as_ref)
+                .map(|(topic, p)| Origin { topic: topic.clone(), partition: *p, offset: raw.offsets[i] });
+            let payload = lossy(raw.payload(i));
+            let dl = DeadLetter { stream: s.stats.stream.clone(), reason, payload, origin };
+            self.held_dead.insert(raw.positions[i], dl);
+        }
+        raw.clear();
+        self.free_chunks.push(raw);
+        self.release_dead()?;
+        if late_rows.len() == batch.num_rows() {
+            // Nothing on time: the watermark did not move, so the workers have nothing to learn.
+            return Ok(());
+        }
+        let late = (!late_rows.is_empty()).then(|| {
+            let mut on_time = vec![true; batch.num_rows()];
+            late_rows.iter().for_each(|&r| on_time[r] = false);
+            on_time
+        });
+        let s = &self.streams[stream];
         let parts = self.workers.len();
-        for g in 0..s.groups.len() {
-            let mut reached = vec![false; parts];
-            if parts == 1 {
-                reached[0] = true;
+        if parts == 1 {
+            let (batch, times, watermarks) = match &late {
+                None => (batch, event_time, watermarks),
+                Some(keep) => keep_rows(&batch, keep, (0..keep.len()).map(|r| (event_time[r], watermarks[r])))?,
+            };
+            for g in 0..s.groups.len() {
                 let msg = WorkerMsg::Batch {
                     stream,
                     group: g,
                     batch: batch.clone(),
-                    times: event_time.clone(),
+                    times: times.clone(),
                     watermarks: watermarks.clone(),
                     end_watermark,
                 };
                 send_to(&self.workers, &mut self.send_wait_ns, 0, msg)?;
-                continue;
             }
-            let key_cols: Vec<_> = s.groups[g].key_fields.iter().map(|&c| batch.column(c).clone()).collect();
-            let mut indices: Vec<Vec<u32>> = vec![Vec::new(); parts];
-            for row in 0..batch.num_rows() {
-                write_key(&key_cols, row, &mut self.key_buf);
-                indices[partition_of(&self.key_buf, parts)].push(row as u32);
-            }
-            for (p, idx) in indices.into_iter().enumerate() {
-                if idx.is_empty() {
+            return Ok(());
+        }
+        for (g, partitions) in routed.into_iter().enumerate() {
+            let mut reached = vec![false; parts];
+            for part in partitions {
+                let rows = part.rows.values();
+                let (sub, times, wms) = match &late {
+                    None => (
+                        part.batch,
+                        rows.iter().map(|&r| event_time[r as usize]).collect::<Vec<_>>(),
+                        rows.iter().map(|&r| watermarks[r as usize]).collect::<Vec<_>>(),
+                    ),
+                    Some(keep) => {
+                        let keep_part: Vec<bool> = rows.iter().map(|&r| keep[r as usize]).collect();
+                        let values = rows.iter().map(|&r| (event_time[r as usize], watermarks[r as usize]));
+                        keep_rows(&part.batch, &keep_part, values)?
+                    }
+                };
+                if sub.num_rows() == 0 {
                     continue;
                 }
-                reached[p] = true;
-                let times = idx.iter().map(|&r| event_time[r as usize]).collect();
-                let wms = idx.iter().map(|&r| watermarks[r as usize]).collect();
-                let sub = take_record_batch(&batch, &UInt32Array::from(idx))?;
+                reached[part.partition] = true;
                 let msg = WorkerMsg::Batch { stream, group: g, batch: sub, times, watermarks: wms, end_watermark };
-                send_to(&self.workers, &mut self.send_wait_ns, p, msg)?;
+                send_to(&self.workers, &mut self.send_wait_ns, part.partition, msg)?;
             }
             // Workers that got no rows of this group still learn how far the watermark
             // moved, for this group's rules only: the worker's rows of a later group are
@@ -629,6 +771,18 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// The rows of `batch` marked in `keep`, with their event times and watermarks (`values`,
+/// one pair per row of `batch`).
+fn keep_rows(
+    batch: &RecordBatch,
+    keep: &[bool],
+    values: impl Iterator<Item = (Millis, Millis)>,
+) -> Result<(RecordBatch, Vec<Millis>, Vec<Millis>)> {
+    let (times, watermarks) = values.zip(keep).filter(|(_, k)| **k).map(|(v, _)| v).unzip();
+    let kept = filter_record_batch(batch, &BooleanArray::from(keep.to_vec()))?;
+    Ok((kept, times, watermarks))
 }
 
 /// Sends `msg` to worker `p`, adding the wait to `waited_ns` when its queue is full.

@@ -138,9 +138,25 @@ pub fn run(
     batch_size: usize,
     idle_ms: Option<u64>,
 ) -> Outcome {
+    run_with(
+        stream,
+        rules,
+        payloads,
+        PipelineOptions { workers, batch_size, queue_depth: 4, ..Default::default() },
+        idle_ms,
+    )
+}
+
+/// [`run`] with every pipeline option given.
+pub fn run_with(
+    stream: Arc<StreamDef>,
+    rules: Vec<RulePlan>,
+    payloads: &[String],
+    options: PipelineOptions,
+    idle_ms: Option<u64>,
+) -> Outcome {
     let plan = Arc::new(Plan { streams: vec![stream], rules: rules.into_iter().map(Arc::new).collect() });
-    let (mut p, rx) =
-        Pipeline::start(plan, PipelineOptions { workers, batch_size, queue_depth: 4, ..Default::default() });
+    let (mut p, rx) = Pipeline::start(plan, options);
     let collector = std::thread::spawn(move || {
         let mut out = Outcome::default();
         for o in rx {

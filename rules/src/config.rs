@@ -92,6 +92,8 @@ pub struct SinksConfig {
 pub struct EngineConfig {
     /// Partition workers (default: number of cores).
     pub workers: Option<usize>,
+    /// Decoder threads (default: number of cores; 0 decodes on the ingest thread).
+    pub decoders: Option<usize>,
     /// Rows per batch (default 4096).
     pub batch_size: Option<usize>,
     /// How long a partly filled batch may wait for more rows (default 5 ms).
@@ -211,10 +213,11 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
         cfg.cases = crate::cases::parse_cases(cases, &base, &cfg.zones, &cfg.streams, r, diags);
     }
     if let Some(engine) = top.get("engine")
-        && let Some(m) = r.map(engine, "`engine`", &["workers", "batch_size", "linger"], diags)
+        && let Some(m) = r.map(engine, "`engine`", &["workers", "decoders", "batch_size", "linger"], diags)
     {
         cfg.engine.linger_ms = m.get("linger").and_then(|n| r.duration(n, "linger", diags));
         cfg.engine.workers = m.get("workers").and_then(|n| r.uint(n, "workers", diags)).map(|v| v.max(1) as usize);
+        cfg.engine.decoders = m.get("decoders").and_then(|n| r.uint(n, "decoders", diags)).map(|v| v as usize);
         cfg.engine.batch_size =
             m.get("batch_size").and_then(|n| r.uint(n, "batch_size", diags)).map(|v| v.max(1) as usize);
     }

@@ -28,7 +28,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::{progress, rss};
+use super::{cpu_seconds, progress, rss};
 use crate::cli::BenchPipelineArgs;
 use crate::produce::{entity_key, event_time};
 use crate::run::generator_settings;
@@ -61,14 +61,19 @@ struct RunResult {
     latency_us_p99: u64,
     latency_us_p999: u64,
     latency_us_max: u64,
-    /// Ingest thread: decode, enrichment and watermarks (everything but routing), s.
+    /// Ingest thread: everything but sequencing and waiting for workers — handing payloads
+    /// over, and waiting for the decoders (or decoding, with `--decoders 0`), s.
     ingest_decode_s: f64,
-    /// Ingest thread: cutting batches, hashing keys, `take` per partition, s.
+    /// Ingest thread: sequencing decoded batches (watermarks, lateness) and sending them, s.
     ingest_route_s: f64,
     /// Ingest thread: waiting for full worker queues, s.
     ingest_wait_s: f64,
+    /// Per decoder thread: decoding and splitting rows by partition, s.
+    decoder_busy_s: Vec<f64>,
     /// Per worker: evaluating rules, s.
     worker_busy_s: Vec<f64>,
+    /// CPU time of the whole process during the run (every thread) per event, µs.
+    cpu_us_per_event: f64,
     keys_with_state: usize,
 }
 
@@ -78,9 +83,13 @@ struct Report {
     events: u64,
     rules: usize,
     workers: usize,
+    decoders: usize,
     batch_size: usize,
     linger_ms: u64,
     parse_baseline_events_per_s: f64,
+    parse_baseline_threads: usize,
+    /// CPU time of the baseline (all threads) per event, µs.
+    parse_baseline_cpu_us_per_event: f64,
     max_rate: RunResult,
     fraction_of_parse_baseline: f64,
     fixed_rate: Option<RunResult>,
@@ -107,6 +116,9 @@ pub fn run(args: BenchPipelineArgs) -> Result<ExitCode> {
     let plan = Arc::new(plan);
     let workers = args.workers.unwrap_or_else(|| PipelineOptions::default().workers).max(1);
     let mut options = PipelineOptions { workers, batch_size: args.batch_size, ..Default::default() };
+    if let Some(d) = args.decoders.or(config.engine.decoders) {
+        options.decoders = d;
+    }
     if let Some(ms) = args.linger_ms.or(config.engine.linger_ms) {
         options.linger = Duration::from_millis(ms.max(0) as u64);
     }
@@ -119,8 +131,12 @@ pub fn run(args: BenchPipelineArgs) -> Result<ExitCode> {
     let (rss_data, _) = rss();
     eprintln!("dataset: {} events, {:.0} MB of JSON", data.events.len(), data.bytes.len() as f64 / 1e6);
 
-    let baseline = parse_baseline(&data, workers)?;
-    eprintln!("parse-only baseline (sonic-rs, {workers} threads): {baseline:.0} events/s");
+    // As many parser threads as the pipeline has threads doing the same kind of work.
+    let baseline_threads = workers.max(options.decoders).max(1);
+    let cpu_before = cpu_seconds();
+    let baseline = parse_baseline(&data, baseline_threads)?;
+    let baseline_cpu_us = (cpu_seconds() - cpu_before) * 1e6 / data.events.len() as f64;
+    eprintln!("parse-only baseline (sonic-rs, {baseline_threads} threads): {baseline:.0} events/s");
 
     let max = run_pipeline(&plan, &options, &data, None)?;
     eprintln!(
@@ -146,9 +162,12 @@ pub fn run(args: BenchPipelineArgs) -> Result<ExitCode> {
         events: data.events.len() as u64,
         rules: plan.rules.len(),
         workers,
+        decoders: options.decoders,
         batch_size: args.batch_size,
         linger_ms: options.linger.as_millis() as u64,
         parse_baseline_events_per_s: baseline,
+        parse_baseline_threads: baseline_threads,
+        parse_baseline_cpu_us_per_event: baseline_cpu_us,
         fraction_of_parse_baseline: max.events_per_s / baseline,
         max_rate: max,
         fixed_rate: fixed,
@@ -308,6 +327,7 @@ fn parse_baseline(data: &Dataset, threads: usize) -> Result<f64> {
 }
 
 fn run_pipeline(plan: &Arc<Plan>, options: &PipelineOptions, data: &Dataset, rate: Option<u64>) -> Result<RunResult> {
+    let cpu_before = cpu_seconds();
     let (mut p, rx) = Pipeline::start(plan.clone(), options.clone());
     let epoch = Instant::now();
     let pushed_at: Arc<Vec<AtomicU64>> = Arc::new((0..data.events.len()).map(|_| AtomicU64::new(0)).collect());
@@ -339,8 +359,14 @@ fn run_pipeline(plan: &Arc<Plan>, options: &PipelineOptions, data: &Dataset, rat
             Ok((alerts, hist, matched))
         });
         let started = Instant::now();
+        let mut now_ns = 0;
         for i in 0..data.events.len() {
             let (s, payload) = data.payload(i);
+            // At max rate the clock is read every 64 events (a read per event would cost the
+            // ingest thread ~5 % of its time); events of one block share its push time.
+            if rate.is_some() || i % 64 == 0 {
+                now_ns = epoch.elapsed().as_nanos() as u64;
+            }
             if let Some(rate) = rate {
                 let due = Duration::from_secs_f64(i as f64 / rate as f64);
                 while started.elapsed() < due {
@@ -350,7 +376,7 @@ fn run_pipeline(plan: &Arc<Plan>, options: &PipelineOptions, data: &Dataset, rat
                     p.flush_lingering(Instant::now())?;
                 }
             }
-            pushed_at[i].store(epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            pushed_at[i].store(now_ns, Ordering::Relaxed);
             p.push(s, payload)?;
         }
         let ingest = started.elapsed().as_secs_f64();
@@ -375,6 +401,8 @@ fn run_pipeline(plan: &Arc<Plan>, options: &PipelineOptions, data: &Dataset, rat
         ingest_route_s: route,
         ingest_wait_s: wait,
         worker_busy_s: report.worker_busy_ns.iter().map(|&n| n as f64 / 1e9).collect(),
+        decoder_busy_s: report.decoder_busy_ns.iter().map(|&n| n as f64 / 1e9).collect(),
+        cpu_us_per_event: (cpu_seconds() - cpu_before) * 1e6 / data.events.len() as f64,
         keys_with_state: report.keys_per_rule.iter().map(|(_, k)| k).sum(),
     })
 }
@@ -382,10 +410,13 @@ fn run_pipeline(plan: &Arc<Plan>, options: &PipelineOptions, data: &Dataset, rat
 fn print_table(r: &Report) {
     let m = &r.max_rate;
     eprintln!(
-        "\n── gridwatch bench pipeline ({} events, {} rules, {} workers, batch {}) ──",
-        r.events, r.rules, r.workers, r.batch_size
+        "\n── gridwatch bench pipeline ({} events, {} rules, {} workers, {} decoders, batch {}) ──",
+        r.events, r.rules, r.workers, r.decoders, r.batch_size
     );
-    eprintln!("parse-only baseline     {:>12.0} events/s", r.parse_baseline_events_per_s);
+    eprintln!(
+        "parse-only baseline     {:>12.0} events/s  ({} threads, {:.2} µs of CPU per event)",
+        r.parse_baseline_events_per_s, r.parse_baseline_threads, r.parse_baseline_cpu_us_per_event
+    );
     eprintln!(
         "full pipeline (max)     {:>12.0} events/s  = {:.0} % of the baseline, {} alerts",
         m.events_per_s,
@@ -393,9 +424,12 @@ fn print_table(r: &Report) {
         m.alerts
     );
     eprintln!(
-        "  ingest thread         decode {:.2} s, route {:.2} s, waiting for workers {:.2} s (of {:.2} s)",
+        "  ingest thread         hand-over/decode {:.2} s, sequence {:.2} s, waiting for workers {:.2} s (of {:.2} s)",
         m.ingest_decode_s, m.ingest_route_s, m.ingest_wait_s, m.seconds
     );
+    let decoders: Vec<String> = m.decoder_busy_s.iter().map(|b| format!("{b:.2} s")).collect();
+    eprintln!("  decoders busy         {}", decoders.join(", "));
+    eprintln!("  CPU per event         {:.2} µs (all threads)", m.cpu_us_per_event);
     let busy: Vec<String> = m.worker_busy_s.iter().map(|b| format!("{b:.2} s")).collect();
     eprintln!("  workers busy          {}", busy.join(", "));
     eprintln!(

@@ -212,11 +212,54 @@ fn bad_rows_are_dead_lettered_with_a_reason_and_never_panic() {
     assert!(out.dead.iter().all(|d| !d.reason.is_empty() && d.stream == "s"));
 }
 
+/// Dead letters leave in input order whatever decodes them, rejected payloads included,
+/// and carry the topic, partition and offset of a labelled split.
+#[test]
+fn dead_letters_keep_input_order_and_source_positions() {
+    use std::sync::Arc;
+
+    use crate::{Output, Pipeline, PipelineOptions, Plan};
+    let s = stream(0, None);
+    for decoders in [0, 1, 3] {
+        let plan =
+            Arc::new(Plan { streams: vec![s.clone()], rules: vec![Arc::new(threshold(&s, "value > 25", None, 0))] });
+        let options = PipelineOptions { workers: 2, decoders, batch_size: 3, ..Default::default() };
+        let (mut p, rx) = Pipeline::start(plan, options);
+        p.declare_splits(0, 2);
+        p.label_split(0, 1, Arc::from("city.sensor"), 7);
+        let good = ev(5, "a", 1.0);
+        p.push_split(0, 0, good.as_bytes(), 100).unwrap();
+        p.push_split(0, 1, b"{bad 1", 200).unwrap();
+        p.reject("nowhere", "rejected 2".into(), b"x").unwrap();
+        p.push_split(0, 0, b"{bad 3", 101).unwrap();
+        for i in 0..7 {
+            p.push_split(0, 1, ev(10 + i, "b", 1.0).as_bytes(), 201 + i).unwrap();
+        }
+        p.push_split(0, 1, b"{bad 4", 208).unwrap();
+        p.reject("nowhere", "rejected 5".into(), b"y").unwrap();
+        p.finish().unwrap();
+        let dead: Vec<_> = rx
+            .iter()
+            .filter_map(|o| match o {
+                Output::DeadLetter(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        let payloads: Vec<&str> = dead.iter().map(|d| d.payload.as_str()).collect();
+        assert_eq!(payloads, ["{bad 1", "x", "{bad 3", "{bad 4", "y"], "decoders: {decoders}");
+        let origin = dead[0].origin.as_ref().expect("split 1 is labelled");
+        assert_eq!((&*origin.topic, origin.partition, origin.offset), ("city.sensor", 7, 200));
+        assert!(dead[2].origin.is_none(), "split 0 is not labelled");
+        assert_eq!(dead[3].origin.as_ref().map(|o| o.offset), Some(208));
+    }
+}
+
 mod determinism {
     use proptest::prelude::*;
 
     use super::S;
-    use crate::testutil::{absence, ev, run, stream, threshold, window};
+    use crate::PipelineOptions;
+    use crate::testutil::{absence, ev, run_with, stream, threshold, window};
 
     fn events() -> impl Strategy<Value = Vec<String>> {
         // Mostly increasing time with backward jitter up to 8 s (the bound is 5 s, so some
@@ -235,10 +278,15 @@ mod determinism {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
-        /// The same input gives the same alerts and dead letters for any worker count and
-        /// batch size.
+        /// The same input gives the same alerts and dead letters for any worker count,
+        /// decoder count (0: on the ingest thread) and batch size.
         #[test]
-        fn alerts_do_not_depend_on_workers_or_batch_size(events in events(), workers in 2usize..5, batch in 1usize..64) {
+        fn alerts_do_not_depend_on_workers_decoders_or_batch_size(
+            events in events(),
+            workers in 2usize..5,
+            decoders in 0usize..4,
+            batch in 1usize..64,
+        ) {
             let s = stream(5 * S, None);
             let rules = || {
                 // A second key group (keyed by value, not id) routes the same rows apart.
@@ -251,10 +299,22 @@ mod determinism {
                     by_value,
                 ]
             };
-            let reference = run(s.clone(), rules(), &events, 1, 4096, None);
-            let other = run(s.clone(), rules(), &events, workers, batch, None);
+            let options = |workers, decoders, batch_size| PipelineOptions {
+                workers,
+                decoders,
+                batch_size,
+                queue_depth: 4,
+                ..Default::default()
+            };
+            let reference = run_with(s.clone(), rules(), &events, options(1, 0, 4096), None);
+            let other = run_with(s.clone(), rules(), &events, options(workers, decoders, batch), None);
             prop_assert_eq!(&reference.alerts, &other.alerts);
-            prop_assert_eq!(reference.dead.len(), other.dead.len());
+            let dead = |o: &crate::testutil::Outcome| {
+                let mut d: Vec<(String, String)> = o.dead.iter().map(|d| (d.payload.clone(), d.reason.clone())).collect();
+                d.sort();
+                d
+            };
+            prop_assert_eq!(dead(&reference), dead(&other));
         }
     }
 }
