@@ -15,6 +15,7 @@ for scale in 1 10 100 1000; do
   "$G" bench pipeline --events 1000000 --scale "$scale" --json "$OUT/keys.jsonl"
   "$G" bench pipeline --events 1000000 --scale "$scale" --rules examples/bench/keys/threshold_for.yaml --json "$OUT/memory.jsonl"
 done
-for w in 1 2; do
-  "$G" bench pipeline --events 2000000 --workers "$w" --json "$OUT/workers.jsonl"
+for wd in "1 0" "2 0" "1 2" "2 2"; do
+  set -- $wd
+  "$G" bench pipeline --events 2000000 --workers "$1" --decoders "$2" --json "$OUT/workers.jsonl"
 done

@@ -74,16 +74,17 @@ def memory():
 
 def workers():
     runs = load("workers")
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.bar([str(r["workers"]) for r in runs], [rate(r) for r in runs], label="full pipeline")
+    labels = [f'{r["workers"]} w, {r.get("decoders", 0)} d' for r in runs]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(labels, [rate(r) for r in runs], label="full pipeline")
     ax.plot(
-        [str(r["workers"]) for r in runs],
+        labels,
         [r["parse_baseline_events_per_s"] / 1e6 for r in runs],
         "o--",
         color="black",
-        label="parse-only baseline (same threads)",
+        label="parse-only baseline (as many threads)",
     )
-    ax.set_xlabel("workers (threads)")
+    ax.set_xlabel("partition workers (w), decoder threads (d; 0 = on the ingest thread)")
     ax.set_ylabel("M events/s")
     ax.set_title("Example city, 2 M events")
     ax.legend()

@@ -14,12 +14,12 @@ use arrow::record_batch::RecordBatch;
 use super::{BatchInput, Operator, Timers, eval_predicate, key_columns, selected_rows};
 use crate::alert::{Alert, AlertParts, AlertState};
 use crate::error::Result;
-use crate::keys::{KeyTable, cell_to_json, row_to_json, write_key};
+use crate::keys::{KeyTable, cell_to_json, compact_row, compact_row_to_json, row_to_json, write_key};
 use crate::plan::{RuleKind, RulePlan, ThresholdPlan};
 use crate::schema::StreamDef;
 use crate::time::Millis;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct KeyState {
     pending: bool,
     firing: bool,
@@ -28,13 +28,29 @@ struct KeyState {
     notifications: u32,
     /// Consecutive events of the key satisfying the condition (saturating).
     streak: u32,
-    /// The event that started the episode (only while pending or firing).
-    /// Kept as compact JSON text, not a `Value` tree: a pending key costs ~150 bytes for it
-    /// instead of ~1 KB, and it is parsed back only when an alert is raised.
-    start_event: Option<Box<str>>,
+    /// The event that started the episode (only while pending or firing), as a
+    /// [`compact_row`]: a pending key costs ~60 bytes for it (~150 as JSON text, ~1 KB as a
+    /// `Value` tree), and it is rendered only when an alert is raised.
+    start_event: Option<Box<[u8]>>,
     /// When the last episode resolved: a new one never starts before it, so an
     /// out-of-order event cannot reopen an episode start (and its alert id) already used.
-    last_end: Option<Millis>,
+    /// `Millis::MIN` (not an `Option`: 8 bytes less per key) until one has.
+    last_end: Millis,
+}
+
+impl Default for KeyState {
+    fn default() -> Self {
+        KeyState {
+            pending: false,
+            firing: false,
+            since: 0,
+            last_notify: 0,
+            notifications: 0,
+            streak: 0,
+            start_event: None,
+            last_end: Millis::MIN,
+        }
+    }
 }
 
 /// Operator for threshold rules.
@@ -42,6 +58,8 @@ pub struct ThresholdOperator {
     rule: Arc<RulePlan>,
     stream: Arc<str>,
     observed_names: Vec<String>,
+    /// The stream's field names, to render stored start events.
+    field_names: Vec<String>,
     keys: KeyTable<KeyState>,
     timers: Timers,
     key_buf: String,
@@ -62,6 +80,7 @@ impl ThresholdOperator {
             rule,
             stream: stream.name.as_str().into(),
             observed_names,
+            field_names: stream.fields.iter().map(|f| f.name.clone()).collect(),
             keys: KeyTable::default(),
             timers: Timers::default(),
             key_buf: String::new(),
@@ -99,7 +118,8 @@ impl ThresholdOperator {
             st.pending = false;
             st.last_notify = due;
             st.notifications = 1;
-            let start = st.start_event.as_deref().map(parse_event).unwrap_or_default();
+            let start =
+                st.start_event.as_deref().map(|e| compact_row_to_json(e, &self.field_names)).unwrap_or_default();
             let values = observed_from_event(&self.observed_names, &start);
             let parts = AlertParts {
                 key: key.to_string(),
@@ -113,10 +133,6 @@ impl ThresholdOperator {
             out.push(Alert::new(&self.rule.meta, &self.stream, parts));
         }
     }
-}
-
-fn parse_event(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_default()
 }
 
 /// Observed values taken from a stored evidence event (timer-fired alerts).
@@ -159,7 +175,7 @@ impl Operator for ThresholdOperator {
                     st.firing = false;
                     st.streak = 0;
                     st.start_event = None;
-                    st.last_end = Some(t.max(st.since + 1));
+                    st.last_end = t.max(st.since + 1);
                 } else if let Some(every) = renotify
                     && t >= st.last_notify + every
                 {
@@ -171,8 +187,8 @@ impl Operator for ThresholdOperator {
                 st.streak = st.streak.saturating_add(1);
                 if !st.pending {
                     st.pending = true;
-                    st.since = st.last_end.map_or(t, |end| t.max(end));
-                    st.start_event = Some(row_to_json(batch, i).to_string().into_boxed_str());
+                    st.since = t.max(st.last_end);
+                    st.start_event = Some(compact_row(batch, i));
                     if plan.for_ms > 0 {
                         this.timers.schedule(st.since + plan.for_ms, slot);
                     }
@@ -201,7 +217,7 @@ impl Operator for ThresholdOperator {
                 let trigger = row_to_json(batch, i);
                 let mut evidence = Vec::with_capacity(2);
                 if state == AlertState::Firing
-                    && let Some(start) = st.start_event.as_deref().map(parse_event)
+                    && let Some(start) = st.start_event.as_deref().map(|e| compact_row_to_json(e, &this.field_names))
                     && start != trigger
                 {
                     evidence.push(start);
