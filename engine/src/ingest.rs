@@ -122,6 +122,17 @@ pub(crate) fn decode_chunk(
         }
     }
     let decoded = decoder.finish();
+    let routed = route_rows(&decoded, groups, partitions, key_buf)?;
+    Ok(DecodedChunk { raw, decoded, errors, routed, busy_ns: started.elapsed().as_nanos() as u64 })
+}
+
+/// Splits each key group's rows of a decoded batch by partition (nothing with one).
+pub(crate) fn route_rows(
+    decoded: &DecodedBatch,
+    groups: &[KeyGroup],
+    partitions: usize,
+    key_buf: &mut String,
+) -> Result<Vec<Vec<PartitionRows>>> {
     let mut routed = Vec::new();
     if partitions > 1 {
         let batch = &decoded.batch;
@@ -142,7 +153,7 @@ pub(crate) fn decode_chunk(
             routed.push(parts);
         }
     }
-    Ok(DecodedChunk { raw, decoded, errors, routed, busy_ns: started.elapsed().as_nanos() as u64 })
+    Ok(routed)
 }
 
 /// One decoder per stream with the fields its rules read.
@@ -154,25 +165,59 @@ pub(crate) fn stream_decoders(plan: &Plan, batch_size: usize) -> Vec<Decoder> {
         .collect()
 }
 
-/// Where chunks are decoded: on the caller's thread, or on a pool that returns them in
-/// order.
-pub(crate) enum Decoding {
-    Inline { decoders: Vec<Decoder>, groups: Vec<Vec<KeyGroup>>, partitions: usize, key_buf: String },
-    Pool(DecodePool),
+/// Where chunks are decoded: on the caller's thread (always possible), and on a pool that
+/// returns them in order (when there is one).
+pub(crate) struct Decoding {
+    decoders: Vec<Decoder>,
+    groups: Vec<Vec<KeyGroup>>,
+    partitions: usize,
+    key_buf: String,
+    pub pool: Option<DecodePool>,
+    /// Time spent decoding on the caller's thread, ns.
+    pub local_busy_ns: u64,
 }
 
 impl Decoding {
     pub fn new(plan: &Arc<Plan>, threads: usize, partitions: usize, batch_size: usize) -> Decoding {
-        if threads == 0 {
-            Decoding::Inline {
-                decoders: stream_decoders(plan, batch_size),
-                groups: (0..plan.streams.len()).map(|s| plan.key_groups(s)).collect(),
-                partitions,
-                key_buf: String::new(),
-            }
-        } else {
-            Decoding::Pool(DecodePool::start(plan, threads, partitions, batch_size))
+        Decoding {
+            decoders: stream_decoders(plan, batch_size),
+            groups: (0..plan.streams.len()).map(|s| plan.key_groups(s)).collect(),
+            partitions,
+            key_buf: String::new(),
+            pool: (threads > 0).then(|| DecodePool::start(plan, threads, partitions, batch_size)),
+            local_busy_ns: 0,
         }
+    }
+
+    /// Decodes a chunk on the caller's thread.
+    pub fn decode_here(&mut self, raw: RawChunk) -> Result<DecodedChunk> {
+        let s = raw.stream;
+        let chunk = decode_chunk(&mut self.decoders[s], &self.groups[s], self.partitions, &mut self.key_buf, raw)?;
+        self.local_busy_ns += chunk.busy_ns;
+        Ok(chunk)
+    }
+
+    /// Decodes one payload of `stream` on the caller's thread, as it arrives (see
+    /// [`Decoding::finish_here`]).
+    pub fn decode_one_here(&mut self, stream: usize, payload: &[u8]) -> Result<(), String> {
+        self.decoders[stream].push(payload)
+    }
+
+    /// The payloads of `raw` already decoded one by one with [`Decoding::decode_one_here`]
+    /// (`errors`: those that failed), as a decoded chunk.
+    pub fn finish_here(&mut self, raw: RawChunk, errors: Vec<(u32, String)>) -> Result<DecodedChunk> {
+        let s = raw.stream;
+        let started = Instant::now();
+        let decoded = self.decoders[s].finish();
+        let routed = route_rows(&decoded, &self.groups[s], self.partitions, &mut self.key_buf)?;
+        let busy_ns = started.elapsed().as_nanos() as u64;
+        self.local_busy_ns += busy_ns;
+        Ok(DecodedChunk { raw, decoded, errors, routed, busy_ns })
+    }
+
+    /// True when no chunk is being decoded on the pool.
+    pub fn pool_idle(&self) -> bool {
+        self.pool.as_ref().is_none_or(|p| p.in_flight.is_empty())
     }
 }
 

@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::alert::Alert;
 use crate::decode::DecodedBatch;
 use crate::error::{EngineError, Result};
-use crate::ingest::{DecodedChunk, Decoding, RawChunk, decode_chunk};
+use crate::ingest::{DecodedChunk, Decoding, RawChunk};
 use crate::operator::{self, BatchInput, Operator, WhereCache};
 use crate::plan::{KeyGroup, Plan};
 use crate::schema::{LatePolicy, StreamDef};
@@ -158,8 +158,9 @@ pub struct PipelineReport {
     /// letters) and handing them to the workers, in nanoseconds, not counting waits for a
     /// full worker queue.
     pub route_ns: u64,
-    /// Per decoder thread: time spent decoding and splitting rows by partition, ns. With
-    /// `decoders: 0`, one entry: that time on the ingest thread.
+    /// Time spent decoding and splitting rows by partition, ns: first on the ingest thread
+    /// (everything with `decoders: 0`, else the chunks cut by linger while the pool was
+    /// idle), then per decoder thread.
     pub decoder_busy_ns: Vec<u64>,
     /// Time the ingest thread waited for a full worker queue (backpressure), ns.
     pub send_wait_ns: u64,
@@ -205,6 +206,14 @@ struct StreamIngest {
     last_split_check: Option<Instant>,
     /// When the first payload of the pending chunk was pushed.
     pending_since: Option<Instant>,
+    /// The pending chunk is decoded payload by payload as it is pushed, on the ingest
+    /// thread (low rates: the rows are ready when the chunk lingers), not at its cut.
+    eager: bool,
+    /// Payloads of an eager chunk that failed to decode.
+    eager_errors: Vec<(u32, String)>,
+    /// The last chunk lingered (low rate): decode the next one eagerly if the pool is idle.
+    /// A chunk that fills up clears it, handing decoding back to the pool.
+    prefer_eager: bool,
     /// Since when data is expected (splits were declared) but none has come: the stream
     /// holds the frontier back until its first row or its idle timeout.
     awaited_since: Option<Instant>,
@@ -228,7 +237,6 @@ pub struct Pipeline {
     held_dead: std::collections::BTreeMap<u64, DeadLetter>,
     route_ns: u64,
     send_wait_ns: u64,
-    inline_decode_ns: u64,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -285,6 +293,9 @@ impl Pipeline {
                 idle_base: None,
                 last_split_check: None,
                 pending_since: None,
+                eager: false,
+                eager_errors: Vec::new(),
+                prefer_eager: true,
                 awaited_since: None,
             })
             .collect();
@@ -302,7 +313,6 @@ impl Pipeline {
             held_dead: Default::default(),
             route_ns: 0,
             send_wait_ns: 0,
-            inline_decode_ns: 0,
         }
     }
 
@@ -343,10 +353,18 @@ impl Pipeline {
         let s = &mut self.streams[stream];
         if s.pending.is_empty() {
             s.pending_since = Some(Instant::now());
+            s.eager = self.decoding.pool.is_none() || (s.prefer_eager && self.decoding.pool_idle());
         }
+        let index = s.pending.len() as u32;
         s.pending.push(payload, split, offset, self.pushed);
         self.pushed += 1;
+        if s.eager
+            && let Err(reason) = self.decoding.decode_one_here(stream, payload)
+        {
+            s.eager_errors.push((index, reason));
+        }
         if s.pending.len() >= self.options.batch_size {
+            s.prefer_eager = false;
             self.cut(stream)?;
         }
         Ok(())
@@ -372,10 +390,7 @@ impl Pipeline {
             return Ok(());
         }
         let pending = self.streams.iter().filter_map(|s| s.pending.first_position()).min();
-        let in_flight = match &self.decoding {
-            Decoding::Pool(pool) => pool.earliest_in_flight(),
-            Decoding::Inline { .. } => None,
-        };
+        let in_flight = self.decoding.pool.as_ref().and_then(|p| p.earliest_in_flight());
         let before = pending.into_iter().chain(in_flight).min().unwrap_or(u64::MAX);
         while let Some(entry) = self.held_dead.first_entry() {
             if *entry.key() >= before {
@@ -434,7 +449,7 @@ impl Pipeline {
         let mut lingered = false;
         for i in 0..self.streams.len() {
             if self.streams[i].pending_since.is_some_and(|t| now.saturating_duration_since(t) >= self.options.linger) {
-                self.cut(i)?;
+                self.cut_chunk(i, true)?;
                 lingered = true;
             }
         }
@@ -556,15 +571,12 @@ impl Pipeline {
     }
 
     fn join(self) -> Result<PipelineReport> {
-        let Pipeline { plan, streams, workers, handles, route_ns, send_wait_ns, decoding, inline_decode_ns, .. } = self;
-        let decoder_busy_ns = match decoding {
-            Decoding::Pool(pool) => {
-                let busy = pool.busy_ns.clone();
-                pool.join();
-                busy
-            }
-            Decoding::Inline { .. } => vec![inline_decode_ns],
-        };
+        let Pipeline { plan, streams, workers, handles, route_ns, send_wait_ns, decoding, .. } = self;
+        let mut decoder_busy_ns = vec![decoding.local_busy_ns];
+        if let Some(pool) = decoding.pool {
+            decoder_busy_ns.extend_from_slice(&pool.busy_ns);
+            pool.join();
+        }
         drop(workers);
         let mut keys = vec![0usize; plan.rules.len()];
         let mut replay_suppressed = 0;
@@ -601,6 +613,14 @@ impl Pipeline {
 
     /// Cuts the pending chunk of `stream` and hands it to the decoders (or decodes it here).
     fn cut(&mut self, stream: usize) -> Result<()> {
+        self.cut_chunk(stream, false)
+    }
+
+    /// Like [`Pipeline::cut`]; a chunk cut because it lingered (`lingered`) is decoded on
+    /// this thread when the pool is idle: at rates where chunks linger, handing one to a
+    /// decoder thread and waiting for it costs two thread wake-ups of latency and buys no
+    /// throughput.
+    fn cut_chunk(&mut self, stream: usize, lingered: bool) -> Result<()> {
         if self.streams[stream].pending.is_empty() {
             return Ok(());
         }
@@ -608,35 +628,38 @@ impl Pipeline {
         fresh.stream = stream;
         let s = &mut self.streams[stream];
         s.pending_since = None;
+        s.prefer_eager |= lingered;
         let raw = std::mem::replace(&mut s.pending, fresh);
-        match &mut self.decoding {
-            Decoding::Inline { decoders, groups, partitions, key_buf } => {
-                let chunk = decode_chunk(&mut decoders[stream], &groups[stream], *partitions, key_buf, raw)?;
-                self.inline_decode_ns += chunk.busy_ns;
-                self.sequence(chunk)
-            }
-            Decoding::Pool(_) => {
-                loop {
-                    let Decoding::Pool(pool) = &mut self.decoding else { unreachable!("matched above") };
-                    if pool.has_room() {
-                        pool.dispatch(raw)?;
-                        break;
-                    }
-                    let chunk = pool.take_oldest(true)?.expect("a full pool has chunks in flight");
-                    self.sequence(chunk)?;
-                }
-                self.take_decoded(false)
-            }
+        if std::mem::take(&mut s.eager) {
+            let errors = std::mem::take(&mut s.eager_errors);
+            let chunk = self.decoding.finish_here(raw, errors)?;
+            // Chunks of this stream cut earlier may still be on the pool.
+            self.take_decoded(true)?;
+            return self.sequence(chunk);
         }
+        if self.decoding.pool.is_none() || (lingered && self.decoding.pool_idle()) {
+            let chunk = self.decoding.decode_here(raw)?;
+            return self.sequence(chunk);
+        }
+        loop {
+            let pool = self.decoding.pool.as_mut().expect("checked above");
+            if pool.has_room() {
+                pool.dispatch(raw)?;
+                break;
+            }
+            let chunk = pool.take_oldest(true)?.expect("a full pool has chunks in flight");
+            self.sequence(chunk)?;
+        }
+        self.take_decoded(false)
     }
 
     /// Sequences the decoded chunks that are back: all of them (waiting) if `wait`, else
     /// those ready now, oldest first.
     fn take_decoded(&mut self, wait: bool) -> Result<()> {
         loop {
-            let chunk = match &mut self.decoding {
-                Decoding::Pool(pool) => pool.take_oldest(wait)?,
-                Decoding::Inline { .. } => None,
+            let chunk = match &mut self.decoding.pool {
+                Some(pool) => pool.take_oldest(wait)?,
+                None => None,
             };
             match chunk {
                 Some(chunk) => self.sequence(chunk)?,

@@ -138,22 +138,19 @@ pub fn run(
     batch_size: usize,
     idle_ms: Option<u64>,
 ) -> Outcome {
-    run_with(
-        stream,
-        rules,
-        payloads,
-        PipelineOptions { workers, batch_size, queue_depth: 4, ..Default::default() },
-        idle_ms,
-    )
+    let options = PipelineOptions { workers, batch_size, queue_depth: 4, ..Default::default() };
+    run_with(stream, rules, payloads, options, idle_ms, None)
 }
 
-/// [`run`] with every pipeline option given.
+/// [`run`] with every pipeline option given; `linger_every`: after every that many
+/// payloads, the pending batches are cut as if they had waited longer than the linger.
 pub fn run_with(
     stream: Arc<StreamDef>,
     rules: Vec<RulePlan>,
     payloads: &[String],
     options: PipelineOptions,
     idle_ms: Option<u64>,
+    linger_every: Option<usize>,
 ) -> Outcome {
     let plan = Arc::new(Plan { streams: vec![stream], rules: rules.into_iter().map(Arc::new).collect() });
     let (mut p, rx) = Pipeline::start(plan, options);
@@ -169,8 +166,12 @@ pub fn run_with(
         }
         out
     });
-    for payload in payloads {
+    let later = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+    for (i, payload) in payloads.iter().enumerate() {
         p.push(0, payload.as_bytes()).expect("push");
+        if linger_every.is_some_and(|n| (i + 1) % n == 0) {
+            p.flush_lingering(later).expect("flush_lingering");
+        }
     }
     if let Some(ms) = idle_ms {
         p.flush().expect("flush");

@@ -68,7 +68,8 @@ struct RunResult {
     ingest_route_s: f64,
     /// Ingest thread: waiting for full worker queues, s.
     ingest_wait_s: f64,
-    /// Per decoder thread: decoding and splitting rows by partition, s.
+    /// Decoding and splitting rows by partition, s: on the ingest thread, then per decoder
+    /// thread.
     decoder_busy_s: Vec<f64>,
     /// Per worker: evaluating rules, s.
     worker_busy_s: Vec<f64>,
@@ -427,8 +428,12 @@ fn print_table(r: &Report) {
         "  ingest thread         hand-over/decode {:.2} s, sequence {:.2} s, waiting for workers {:.2} s (of {:.2} s)",
         m.ingest_decode_s, m.ingest_route_s, m.ingest_wait_s, m.seconds
     );
-    let decoders: Vec<String> = m.decoder_busy_s.iter().map(|b| format!("{b:.2} s")).collect();
-    eprintln!("  decoders busy         {}", decoders.join(", "));
+    let decoders: Vec<String> = m.decoder_busy_s.iter().skip(1).map(|b| format!("{b:.2} s")).collect();
+    eprintln!(
+        "  decoding              {:.2} s on the ingest thread; decoder threads busy {}",
+        m.decoder_busy_s.first().copied().unwrap_or(0.0),
+        if decoders.is_empty() { "-".to_string() } else { decoders.join(", ") }
+    );
     eprintln!("  CPU per event         {:.2} µs (all threads)", m.cpu_us_per_event);
     let busy: Vec<String> = m.worker_busy_s.iter().map(|b| format!("{b:.2} s")).collect();
     eprintln!("  workers busy          {}", busy.join(", "));

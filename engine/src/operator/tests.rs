@@ -279,13 +279,14 @@ mod determinism {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         /// The same input gives the same alerts and dead letters for any worker count,
-        /// decoder count (0: on the ingest thread) and batch size.
+        /// decoder count (0: on the ingest thread), batch size and batches cut by linger.
         #[test]
         fn alerts_do_not_depend_on_workers_decoders_or_batch_size(
             events in events(),
             workers in 2usize..5,
             decoders in 0usize..4,
             batch in 1usize..64,
+            linger_every in prop::option::of(1usize..40),
         ) {
             let s = stream(5 * S, None);
             let rules = || {
@@ -306,8 +307,8 @@ mod determinism {
                 queue_depth: 4,
                 ..Default::default()
             };
-            let reference = run_with(s.clone(), rules(), &events, options(1, 0, 4096), None);
-            let other = run_with(s.clone(), rules(), &events, options(workers, decoders, batch), None);
+            let reference = run_with(s.clone(), rules(), &events, options(1, 0, 4096), None, None);
+            let other = run_with(s.clone(), rules(), &events, options(workers, decoders, batch), None, linger_every);
             prop_assert_eq!(&reference.alerts, &other.alerts);
             let dead = |o: &crate::testutil::Outcome| {
                 let mut d: Vec<(String, String)> = o.dead.iter().map(|d| (d.payload.clone(), d.reason.clone())).collect();
