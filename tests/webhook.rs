@@ -84,11 +84,12 @@ async fn hook(State(log): State<Arc<Log>>, headers: HeaderMap, body: Bytes) -> (
 }
 
 /// Serves `script` on `addr` (port 0: any free port) from a runtime thread of its own.
-fn serve(addr: SocketAddr, script: Script) -> (Server, String) {
+fn serve(listener: std::net::TcpListener, script: Script) -> (Server, String) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let log = Arc::new(Log { requests: Mutex::default(), script });
     let app = Router::new().route("/hook", post(hook)).with_state(log.clone());
-    let listener = runtime.block_on(tokio::net::TcpListener::bind(addr)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let listener = runtime.block_on(async { tokio::net::TcpListener::from_std(listener) }).unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
     (Server { log, _runtime: runtime }, url)
@@ -126,7 +127,11 @@ fn a_failing_endpoint_that_recovers_gets_every_record_in_order_per_case() {
     // Nothing listens at first (connection refused); then 503 + Retry-After: 1 twice, 500
     // twice, one answer slower than the client's 1 s timeout, then 200.
     const SLOW: usize = 4;
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // Bound but not listening: connections are refused, and no other test can take the port
+    // before the server below listens on it.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
     let url = format!("http://{addr}/hook");
     let sink = WebhookSink::start(options(&url)).unwrap();
     let mut next_seq: BTreeMap<String, u64> = BTreeMap::new();
@@ -144,8 +149,9 @@ fn a_failing_endpoint_that_recovers_gets_every_record_in_order_per_case() {
     let error = refused.last_error.unwrap();
     assert!(error.contains(&url) && error.contains("onnect"), "{error}");
 
+    socket.listen(128).unwrap();
     let (server, _) = serve(
-        addr,
+        socket.into(),
         Box::new(|n, _| match n {
             0 | 1 => Answer { retry_after: Some("1"), ..Answer::status(StatusCode::SERVICE_UNAVAILABLE) },
             2 | 3 => Answer::status(StatusCode::INTERNAL_SERVER_ERROR),
@@ -210,7 +216,7 @@ fn a_failing_endpoint_that_recovers_gets_every_record_in_order_per_case() {
 #[test]
 fn a_slow_endpoint_holds_the_sender_back_and_nothing_is_dropped() {
     let (server, url) = serve(
-        "127.0.0.1:0".parse().unwrap(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
         Box::new(|_, _| Answer { delay: Duration::from_millis(50), ..Answer::status(StatusCode::OK) }),
     );
     let (capacity, batch) = (10, 5);
@@ -239,7 +245,7 @@ fn permanent_rejections_go_to_the_dead_letter_file_and_later_records_still_flow(
     let long_body = "x".repeat(3000);
     let reply = long_body.clone();
     let (server, url) = serve(
-        "127.0.0.1:0".parse().unwrap(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
         Box::new(move |_, batch| {
             if batch.iter().any(|r| r["bad"] == true) {
                 Answer { body: reply.clone(), ..Answer::status(StatusCode::BAD_REQUEST) }

@@ -465,8 +465,9 @@ fn postgres_store_keeps_the_contract() {
 
 #[test]
 fn postgres_errors_say_how_to_fix_them() {
-    // Nothing listens on a port just found free.
-    let port = pg::free_port();
+    // Nothing listens on a port held bound (a port merely found free could be taken by the
+    // cluster another test restarts meanwhile).
+    let (_held, port) = pg::refusing_port();
     let err = store::open(&format!("postgres://gw:s3cret@127.0.0.1:{port}/cases")).err().expect("no server");
     let msg = err.to_string();
     assert!(msg.contains(&format!("postgres://gw:***@127.0.0.1:{port}/cases")), "{msg}");

@@ -48,11 +48,26 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-fn wait_for_port(port: u16, within: Duration) {
+/// Waits until `child` accepts connections on `port`; fails if it exits first (the port was
+/// taken) or does not open the port in time (then it is killed).
+fn wait_for_broker(child: &mut Child, port: u16, within: Duration) -> Result<(), String> {
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < within, "port {port} did not open within {within:?}");
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("tansu exited ({status}) before listening"));
+        }
+        if start.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("the port did not open within {within:?}"));
+        }
         std::thread::sleep(Duration::from_millis(50));
+    }
+    // Something else may have answered: make sure it was tansu, still running.
+    match child.try_wait() {
+        Ok(None) => Ok(()),
+        Ok(Some(status)) => Err(format!("tansu exited ({status}); another process holds the port")),
+        Err(e) => Err(format!("cannot check on tansu: {e}")),
     }
 }
 
@@ -69,21 +84,36 @@ pub struct Broker {
 impl Broker {
     /// A broker that clients reach directly.
     pub fn start() -> Broker {
-        let port = free_port();
-        Self::spawn(port, port, None)
+        Self::start_with(|port| (port, None))
     }
 
     /// A broker behind a proxy that [`Broker::cut`] can sever: clients (told by the
     /// broker's metadata to use the proxy's address) lose every connection at once.
     pub fn start_behind_proxy() -> Broker {
-        let port = free_port();
-        let proxy = Proxy::start(port);
-        let advertised = proxy.port;
-        Self::spawn(port, advertised, Some(proxy))
+        Self::start_with(|port| {
+            let proxy = Proxy::start(port);
+            (proxy.port, Some(proxy))
+        })
     }
 
-    fn spawn(port: u16, advertised: u16, proxy: Option<Proxy>) -> Broker {
-        let child = Command::new(tansu_binary())
+    /// Starts tansu on a free port; `front` gives the advertised port (and the proxy, if any).
+    /// A port found free can be taken before tansu binds it (tests run in parallel), and then
+    /// tansu exits: a few ports are tried.
+    fn start_with(front: impl Fn(u16) -> (u16, Option<Proxy>)) -> Broker {
+        for attempt in 1.. {
+            let port = free_port();
+            let (advertised, proxy) = front(port);
+            match Self::spawn(port, advertised, proxy) {
+                Ok(broker) => return broker,
+                Err(why) if attempt < 3 => eprintln!("tansu on port {port}: {why}; trying another port"),
+                Err(why) => panic!("tansu on port {port}: {why}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    fn spawn(port: u16, advertised: u16, proxy: Option<Proxy>) -> Result<Broker, String> {
+        let mut child = Command::new(tansu_binary())
             .args([
                 "broker",
                 "--listener-url",
@@ -97,8 +127,8 @@ impl Broker {
             .stderr(Stdio::null())
             .spawn()
             .expect("start tansu");
-        wait_for_port(port, Duration::from_secs(20));
-        Broker { child, port, brokers: format!("127.0.0.1:{advertised}"), proxy }
+        wait_for_broker(&mut child, port, Duration::from_secs(20))?;
+        Ok(Broker { child, port, brokers: format!("127.0.0.1:{advertised}"), proxy })
     }
 
     /// Makes the broker unreachable (`true`) or reachable again (`false`).

@@ -221,6 +221,19 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
+/// A loopback port that refuses connections for as long as the returned socket lives: it is
+/// bound (so no other test or server can take it) but not listening, so a connection attempt
+/// is answered with a reset, i.e. "connection refused". A port merely found free by
+/// [`free_port`] can be taken meanwhile, e.g. by a cluster restarting in a concurrent test.
+pub fn refusing_port() -> (socket2::Socket, u16) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a TCP socket");
+    let any_port: std::net::SocketAddr = "127.0.0.1:0".parse().expect("a loopback address");
+    socket.bind(&any_port.into()).expect("bind a loopback port");
+    let port = socket.local_addr().ok().and_then(|a| a.as_socket()).map(|a| a.port()).expect("the bound port");
+    (socket, port)
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
