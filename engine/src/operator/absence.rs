@@ -59,45 +59,51 @@ impl AbsenceOperator {
     }
 
     fn fire_timers(&mut self, wm: Millis, out: &mut Vec<Alert>) {
-        let renotify = self.rule.meta.renotify_ms;
         while let Some((due, slot)) = self.timers.pop_due(wm) {
-            let (key, st) = self.keys.entry_mut(slot);
-            if st.armed != Some(due) {
-                continue;
-            }
-            st.armed = None;
-            if st.firing {
-                // A re-notification timer of a still-silent key.
-                st.notifications += 1;
-            } else {
-                let deadline = st.last_seen + self.absent_for;
-                if deadline > due {
-                    st.armed = Some(deadline);
-                    self.timers.schedule(deadline, slot);
-                    continue;
-                }
-                st.firing = true;
-                st.episode_start = due;
-                st.notifications = 1;
-            }
-            let mut values = serde_json::Map::new();
-            values.insert("last_seen".into(), format_timestamp(st.last_seen).into());
-            values.insert("silent_ms".into(), (due - st.last_seen).into());
-            let parts = AlertParts {
-                key: key.to_string(),
-                state: AlertState::Firing,
-                event_time: due,
-                episode_start: st.episode_start,
-                notification: st.notifications,
-                values,
-                evidence: Vec::new(),
-            };
-            if let Some(every) = renotify {
-                st.armed = Some(due + every);
-                self.timers.schedule(due + every, slot);
-            }
-            out.push(Alert::new(&self.rule.meta, &self.stream, parts));
+            self.fire(slot, due, out);
         }
+    }
+
+    /// Fires the timer `due` of `slot`, if it is still the armed one: the key has been
+    /// silent since `due - absent_for` (or since the last notification).
+    fn fire(&mut self, slot: u32, due: Millis, out: &mut Vec<Alert>) {
+        let renotify = self.rule.meta.renotify_ms;
+        let (key, st) = self.keys.entry_mut(slot);
+        if st.armed != Some(due) {
+            return;
+        }
+        st.armed = None;
+        if st.firing {
+            // A re-notification timer of a still-silent key.
+            st.notifications += 1;
+        } else {
+            let deadline = st.last_seen + self.absent_for;
+            if deadline > due {
+                st.armed = Some(deadline);
+                self.timers.schedule(deadline, slot);
+                return;
+            }
+            st.firing = true;
+            st.episode_start = due;
+            st.notifications = 1;
+        }
+        let mut values = serde_json::Map::new();
+        values.insert("last_seen".into(), format_timestamp(st.last_seen).into());
+        values.insert("silent_ms".into(), (due - st.last_seen).into());
+        let parts = AlertParts {
+            key: key.to_string(),
+            state: AlertState::Firing,
+            event_time: due,
+            episode_start: st.episode_start,
+            notification: st.notifications,
+            values,
+            evidence: Vec::new(),
+        };
+        if let Some(every) = renotify.filter(|&every| every > 0) {
+            st.armed = Some(due + every);
+            self.timers.schedule(due + every, slot);
+        }
+        out.push(Alert::new(&self.rule.meta, &self.stream, parts));
     }
 }
 
@@ -122,6 +128,12 @@ impl Operator for AbsenceOperator {
                 episode_start: 0,
                 notifications: 0,
             });
+            // A row of the key at `t` shows it was silent until then: fire what a watermark
+            // at `t` would have, whether or not it got there (it may lag behind another
+            // split), so the outcome does not depend on it.
+            while let Some(due) = self.keys.state_mut(slot).armed.filter(|&due| due <= t) {
+                self.fire(slot, due, out);
+            }
             let st = self.keys.state_mut(slot);
             if t > st.last_seen {
                 st.last_seen = t;

@@ -143,23 +143,29 @@ impl GeofenceOperator {
                 break;
             }
             self.timers.pop();
-            let for_ms = self.plan.for_ms;
-            let (key, st) = self.keys.entry_mut(slot);
-            let Some(level) = st.levels.iter_mut().find(|l| l.zone == zone) else { continue };
-            if level.firing || level.since + for_ms != due {
-                continue;
-            }
-            level.firing = true;
-            let since = level.since;
-            let measure = level.measure;
-            let evidence = vec![start_evidence(level.start)];
-            let key = key.to_string();
-            let mut values = serde_json::Map::new();
-            values.insert("held_ms".into(), (due - since).into());
-            values.insert("since".into(), format_timestamp(since).into());
-            self.insert_measure(&mut values, measure);
-            out.push(self.alert(&key, zone, (AlertState::Firing, due, since), values, evidence));
+            self.fire_level(slot, zone, due, out);
         }
+    }
+
+    /// Fires the dwell timer `due` of `slot` in `zone`, if it is still live: the level has
+    /// held since `due - for`.
+    fn fire_level(&mut self, slot: u32, zone: u32, due: Millis, out: &mut Vec<Alert>) {
+        let for_ms = self.plan.for_ms;
+        let (key, st) = self.keys.entry_mut(slot);
+        let Some(level) = st.levels.iter_mut().find(|l| l.zone == zone) else { return };
+        if level.firing || level.since + for_ms != due {
+            return;
+        }
+        level.firing = true;
+        let since = level.since;
+        let measure = level.measure;
+        let evidence = vec![start_evidence(level.start)];
+        let key = key.to_string();
+        let mut values = serde_json::Map::new();
+        values.insert("held_ms".into(), (due - since).into());
+        values.insert("since".into(), format_timestamp(since).into());
+        self.insert_measure(&mut values, measure);
+        out.push(self.alert(&key, zone, (AlertState::Firing, due, since), values, evidence));
     }
 
     fn insert_measure(&self, values: &mut serde_json::Map<String, serde_json::Value>, measure: Option<f64>) {
@@ -273,6 +279,19 @@ impl Operator for GeofenceOperator {
             let mut key = std::mem::take(&mut self.key_buf);
             write_key(&key_cols, i, &mut key);
             let slot = self.keys.slot(&key, KeyState::default);
+            // A point of the key at or after a dwell deadline shows the level held until
+            // then: fire as the watermark passing the deadline would have, whether or not it
+            // has (it may lag behind another split), so the outcome does not depend on it.
+            let for_ms = self.plan.for_ms;
+            if for_ms > 0 {
+                let due: SmallVec<[(u32, Millis); 2]> = (self.keys.state_mut(slot).levels.iter())
+                    .filter(|l| !l.firing && l.since + for_ms <= t)
+                    .map(|l| (l.zone, l.since + for_ms))
+                    .collect();
+                for (zone, due) in due {
+                    self.fire_level(slot, zone, due, out);
+                }
+            }
             let holds = cond.as_ref().is_none_or(|c| c.value(i));
             let needs_membership = !matches!(event, GeofenceEvent::Corridor);
             let (entered, exited) =

@@ -546,3 +546,53 @@ fn the_decoder_needs_only_the_fields_rules_read() {
     plan.rules.push(Arc::new(threshold(&s, "value > 25", None, 0)));
     assert_eq!(plan.needed_fields(0), [true, true, true], "the condition reads `value`");
 }
+
+/// Deadlines (`for`, absence, dwell) are reached by the watermark or by the key's next
+/// row, whichever comes first, and give the same alerts either way: how far the watermark
+/// has got when a row arrives (held back here by the allowed out-of-orderness, in a
+/// service by a split that lags) changes nothing.
+mod deadlines {
+    use std::sync::Arc;
+
+    use super::S;
+    use crate::plan::{GeofenceEvent, RulePlan};
+    use crate::schema::StreamDef;
+    use crate::testutil::{absence, ev, geofence, gps, gps_stream, run, stream, test_zones, threshold};
+
+    /// Every alert, in full, of `events` on `stream` with out-of-orderness 0 and 60 s.
+    fn both_ways(stream: impl Fn(i64) -> Arc<StreamDef>, rule: impl Fn(&StreamDef) -> RulePlan, events: &[String]) {
+        let alerts = |ooo| {
+            let s = stream(ooo);
+            let out = run(s.clone(), vec![rule(&s)], events, 2, 3, None);
+            out.alerts.iter().map(|a| serde_json::to_string(a).expect("json")).collect::<Vec<_>>()
+        };
+        let (prompt, held_back) = (alerts(0), alerts(60 * S));
+        assert!(!prompt.is_empty(), "the input raises alerts");
+        assert_eq!(prompt, held_back);
+    }
+
+    #[test]
+    fn threshold_for() {
+        // Above for 8 s (the 5 s deadline passes between rows), below, above again for 1 s.
+        let values = [(0, 70.0), (8, 70.0), (9, 10.0), (20, 70.0), (21, 10.0), (40, 70.0), (47, 70.0)];
+        let events: Vec<String> = values.iter().map(|&(t, v)| ev(t * S, "a", v)).collect();
+        both_ways(|ooo| stream(ooo, None), |s| threshold(s, "value > 60", None, 5 * S), &events);
+    }
+
+    #[test]
+    fn absence_with_renotification() {
+        let events: Vec<String> = [0, 5, 40, 41, 100].iter().map(|&t| ev(t * S, "a", 1.0)).collect();
+        both_ways(|ooo| stream(ooo, None), |_| absence(10 * S, Some(7 * S)), &events);
+    }
+
+    #[test]
+    fn geofence_dwell() {
+        let inside = |t: i64| gps(t * S, "bike", 120.005, 36.005, 0.0, None);
+        let outside = |t: i64| gps(t * S, "bike", 119.99, 36.005, 0.0, None);
+        // Each 10 min deadline passes 20 s before the next point, which the watermark held
+        // back by 60 s has not reached yet.
+        let events = vec![inside(0), inside(30), inside(620), outside(800), inside(900), inside(1520), outside(1600)];
+        let gps_with = |ooo| Arc::new(StreamDef { max_out_of_orderness_ms: ooo, ..(*gps_stream()).clone() });
+        both_ways(gps_with, |_| geofence(test_zones(None), GeofenceEvent::Dwell, 600 * S, 0.0, 1, None), &events);
+    }
+}

@@ -105,33 +105,38 @@ impl ThresholdOperator {
     }
 
     fn fire_timers(&mut self, wm: Millis, out: &mut Vec<Alert>) {
-        let (for_ms, consecutive) = (self.plan().for_ms, self.plan().consecutive);
         while let Some((due, slot)) = self.timers.pop_due(wm) {
-            let (key, st) = self.keys.entry_mut(slot);
-            if !st.pending || st.firing || st.since + for_ms != due {
-                continue; // reset or already fired since this timer was set
-            }
-            if st.streak < consecutive {
-                continue; // the event that completes the count will fire it
-            }
-            st.firing = true;
-            st.pending = false;
-            st.last_notify = due;
-            st.notifications = 1;
-            let start =
-                st.start_event.as_deref().map(|e| compact_row_to_json(e, &self.field_names)).unwrap_or_default();
-            let values = observed_from_event(&self.observed_names, &start);
-            let parts = AlertParts {
-                key: key.to_string(),
-                state: AlertState::Firing,
-                event_time: due,
-                episode_start: st.since,
-                notification: 1,
-                values,
-                evidence: vec![start],
-            };
-            out.push(Alert::new(&self.rule.meta, &self.stream, parts));
+            self.fire_due(slot, due, out);
         }
+    }
+
+    /// Fires the `for` timer `due` of `slot`, if it is still live: the condition has held
+    /// since `due - for` (a watermark past `due`, or a later row of the key, shows it).
+    fn fire_due(&mut self, slot: u32, due: Millis, out: &mut Vec<Alert>) {
+        let (for_ms, consecutive) = (self.plan().for_ms, self.plan().consecutive);
+        let (key, st) = self.keys.entry_mut(slot);
+        if !st.pending || st.firing || st.since + for_ms != due {
+            return; // reset or already fired since this timer was set
+        }
+        if st.streak < consecutive {
+            return; // the event that completes the count will fire it
+        }
+        st.firing = true;
+        st.pending = false;
+        st.last_notify = due;
+        st.notifications = 1;
+        let start = st.start_event.as_deref().map(|e| compact_row_to_json(e, &self.field_names)).unwrap_or_default();
+        let values = observed_from_event(&self.observed_names, &start);
+        let parts = AlertParts {
+            key: key.to_string(),
+            state: AlertState::Firing,
+            event_time: due,
+            episode_start: st.since,
+            notification: 1,
+            values,
+            evidence: vec![start],
+        };
+        out.push(Alert::new(&self.rule.meta, &self.stream, parts));
     }
 }
 
@@ -162,6 +167,14 @@ impl Operator for ThresholdOperator {
             let slot = this.keys.slot(&key, KeyState::default);
             let t = input.times[i];
             let holds = cond.value(i);
+            // A row of the key at or after the `for` deadline shows the condition held until
+            // then: fire as the watermark passing the deadline would have, whether or not it
+            // has (it may lag behind another split), so the outcome does not depend on it.
+            let st = this.keys.state_mut(slot);
+            if plan.for_ms > 0 && st.pending && t >= st.since + plan.for_ms {
+                let due = st.since + plan.for_ms;
+                this.fire_due(slot, due, out);
+            }
             let st = this.keys.state_mut(slot);
             let was_active = st.pending || st.firing;
             let mut emit: Option<(AlertState, u32, Millis)> = None;
