@@ -15,10 +15,14 @@
 //! partition trails the acknowledged position by the state horizon of its stream
 //! ([`Plan::state_horizon_ms`] plus the allowed out-of-orderness): replaying from there
 //! rebuilds every decision still pending. The committed metadata carries the acknowledged
-//! watermark; while replaying, alerts raised before the watermark gets back there are
-//! recomputed but not sent again
-//! ([`PipelineOptions::replay_until`]), because they were delivered before. Alerts after it
-//! may arrive twice; their ids are deterministic, so sinks upsert and consumers dedup.
+//! offset and watermark (`gridwatch:wm=W;acked=O`, also kept in the state file for brokers
+//! that drop commit metadata). On restart the input up to the acknowledged offsets is
+//! replayed as such ([`Pipeline::replay_split`]): its alerts were delivered before and
+//! are not sent again if their event time is before the watermark
+//! ([`PipelineOptions::replay_until`]); input past those offsets is held back until every
+//! partition of the stream has replayed up to its own, then evaluated as new. Alerts may
+//! arrive twice (after a crash between delivery and commit); their ids are
+//! deterministic, so sinks upsert and consumers dedup.
 //!
 //! ## Rebalance
 //!
@@ -458,6 +462,47 @@ struct PartitionId {
     partition: i32,
 }
 
+/// What is committed for a partition: where a restart replays from, and up to where the
+/// replayed input was acknowledged (with the stream's watermark then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Committed {
+    /// The committed offset: replay starts here.
+    offset: i64,
+    /// Next offset at the latest acknowledged barrier: input before it was delivered.
+    acked: i64,
+    /// The stream's watermark at that barrier (at most the case stage's frontier).
+    watermark: Millis,
+}
+
+impl Committed {
+    const METADATA_PREFIX: &str = "gridwatch:";
+
+    /// The commit metadata: `gridwatch:wm=W;acked=O`.
+    fn metadata(&self) -> String {
+        format!("{}wm={};acked={}", Self::METADATA_PREFIX, self.watermark, self.acked)
+    }
+
+    /// Reads [`Committed::metadata`] of a commit at `offset`; `None` if it is not ours.
+    /// Metadata of older versions (`gridwatch:wm=W`) has no acknowledged offset: the replay
+    /// then treats everything as new input.
+    fn parse(offset: i64, metadata: &str) -> Option<Committed> {
+        let fields = metadata.strip_prefix(Self::METADATA_PREFIX)?;
+        let mut c = Committed { offset, acked: offset, watermark: WATERMARK_START };
+        let mut has_watermark = false;
+        for field in fields.split(';') {
+            match field.split_once('=') {
+                Some(("wm", v)) => {
+                    c.watermark = v.parse().ok()?;
+                    has_watermark = true;
+                }
+                Some(("acked", v)) => c.acked = v.parse().ok()?,
+                _ => {}
+            }
+        }
+        has_watermark.then_some(c)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Mark {
     seq: u64,
@@ -474,16 +519,16 @@ struct CommitTracker {
     /// Per stream: state horizon + allowed out-of-orderness.
     replay_span: Vec<Millis>,
     stream_of_topic: HashMap<Arc<str>, usize>,
-    committed: BTreeMap<PartitionId, i64>,
+    committed: BTreeMap<PartitionId, Committed>,
 }
 
 impl CommitTracker {
-    /// The offsets (with metadata) to commit now, given the highest acknowledged barrier;
-    /// forgets marks that can no longer be chosen.
-    fn commit_point(&mut self, acked: u64) -> Vec<(PartitionId, i64, Millis)> {
+    /// What to commit now, given the highest acknowledged barrier: for each partition
+    /// whose commit would move forward.
+    fn commit_point(&mut self, acked: u64) -> Vec<(PartitionId, Committed)> {
         let Some(latest) = self.marks.iter().rev().find(|m| m.seq <= acked).cloned() else { return Vec::new() };
         let mut out = Vec::new();
-        for (pid, _) in &latest.next {
+        for (pid, acked_offset) in &latest.next {
             let s = self.stream_of_topic[&pid.topic];
             let wm = latest.watermarks[s];
             if wm == WATERMARK_START {
@@ -496,8 +541,13 @@ impl CommitTracker {
                 continue;
             };
             let Some(&(_, offset)) = mark.next.iter().find(|(p, _)| p == pid) else { continue };
-            if self.committed.get(pid).is_none_or(|&c| c < offset) {
-                out.push((pid.clone(), offset, wm));
+            let point = Committed { offset, acked: *acked_offset, watermark: wm };
+            if self
+                .committed
+                .get(pid)
+                .is_none_or(|c| c.offset < offset || (c.offset == offset && c.acked < point.acked))
+            {
+                out.push((pid.clone(), point));
             }
         }
         out
@@ -553,6 +603,10 @@ struct Core {
 impl Core {
     fn mark(&mut self) -> Result<u64> {
         let Some(p) = self.pipeline.as_mut() else { return Ok(self.seq) };
+        if p.replaying() {
+            // Input read so far may be held back, unprocessed: positions are no evidence.
+            return Ok(self.seq);
+        }
         self.seq += 1;
         let mut watermarks = p.barrier(self.seq).map_err(engine_err)?;
         // The case stage behind the workers has processed only what lies before the
@@ -586,10 +640,10 @@ impl Core {
             return;
         }
         let mut tpl = TopicPartitionList::new();
-        for (pid, offset, wm) in &point {
+        for (pid, c) in &point {
             let mut e = tpl.add_partition(&pid.topic, pid.partition);
-            if e.set_offset(Offset::Offset(*offset)).is_ok() {
-                e.set_metadata(format!("gridwatch:wm={wm}"));
+            if e.set_offset(Offset::Offset(c.offset)).is_ok() {
+                e.set_metadata(c.metadata());
             }
         }
         match consumer.commit(&tpl, mode) {
@@ -598,8 +652,8 @@ impl Core {
                 if let Some(path) = &self.state_file {
                     save_state(path, &point);
                 }
-                for (pid, offset, _) in point {
-                    self.tracker.committed.insert(pid, offset);
+                for (pid, c) in point {
+                    self.tracker.committed.insert(pid, c);
                 }
                 self.status.commits.fetch_add(1, Ordering::Relaxed);
                 self.last_commit_error = None;
@@ -946,6 +1000,10 @@ pub fn run_source(
             }
             let ups = caught_up.clone();
             if let Some(p) = c.pipeline.as_mut() {
+                // A stream read to its end has replayed all there is of its acknowledged input.
+                for s in (0..ups.len()).filter(|&s| ups[s]) {
+                    p.end_replay(s).map_err(engine_err)?;
+                }
                 let up = status.broker_up.load(Ordering::Relaxed) && !paused;
                 p.on_idle_where(now, up, |s| ups[s]).map_err(engine_err)?;
             }
@@ -1049,30 +1107,30 @@ fn start_pipeline<C: ConsumerContext>(
         core.splits.push((PartitionId { topic: Arc::from(e.topic()), partition: e.partition() }, per_stream[s]));
         per_stream[s] += 1;
     }
-    for e in elements {
+    // (stream, split, acknowledged offset) of partitions that replay acknowledged input.
+    let mut replays = Vec::new();
+    for e in &elements {
         let Some(&s) = stream_of_topic.get(e.topic()) else { continue };
         seen[s] = true;
-        // The watermark acknowledged with the committed offset: from the commit's metadata,
+        let pid = PartitionId { topic: Arc::from(e.topic()), partition: e.partition() };
+        let split = core.splits.iter().find(|(p, _)| *p == pid).map_or(0, |(_, split)| *split);
+        // What was acknowledged with the committed offset: from the commit's metadata,
         // else from the local state file if it recorded this very offset.
-        let saved_wm = match e.offset() {
-            Offset::Offset(o) => {
-                saved.get(&(e.topic().to_string(), e.partition())).filter(|(so, _)| *so == o).map(|(_, wm)| *wm)
-            }
+        let recorded = match e.offset() {
+            Offset::Offset(o) => Committed::parse(o, e.metadata())
+                .or_else(|| saved.get(&(e.topic().to_string(), e.partition())).filter(|c| c.offset == o).copied()),
             _ => None,
         };
-        let wm = e.metadata().strip_prefix("gridwatch:wm=").and_then(|v| v.parse::<Millis>().ok()).or(saved_wm);
-        let wm = match (e.offset(), wm) {
-            (Offset::Offset(_), Some(wm)) => wm,
-            _ => WATERMARK_START,
+        let Some(recorded) = recorded else {
+            replay_until[s] = WATERMARK_START;
+            core.tracker.committed.remove(&pid);
+            continue;
         };
-        replay_until[s] = replay_until[s].min(wm);
-        core.tracker.committed.insert(
-            PartitionId { topic: Arc::from(e.topic()), partition: e.partition() },
-            match e.offset() {
-                Offset::Offset(o) => o,
-                _ => -1,
-            },
-        );
+        replay_until[s] = replay_until[s].min(recorded.watermark);
+        if recorded.acked > recorded.offset {
+            replays.push((s, split, recorded.acked));
+        }
+        core.tracker.committed.insert(pid, recorded);
     }
     for (s, until) in replay_until.iter_mut().enumerate() {
         if !seen[s] {
@@ -1085,7 +1143,7 @@ fn start_pipeline<C: ConsumerContext>(
             "restoring state by replay: alerts raised before the committed watermarks are not sent again"
         );
     }
-    let options = PipelineOptions { replay_until, ..core.options.clone() };
+    let options = PipelineOptions { replay_until: replay_until.clone(), ..core.options.clone() };
     let mut pipeline = Pipeline::start_with_output(core.plan.clone(), options, core.out.clone());
     for (s, &count) in per_stream.iter().enumerate() {
         pipeline.declare_splits(s, count);
@@ -1094,6 +1152,10 @@ fn start_pipeline<C: ConsumerContext>(
         if let Some(&s) = stream_of_topic.get(&*id.topic) {
             pipeline.label_split(s, *split, id.topic.clone(), id.partition);
         }
+    }
+    // A stream without a recorded watermark suppresses nothing: it has nothing to gate.
+    for (s, split, acked) in replays.into_iter().filter(|&(s, ..)| replay_until[s] != WATERMARK_START) {
+        pipeline.replay_split(s, split, acked);
     }
     core.pipeline = Some(pipeline);
     core.positions.clear();
@@ -1105,16 +1167,18 @@ fn sanitize(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
 }
 
-/// Records committed offsets with their acknowledged watermarks (see
-/// [`KafkaOptions::state_dir`]); merges with what the file holds, replaces it atomically.
-fn save_state(path: &std::path::Path, point: &[(PartitionId, i64, Millis)]) {
+/// Records committed offsets with what was acknowledged (see [`KafkaOptions::state_dir`]);
+/// merges with what the file holds, replaces it atomically.
+fn save_state(path: &std::path::Path, point: &[(PartitionId, Committed)]) {
     let mut state = load_state(path);
-    for (pid, offset, wm) in point {
-        state.insert((pid.topic.to_string(), pid.partition), (*offset, *wm));
+    for (pid, c) in point {
+        state.insert((pid.topic.to_string(), pid.partition), *c);
     }
     let json: Vec<serde_json::Value> = state
         .iter()
-        .map(|((t, p), (o, w))| serde_json::json!({"topic": t, "partition": p, "offset": o, "watermark": w}))
+        .map(|((t, p), c)| {
+            serde_json::json!({"topic": t, "partition": p, "offset": c.offset, "acked": c.acked, "watermark": c.watermark})
+        })
         .collect();
     let write = || -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
@@ -1129,14 +1193,17 @@ fn save_state(path: &std::path::Path, point: &[(PartitionId, i64, Millis)]) {
     }
 }
 
-fn load_state(path: &std::path::Path) -> BTreeMap<(String, i32), (i64, Millis)> {
+fn load_state(path: &std::path::Path) -> BTreeMap<(String, i32), Committed> {
     let Ok(text) = std::fs::read(path) else { return BTreeMap::new() };
     let Ok(items) = serde_json::from_slice::<Vec<serde_json::Value>>(&text) else { return BTreeMap::new() };
     items
         .iter()
         .filter_map(|v| {
             let key = (v["topic"].as_str()?.to_string(), i32::try_from(v["partition"].as_i64()?).ok()?);
-            Some((key, (v["offset"].as_i64()?, v["watermark"].as_i64()?)))
+            let offset = v["offset"].as_i64()?;
+            // Files of older versions have no `acked`: nothing counts as acknowledged.
+            let acked = v["acked"].as_i64().unwrap_or(offset);
+            Some((key, Committed { offset, acked, watermark: v["watermark"].as_i64()? }))
         })
         .collect()
 }
@@ -1285,6 +1352,10 @@ mod tests {
         Mark { seq, next: vec![(pid("t"), next)], watermarks: vec![wm] }
     }
 
+    fn committed(offset: i64, acked: i64, watermark: Millis) -> Committed {
+        Committed { offset, acked, watermark }
+    }
+
     #[test]
     fn commits_trail_the_acknowledged_watermark_by_the_replay_span() {
         let mut t = tracker(100);
@@ -1293,12 +1364,38 @@ mod tests {
         }
         // Nothing acknowledged: nothing to commit.
         assert!(t.commit_point(0).is_empty());
-        // Acknowledged up to seq 4 (wm 160): marks with wm < 60 are old enough; the newest is seq 2.
-        assert_eq!(t.commit_point(4), vec![(pid("t"), 20, 160)]);
-        t.committed.insert(pid("t"), 20);
+        // Acknowledged up to seq 4 (wm 160, next offset 40): marks with wm < 60 are old
+        // enough; the newest is seq 2.
+        assert_eq!(t.commit_point(4), vec![(pid("t"), committed(20, 40, 160))]);
+        t.committed.insert(pid("t"), committed(20, 40, 160));
         assert!(t.commit_point(4).is_empty(), "no commit that does not move forward");
         // Unacknowledged marks never count, however old their watermark would make them.
-        assert_eq!(t.commit_point(5), vec![(pid("t"), 40, 400)]);
+        assert_eq!(t.commit_point(5), vec![(pid("t"), committed(40, 50, 400))]);
+    }
+
+    #[test]
+    fn a_commit_is_repeated_when_only_the_acknowledged_position_moves() {
+        // A long state horizon keeps the replay start in place while input is acknowledged:
+        // the acknowledged offset must still be recorded, or a restart would send again
+        // everything since the last time the replay start moved.
+        let mut t = tracker(1000);
+        for (seq, next, wm) in [(1, 10, 0), (2, 20, 1500), (3, 30, 1600)] {
+            t.marks.push_back(mark(seq, next, wm));
+        }
+        assert_eq!(t.commit_point(2), vec![(pid("t"), committed(10, 20, 1500))]);
+        t.committed.insert(pid("t"), committed(10, 20, 1500));
+        assert_eq!(t.commit_point(3), vec![(pid("t"), committed(10, 30, 1600))]);
+    }
+
+    #[test]
+    fn commit_metadata_round_trips_and_older_metadata_acknowledges_nothing() {
+        let c = committed(20, 40, 160);
+        assert_eq!(c.metadata(), "gridwatch:wm=160;acked=40");
+        assert_eq!(Committed::parse(20, &c.metadata()), Some(c));
+        assert_eq!(Committed::parse(20, "gridwatch:wm=160"), Some(committed(20, 20, 160)));
+        assert_eq!(Committed::parse(20, "someone else's"), None);
+        assert_eq!(Committed::parse(20, "gridwatch:acked=40"), None, "no watermark, no replay bound");
+        assert_eq!(Committed::parse(20, "gridwatch:wm=x;acked=40"), None);
     }
 
     #[test]
@@ -1310,7 +1407,7 @@ mod tests {
         t.trim(4);
         let seqs: Vec<u64> = t.marks.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, [2, 3, 4, 5], "mark 1 can no longer be the newest old-enough mark");
-        assert_eq!(t.commit_point(4), vec![(pid("t"), 20, 160)], "trimming does not change the choice");
+        assert_eq!(t.commit_point(4), vec![(pid("t"), committed(20, 40, 160))], "trimming does not change the choice");
     }
 
     #[test]
@@ -1325,11 +1422,14 @@ mod tests {
     fn the_state_file_round_trips_and_merges() {
         let dir = std::env::temp_dir().join(format!("gridwatch-state-test-{}", std::process::id()));
         let path = dir.join("g.offsets.json");
-        save_state(&path, &[(pid("a"), 5, 100)]);
-        save_state(&path, &[(pid("b"), 7, 200), (pid("a"), 6, 150)]);
+        save_state(&path, &[(pid("a"), committed(5, 9, 100))]);
+        save_state(&path, &[(pid("b"), committed(7, 8, 200)), (pid("a"), committed(6, 10, 150))]);
         let state = load_state(&path);
-        assert_eq!(state[&("a".to_string(), 0)], (6, 150));
-        assert_eq!(state[&("b".to_string(), 0)], (7, 200));
+        assert_eq!(state[&("a".to_string(), 0)], committed(6, 10, 150));
+        assert_eq!(state[&("b".to_string(), 0)], committed(7, 8, 200));
+        // A file of an older version: no acknowledged offsets.
+        std::fs::write(&path, r#"[{"topic":"a","partition":0,"offset":6,"watermark":150}]"#).unwrap();
+        assert_eq!(load_state(&path)[&("a".to_string(), 0)], committed(6, 6, 150));
         let _ = std::fs::remove_dir_all(&dir);
         assert!(load_state(&path).is_empty(), "a missing file is an empty state");
     }

@@ -44,6 +44,9 @@ pub(crate) struct RawChunk {
     /// Position of each payload among everything pushed into the pipeline: dead letters
     /// are released in this order.
     pub positions: Vec<u64>,
+    /// Cut while its stream was restoring state (see [`crate::Pipeline::replay_split`]):
+    /// every payload is input acknowledged before a restart.
+    pub replayed: bool,
 }
 
 impl RawChunk {
@@ -78,6 +81,12 @@ impl RawChunk {
         self.splits.clear();
         self.offsets.clear();
         self.positions.clear();
+        self.replayed = false;
+    }
+
+    /// Bytes of payload held.
+    pub fn bytes_len(&self) -> usize {
+        self.bytes.len()
     }
 
     /// Position of the first payload.

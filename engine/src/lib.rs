@@ -38,6 +38,8 @@ pub mod time;
 pub mod zones;
 
 #[cfg(test)]
+mod split_tests;
+#[cfg(test)]
 pub(crate) mod testutil;
 
 pub use alert::{Alert, AlertState};

@@ -51,10 +51,12 @@ pub struct PipelineOptions {
     /// How long a partly filled batch may wait for more rows before
     /// [`Pipeline::flush_lingering`] sends it: the latency bound a slow stream adds.
     pub linger: std::time::Duration,
-    /// Restore mode, per stream (index as in the plan): alerts of a stream's rules raised
-    /// while its watermark is still before this instant are dropped (and counted), because
-    /// they were delivered before a restart and are only being recomputed while state is
-    /// rebuilt from replayed input. Empty: nothing is suppressed.
+    /// Restore mode, per stream (index as in the plan): while a stream replays input that
+    /// was acknowledged before a restart (see [`Pipeline::replay_split`]), the alerts that
+    /// input raises with an event time before this instant are dropped (and counted): they
+    /// were delivered before and are only recomputed while state is rebuilt. Later ones
+    /// are sent again (a stage behind the workers may not have processed them). Empty:
+    /// nothing is suppressed.
     pub replay_until: Vec<Millis>,
 }
 
@@ -176,12 +178,16 @@ enum WorkerMsg {
         times: Vec<Millis>,
         watermarks: Vec<Millis>,
         end_watermark: Millis,
+        /// Replayed input, acknowledged before a restart (see [`ReplayGate`]).
+        replayed: bool,
     },
     /// Advance the rules of `stream` (only of key group `group`, if given).
     Watermark {
         stream: usize,
         group: Option<usize>,
         watermark: Millis,
+        /// Moved by replayed input.
+        replayed: bool,
     },
     Barrier(u64, Millis),
 }
@@ -217,6 +223,38 @@ struct StreamIngest {
     /// Since when data is expected (splits were declared) but none has come: the stream
     /// holds the frontier back until its first row or its idle timeout.
     awaited_since: Option<Instant>,
+    /// Restoring state after a restart: see [`Pipeline::replay_split`].
+    replay: Option<ReplayGate>,
+}
+
+/// A stream replaying input acknowledged before a restart.
+///
+/// What was delivered before is known by position: everything the rules raised from input
+/// before the acknowledged offset of each split. A stream's watermark waits for all its
+/// splits, so if one split ran ahead into new input while another still replayed, alerts
+/// of the new input would be raised at a watermark that tells nothing about which side of
+/// the restart they belong to. So the gate keeps the two apart: new input of any split is
+/// held back until every split has replayed up to its acknowledged offset; chunks cut
+/// before that are flagged as replayed, and only their alerts may be suppressed.
+struct ReplayGate {
+    /// Per split: the offset its unacknowledged input starts at, until the split reaches it.
+    pending: Vec<Option<i64>>,
+    /// Input of splits past their acknowledged offset (or with none), in arrival order.
+    held: RawChunk,
+    /// When a pending split last advanced (or the gate opened).
+    progress: Instant,
+}
+
+impl ReplayGate {
+    /// Held input beyond which the gate opens anyway (a split that never reaches its
+    /// offset, e.g. its records were deleted): opening early only sends duplicates.
+    const MAX_HELD_BYTES: usize = 64 << 20;
+    /// How long pending splits may make no progress before the gate opens anyway.
+    const STALL: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn done(&self) -> bool {
+        self.pending.iter().all(Option::is_none)
+    }
 }
 
 /// A running pipeline. Feed it with [`Pipeline::push`], end it with [`Pipeline::finish`].
@@ -297,6 +335,7 @@ impl Pipeline {
                 eager_errors: Vec::new(),
                 prefer_eager: true,
                 awaited_since: None,
+                replay: None,
             })
             .collect();
         let decoding = Decoding::new(&plan, options.decoders, workers_n, options.batch_size);
@@ -347,9 +386,90 @@ impl Pipeline {
         origins[split] = Some((topic, partition));
     }
 
+    /// Restore mode: declares that the input of `split` of `stream` before offset `acked`
+    /// was processed, and everything it raised delivered, before a restart, and that it is
+    /// now being replayed (from an earlier offset) to rebuild rule state. Until every
+    /// split so declared has been read up to its offset, the stream's alerts with an event
+    /// time before its [`PipelineOptions::replay_until`] are dropped, and input past the
+    /// acknowledged offsets (or of undeclared splits) is held back, so that it is evaluated
+    /// as new input. Call after [`Pipeline::declare_splits`], before pushing.
+    ///
+    /// The replay also ends when the source says so ([`Pipeline::end_replay`]: the split
+    /// is at its end), when the pending splits make no progress for 5 s, or when 64 MiB of
+    /// input is held; ending early only means some alerts are delivered twice.
+    pub fn replay_split(&mut self, stream: usize, split: usize, acked: i64) {
+        let gate = self.streams[stream].replay.get_or_insert_with(|| ReplayGate {
+            pending: Vec::new(),
+            held: RawChunk::new(stream),
+            progress: Instant::now(),
+        });
+        if gate.pending.len() <= split {
+            gate.pending.resize(split + 1, None);
+        }
+        gate.pending[split] = Some(acked);
+    }
+
+    /// Whether some stream still replays acknowledged input (see [`Pipeline::replay_split`]).
+    /// Input pushed meanwhile may be held back, so a source must not treat it as processed
+    /// (e.g. commit offsets past it).
+    pub fn replaying(&self) -> bool {
+        self.streams.iter().any(|s| s.replay.is_some())
+    }
+
+    /// Ends the replay of `stream` (see [`Pipeline::replay_split`]): what was replayed is
+    /// cut, and the held-back input is pushed as new input.
+    pub fn end_replay(&mut self, stream: usize) -> Result<()> {
+        if self.streams[stream].replay.is_none() {
+            return Ok(());
+        }
+        // The pending chunk holds only replayed input: cut it while the gate still flags it.
+        self.cut(stream)?;
+        let Some(gate) = self.streams[stream].replay.take() else { return Ok(()) };
+        let held = &gate.held;
+        tracing::debug!(stream = %self.streams[stream].def.name, held = held.len(), "replay of acknowledged input done");
+        for i in 0..held.len() {
+            self.push_split(stream, held.splits[i] as usize, held.payload(i), held.offsets[i])?;
+        }
+        Ok(())
+    }
+
+    fn end_all_replays(&mut self) -> Result<()> {
+        for i in 0..self.streams.len() {
+            self.end_replay(i)?;
+        }
+        Ok(())
+    }
+
     /// Like [`Pipeline::push`], for a payload read from `split` of the stream at `offset`
     /// (its position in the split, reported with a dead letter when the split is labelled).
     pub fn push_split(&mut self, stream: usize, split: usize, payload: &[u8], offset: i64) -> Result<()> {
+        if let Some(gate) = self.streams[stream].replay.as_mut() {
+            let acked = gate.pending.get(split).copied().flatten();
+            let replayed = acked.is_some_and(|a| offset < a);
+            if let Some(a) = acked
+                && offset.saturating_add(1) >= a
+            {
+                gate.pending[split] = None;
+            }
+            if acked.is_some() {
+                gate.progress = Instant::now();
+            }
+            if !replayed {
+                gate.held.push(payload, split, offset, 0);
+                if gate.done() || gate.held.bytes_len() >= ReplayGate::MAX_HELD_BYTES {
+                    return self.end_replay(stream);
+                }
+                return Ok(());
+            }
+            let done = gate.done();
+            self.push_acked(stream, split, payload, offset)?;
+            return if done { self.end_replay(stream) } else { Ok(()) };
+        }
+        self.push_acked(stream, split, payload, offset)
+    }
+
+    /// [`Pipeline::push_split`] past the replay gate.
+    fn push_acked(&mut self, stream: usize, split: usize, payload: &[u8], offset: i64) -> Result<()> {
         let s = &mut self.streams[stream];
         if s.pending.is_empty() {
             s.pending_since = Some(Instant::now());
@@ -484,6 +604,19 @@ impl Pipeline {
     ) -> Result<()> {
         self.flush()?;
         for i in 0..self.streams.len() {
+            if let Some(gate) = &self.streams[i].replay {
+                if now.saturating_duration_since(gate.progress) < ReplayGate::STALL {
+                    // Replaying: input is flowing, and a clock-driven advance could fire
+                    // timers the run before the restart had not reached.
+                    continue;
+                }
+                tracing::warn!(
+                    stream = %self.streams[i].def.name,
+                    "replayed splits made no progress for {:?}: ending the replay (some alerts may be sent twice)",
+                    ReplayGate::STALL
+                );
+                self.end_replay(i)?;
+            }
             let s = &mut self.streams[i];
             if let (Some(since), Some(timeout)) = (s.awaited_since, s.def.idle_timeout_ms)
                 && now.saturating_duration_since(since).as_millis() as Millis >= timeout
@@ -549,6 +682,7 @@ impl Pipeline {
 
     /// [`Pipeline::finish`], then a last [`Pipeline::barrier`] `seq` after the final alerts.
     pub fn finish_with_barrier(mut self, seq: Option<u64>) -> Result<PipelineReport> {
+        self.end_all_replays()?;
         self.flush()?;
         for i in 0..self.streams.len() {
             let max = self.streams[i].tracker.max_event_time();
@@ -566,6 +700,7 @@ impl Pipeline {
     /// rows are processed, but watermarks stay where they are, so windows and timers that
     /// are not due yet do not fire; the input that would fire them is replayed on restart.
     pub fn stop(mut self) -> Result<PipelineReport> {
+        self.end_all_replays()?;
         self.flush()?;
         self.join()
     }
@@ -606,7 +741,8 @@ impl Pipeline {
 
     fn broadcast_watermark(&self, stream: usize, watermark: Millis) -> Result<()> {
         for (w, tx) in self.workers.iter().enumerate() {
-            tx.send(WorkerMsg::Watermark { stream, group: None, watermark }).map_err(|_| EngineError::WorkerGone(w))?;
+            let msg = WorkerMsg::Watermark { stream, group: None, watermark, replayed: false };
+            tx.send(msg).map_err(|_| EngineError::WorkerGone(w))?;
         }
         Ok(())
     }
@@ -629,7 +765,8 @@ impl Pipeline {
         let s = &mut self.streams[stream];
         s.pending_since = None;
         s.prefer_eager |= lingered;
-        let raw = std::mem::replace(&mut s.pending, fresh);
+        let mut raw = std::mem::replace(&mut s.pending, fresh);
+        raw.replayed = s.replay.is_some();
         if std::mem::take(&mut s.eager) {
             let errors = std::mem::take(&mut s.eager_errors);
             let chunk = self.decoding.finish_here(raw, errors)?;
@@ -679,7 +816,7 @@ impl Pipeline {
 
     fn sequence_inner(&mut self, chunk: DecodedChunk) -> Result<()> {
         let DecodedChunk { mut raw, decoded: DecodedBatch { batch, event_time }, errors, routed, .. } = chunk;
-        let stream = raw.stream;
+        let (stream, replayed) = (raw.stream, raw.replayed);
         let s = &mut self.streams[stream];
         s.last_arrival = Some(Instant::now());
         s.idle_base = None;
@@ -754,6 +891,7 @@ impl Pipeline {
                     times: times.clone(),
                     watermarks: watermarks.clone(),
                     end_watermark,
+                    replayed,
                 };
                 send_to(&self.workers, &mut self.send_wait_ns, 0, msg)?;
             }
@@ -779,7 +917,8 @@ impl Pipeline {
                     continue;
                 }
                 reached[part.partition] = true;
-                let msg = WorkerMsg::Batch { stream, group: g, batch: sub, times, watermarks: wms, end_watermark };
+                let msg =
+                    WorkerMsg::Batch { stream, group: g, batch: sub, times, watermarks: wms, end_watermark, replayed };
                 send_to(&self.workers, &mut self.send_wait_ns, part.partition, msg)?;
             }
             // Workers that got no rows of this group still learn how far the watermark
@@ -787,7 +926,7 @@ impl Pipeline {
             // still on their way and must see their own per-row watermarks first.
             for (p, got) in reached.iter().enumerate() {
                 if !got {
-                    let msg = WorkerMsg::Watermark { stream, group: Some(g), watermark: end_watermark };
+                    let msg = WorkerMsg::Watermark { stream, group: Some(g), watermark: end_watermark, replayed };
                     send_to(&self.workers, &mut self.send_wait_ns, p, msg)?;
                 }
             }
@@ -826,21 +965,18 @@ fn lossy(payload: &[u8]) -> String {
     String::from_utf8_lossy(payload).into_owned()
 }
 
-/// Restore mode: drops the alerts from `from` on, raised while the watermark was at most
-/// `emitted_by`, if that is before `until`; returns how many.
+/// Restore mode: of the alerts from `from` on, raised by replayed input (see
+/// [`ReplayGate`]), drops those with an event time before `until`; returns how many.
 ///
-/// The watermark at emission, not the alert's event time, decides: a window or absence
-/// alert carries an event time well before the watermark that fired it. Input read after
-/// the acknowledged barrier always brings the watermark to at least `until` (its newest
-/// events are newer than anything before the replay start), so what is dropped here was
-/// raised, and delivered, before the restart.
-fn suppress_replayed(alerts: &mut Vec<Alert>, from: usize, until: Millis, emitted_by: Millis) -> u64 {
-    if emitted_by >= until || alerts.len() == from {
-        return 0;
-    }
-    let dropped = (alerts.len() - from) as u64;
-    alerts.truncate(from);
-    dropped
+/// Replayed input was processed before the restart and everything it raised was delivered
+/// to the sinks; of that, a stage ordering by event time (the case stage) had processed
+/// what lies before the frontier it was given, which `until` does not exceed. The rest is
+/// sent again.
+fn suppress_replayed(alerts: &mut Vec<Alert>, from: usize, until: Millis) -> u64 {
+    let raised = alerts.split_off(from);
+    let count = raised.len();
+    alerts.extend(raised.into_iter().filter(|a| a.event_time >= until));
+    (count - (alerts.len() - from)) as u64
 }
 
 fn run_worker(
@@ -860,7 +996,7 @@ fn run_worker(
     for msg in rx {
         let started = Instant::now();
         match msg {
-            WorkerMsg::Batch { stream, group, batch, times, watermarks, end_watermark } => {
+            WorkerMsg::Batch { stream, group, batch, times, watermarks, end_watermark, replayed } => {
                 where_cache.clear();
                 let input = BatchInput {
                     batch: &batch,
@@ -872,7 +1008,9 @@ fn run_worker(
                 for &r in &groups[stream][group].rules {
                     let from = alerts.len();
                     let result = ops[r].process(&input, &mut alerts);
-                    replay_suppressed += suppress_replayed(&mut alerts, from, replay_until[stream], end_watermark);
+                    if replayed {
+                        replay_suppressed += suppress_replayed(&mut alerts, from, replay_until[stream]);
+                    }
                     if let Err(e) = result {
                         let _ = out.send(Output::RuleError {
                             rule: plan.rules[r].meta.id.to_string(),
@@ -881,7 +1019,7 @@ fn run_worker(
                     }
                 }
             }
-            WorkerMsg::Watermark { stream, group, watermark } => {
+            WorkerMsg::Watermark { stream, group, watermark, replayed } => {
                 let selected = match group {
                     Some(g) => std::slice::from_ref(&groups[stream][g]),
                     None => &groups[stream][..],
@@ -890,7 +1028,9 @@ fn run_worker(
                     for &r in &g.rules {
                         let from = alerts.len();
                         let result = ops[r].advance(watermark, &mut alerts);
-                        replay_suppressed += suppress_replayed(&mut alerts, from, replay_until[stream], watermark);
+                        if replayed {
+                            replay_suppressed += suppress_replayed(&mut alerts, from, replay_until[stream]);
+                        }
                         if let Err(e) = result {
                             let _ = out.send(Output::RuleError {
                                 rule: plan.rules[r].meta.id.to_string(),
