@@ -280,6 +280,49 @@ pub struct Case {
 }
 
 impl Case {
+    /// A case as it is reported, before anything joins it: no alerts, location, unit,
+    /// clock, flags or history yet (set what is known with struct update syntax).
+    pub fn reported(
+        case_id: String,
+        case_key: String,
+        category: String,
+        title: String,
+        severity: Severity,
+        at: Millis,
+    ) -> Case {
+        Case {
+            case_id,
+            case_key,
+            category,
+            title,
+            location: None,
+            grid_id: None,
+            component_id: None,
+            severity,
+            first_seen: at,
+            last_seen: at,
+            alert_ids: Vec::new(),
+            firing: Vec::new(),
+            rules: Vec::new(),
+            evidence: Vec::new(),
+            unit: None,
+            dispatch_by: None,
+            sla_ms: None,
+            clock_started: None,
+            deadline: None,
+            status: CaseStatus::Reported,
+            flags: Flags::default(),
+            reminders_sent: 0,
+            escalation_level: 0,
+            reopened: 0,
+            reassigned: 0,
+            merged_into: None,
+            feedback_ids: Vec::new(),
+            history: Vec::new(),
+            updated_at: at,
+        }
+    }
+
     /// Number of history entries: the case's version (stores keep the highest).
     pub fn version(&self) -> u32 {
         self.history.len() as u32

@@ -438,35 +438,16 @@ impl CaseStage {
         let key_case = cfg.key_list.categories.iter().any(|c| category_within(&alert.category, c))
             || facts.grid_id.as_ref().is_some_and(|g| cfg.key_list.grids.contains(g));
         let case = Case {
-            case_id: case_id.clone(),
-            case_key,
-            category: alert.category.clone(),
-            title,
             location: facts.location,
             grid_id: facts.grid_id.clone(),
             component_id: facts.component_id.clone(),
-            severity: alert.severity,
-            first_seen: at,
-            last_seen: at,
             alert_ids: vec![alert.alert_id.clone()],
             firing: vec![alert.alert_id.clone()],
             rules: vec![alert.rule_id.to_string()],
             evidence: alert.evidence.iter().take(cfg.evidence_limit).cloned().collect(),
-            unit: None,
-            dispatch_by: None,
             sla_ms: cfg.sla_for(&alert.category, alert.severity),
-            clock_started: None,
-            deadline: None,
-            status: CaseStatus::Reported,
             flags: Flags { key: key_case, ..Flags::default() },
-            reminders_sent: 0,
-            escalation_level: 0,
-            reopened: 0,
-            reassigned: 0,
-            merged_into: None,
-            feedback_ids: Vec::new(),
-            history: Vec::new(),
-            updated_at: at,
+            ..Case::reported(case_id.clone(), case_key, alert.category.clone(), title, alert.severity, at)
         };
         self.index(&case);
         self.cases.insert(case_id.clone(), case);

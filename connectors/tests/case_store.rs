@@ -67,36 +67,21 @@ fn updates(spec: &Spec) -> Vec<CaseUpdate> {
     steps.extend_from_slice(feedback);
 
     let mut case = Case {
-        case_id: spec.id.to_string(),
-        case_key: format!("{}|g-3-4", spec.category),
-        category: spec.category.to_string(),
-        title: format!("{} near Main St", spec.category.rsplit('/').next().unwrap_or(spec.category)),
         // Dyadic fractions: exact in binary, so the JSON round trip compares equal.
         location: Some(Point { lat: 52.5 + spec.first_seen as f64 / 1024.0, lon: 13.375 }),
         grid_id: Some("g-3-4".into()),
         component_id: spec.category.starts_with("emergency/gas").then(|| "pipe-17".to_string()),
-        severity: if spec.flags.key { Severity::Critical } else { Severity::Major },
-        first_seen,
-        last_seen: first_seen,
-        alert_ids: Vec::new(),
-        firing: Vec::new(),
         rules: vec!["gas-leak".into()],
         evidence: vec![json!({"stream": "sensor", "sensor_id": "s-17", "ppm": 412.5})],
-        unit: None,
-        dispatch_by: None,
         sla_ms: Some(4 * 60 * MINUTE),
-        clock_started: None,
-        deadline: None,
-        status: CaseStatus::Reported,
-        flags: Flags::default(),
-        reminders_sent: 0,
-        escalation_level: 0,
-        reopened: 0,
-        reassigned: 0,
-        merged_into: None,
-        feedback_ids: Vec::new(),
-        history: Vec::new(),
-        updated_at: first_seen,
+        ..Case::reported(
+            spec.id.to_string(),
+            format!("{}|g-3-4", spec.category),
+            spec.category.to_string(),
+            format!("{} near Main St", spec.category.rsplit('/').next().unwrap_or(spec.category)),
+            if spec.flags.key { Severity::Critical } else { Severity::Major },
+            first_seen,
+        )
     };
     let mut out = Vec::new();
     for (seq, &(kind, status)) in steps.iter().enumerate() {

@@ -201,7 +201,7 @@ impl CaseStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use gridwatch_cases::model::{CaseStatus, EventKind, Flags};
+    use gridwatch_cases::model::{CaseStatus, EventKind};
     use gridwatch_engine::plan::Severity;
 
     use super::*;
@@ -219,36 +219,21 @@ mod tests {
             detail: serde_json::Map::new(),
         };
         let history: Vec<CaseEvent> = (0..version).map(event).collect();
+        let last = 1_000 * i64::from(version - 1);
         let case = Case {
-            case_id: id.to_string(),
-            case_key: "emergency/gas|g-1-1".into(),
-            category: "emergency/gas".into(),
-            title: "gas".into(),
-            location: None,
-            grid_id: None,
-            component_id: None,
-            severity: Severity::Major,
-            first_seen: 0,
-            last_seen: 1_000 * i64::from(version - 1),
-            alert_ids: vec![],
-            firing: vec![],
-            rules: vec![],
-            evidence: vec![],
+            last_seen: last,
             unit: Some("gas-1".into()),
-            dispatch_by: None,
-            sla_ms: None,
-            clock_started: None,
-            deadline: None,
             status,
-            flags: Flags::default(),
-            reminders_sent: 0,
-            escalation_level: 0,
-            reopened: 0,
-            reassigned: 0,
-            merged_into: None,
-            feedback_ids: vec![],
             history: history.clone(),
-            updated_at: 1_000 * i64::from(version - 1),
+            updated_at: last,
+            ..Case::reported(
+                id.to_string(),
+                "emergency/gas|g-1-1".into(),
+                "emergency/gas".into(),
+                "gas".into(),
+                Severity::Major,
+                0,
+            )
         };
         CaseUpdate { event: history[history.len() - 1].clone(), case }
     }
