@@ -140,31 +140,108 @@ pub fn row_to_json(batch: &RecordBatch, row: usize) -> serde_json::Value {
     serde_json::Value::Object(obj)
 }
 
-/// Encodes row `row` compactly, to be rendered as [`row_to_json`] would only if an alert
-/// needs it later ([`compact_row_to_json`]): each non-null cell as its column number, a type
-/// tag and its value in binary — no field names, no number or time formatting — which is
-/// under half the size of the row's JSON text. Kept per pending key, so size is memory.
-pub fn compact_row(batch: &RecordBatch, row: usize) -> Box<[u8]> {
-    let mut out = Vec::with_capacity(64);
+/// Variable-length byte strings in one arena, each addressed by a 4-byte [`SlabRef`]: no
+/// allocator header and no fat pointer per entry. Blocks are 16-byte multiples (a 4-byte
+/// length, then the bytes); a freed block is reused by the next entry of its size class,
+/// and the entries of one rule (e.g. compact start events) are nearly all of one or two
+/// classes, so the arena stays about as large as what is live at its peak.
+#[derive(Debug, Default)]
+pub struct ByteSlab {
+    data: Vec<u8>,
+    /// Per size class (block size / 16): offsets of free blocks.
+    free: Vec<Vec<u32>>,
+}
+
+/// An entry of a [`ByteSlab`]: its block's offset in 16-byte units (up to 64 GiB), or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlabRef(u32);
+
+impl SlabRef {
+    /// No entry.
+    pub const NONE: SlabRef = SlabRef(u32::MAX);
+
+    /// Whether this refers to an entry.
+    pub fn is_some(self) -> bool {
+        self != Self::NONE
+    }
+}
+
+impl ByteSlab {
+    const UNIT: usize = 16;
+    const HEADER: usize = 4;
+
+    fn class_of(len: usize) -> usize {
+        (Self::HEADER + len).div_ceil(Self::UNIT)
+    }
+
+    /// Stores `bytes` (at most 4 GiB).
+    pub fn insert(&mut self, bytes: &[u8]) -> SlabRef {
+        let class = Self::class_of(bytes.len());
+        let start = match self.free.get_mut(class).and_then(Vec::pop) {
+            Some(unit) => unit as usize * Self::UNIT,
+            None => {
+                let start = self.data.len();
+                self.data.resize(start + class * Self::UNIT, 0);
+                start
+            }
+        };
+        let len = u32::try_from(bytes.len()).expect("a slab entry is under 4 GiB");
+        self.data[start..start + Self::HEADER].copy_from_slice(&len.to_le_bytes());
+        self.data[start + Self::HEADER..start + Self::HEADER + bytes.len()].copy_from_slice(bytes);
+        SlabRef(u32::try_from(start / Self::UNIT).expect("a slab is under 64 GiB"))
+    }
+
+    /// The bytes of `entry` (empty for [`SlabRef::NONE`]).
+    pub fn get(&self, entry: SlabRef) -> &[u8] {
+        if !entry.is_some() {
+            return &[];
+        }
+        let start = entry.0 as usize * Self::UNIT;
+        let len = u32::from_le_bytes(self.data[start..start + Self::HEADER].try_into().expect("4 bytes")) as usize;
+        &self.data[start + Self::HEADER..start + Self::HEADER + len]
+    }
+
+    /// Frees `entry` (nothing for [`SlabRef::NONE`]) for reuse; it must not be used again.
+    pub fn remove(&mut self, entry: SlabRef) {
+        if !entry.is_some() {
+            return;
+        }
+        let class = Self::class_of(self.get(entry).len());
+        if self.free.len() <= class {
+            self.free.resize_with(class + 1, Vec::new);
+        }
+        self.free[class].push(entry.0);
+    }
+
+    /// Bytes held by the arena (live and free blocks).
+    pub fn arena_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Encodes row `row` compactly into `out` (cleared first), to be rendered as
+/// [`row_to_json`] would only if an alert needs it later ([`compact_row_to_json`]): each
+/// non-null cell as its column number, a type tag and its value in binary — no field
+/// names, no number or time formatting — which is under half the size of the row's JSON
+/// text. Kept per pending key, so size is memory.
+pub fn compact_row_into(batch: &RecordBatch, row: usize, out: &mut Vec<u8>) {
+    out.clear();
     for (c, col) in batch.columns().iter().enumerate() {
         if col.is_null(row) {
             continue;
         }
-        put_varint(&mut out, c as u64);
+        put_varint(out, c as u64);
         match col.data_type() {
-            DataType::Utf8 => put_bytes(&mut out, CELL_STR, col.as_string::<i32>().value(row).as_bytes()),
-            DataType::Int64 => put_word(&mut out, CELL_INT, col.as_primitive::<Int64Type>().value(row).to_le_bytes()),
-            DataType::Float64 => {
-                put_word(&mut out, CELL_FLOAT, col.as_primitive::<Float64Type>().value(row).to_le_bytes())
-            }
+            DataType::Utf8 => put_bytes(out, CELL_STR, col.as_string::<i32>().value(row).as_bytes()),
+            DataType::Int64 => put_word(out, CELL_INT, col.as_primitive::<Int64Type>().value(row).to_le_bytes()),
+            DataType::Float64 => put_word(out, CELL_FLOAT, col.as_primitive::<Float64Type>().value(row).to_le_bytes()),
             DataType::Boolean => out.push(if col.as_boolean().value(row) { CELL_TRUE } else { CELL_FALSE }),
             DataType::Timestamp(_, _) => {
-                put_word(&mut out, CELL_TIME, col.as_primitive::<TimestampMillisecondType>().value(row).to_le_bytes())
+                put_word(out, CELL_TIME, col.as_primitive::<TimestampMillisecondType>().value(row).to_le_bytes())
             }
-            other => put_bytes(&mut out, CELL_STR, format!("<{other}>").as_bytes()),
+            other => put_bytes(out, CELL_STR, format!("<{other}>").as_bytes()),
         }
     }
-    out.into_boxed_slice()
 }
 
 /// The JSON object of a row encoded by [`compact_row`]; `names` are the batch's field names.
@@ -310,10 +387,42 @@ mod tests {
         ) {
             let batch = batch_of(&rows);
             let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+            let mut slab = ByteSlab::default();
+            let mut scratch = Vec::new();
+            let mut stored = Vec::new();
             for row in 0..batch.num_rows() {
-                let compact = compact_row(&batch, row);
-                prop_assert_eq!(compact_row_to_json(&compact, &names), row_to_json(&batch, row));
+                compact_row_into(&batch, row, &mut scratch);
+                prop_assert_eq!(compact_row_to_json(&scratch, &names), row_to_json(&batch, row));
+                stored.push(slab.insert(&scratch));
             }
+            for (row, &entry) in stored.iter().enumerate() {
+                prop_assert_eq!(compact_row_to_json(slab.get(entry), &names), row_to_json(&batch, row));
+            }
+        }
+
+        /// Whatever is inserted and removed, live entries read back as written, and a freed
+        /// block is reused before the arena grows for its size class.
+        #[test]
+        fn slab_entries_read_back_and_freed_blocks_are_reused(
+            ops in prop::collection::vec((prop::collection::vec(any::<u8>(), 0..100), any::<bool>()), 1..200)
+        ) {
+            let mut slab = ByteSlab::default();
+            let mut live: Vec<(SlabRef, Vec<u8>)> = Vec::new();
+            for (bytes, remove_one) in ops {
+                if remove_one && !live.is_empty() {
+                    let (entry, _) = live.swap_remove(bytes.len() % live.len());
+                    slab.remove(entry);
+                }
+                let before = slab.arena_len();
+                let reusable = slab.free.get(ByteSlab::class_of(bytes.len())).is_some_and(|f| !f.is_empty());
+                let entry = slab.insert(&bytes);
+                prop_assert!(!reusable || slab.arena_len() == before, "a free block of the class was not reused");
+                live.push((entry, bytes));
+                for (entry, bytes) in &live {
+                    prop_assert_eq!(slab.get(*entry), bytes.as_slice());
+                }
+            }
+            prop_assert_eq!(slab.get(SlabRef::NONE), &[] as &[u8]);
         }
     }
 

@@ -14,7 +14,9 @@ use arrow::record_batch::RecordBatch;
 use super::{BatchInput, Operator, Timers, eval_predicate, key_columns, selected_rows};
 use crate::alert::{Alert, AlertParts, AlertState};
 use crate::error::Result;
-use crate::keys::{KeyTable, cell_to_json, compact_row, compact_row_to_json, row_to_json, write_key};
+use crate::keys::{
+    ByteSlab, KeyTable, SlabRef, cell_to_json, compact_row_into, compact_row_to_json, row_to_json, write_key,
+};
 use crate::plan::{RuleKind, RulePlan, ThresholdPlan};
 use crate::schema::StreamDef;
 use crate::time::Millis;
@@ -28,10 +30,11 @@ struct KeyState {
     notifications: u32,
     /// Consecutive events of the key satisfying the condition (saturating).
     streak: u32,
-    /// The event that started the episode (only while pending or firing), as a
-    /// [`compact_row`]: a pending key costs ~60 bytes for it (~150 as JSON text, ~1 KB as a
-    /// `Value` tree), and it is rendered only when an alert is raised.
-    start_event: Option<Box<[u8]>>,
+    /// The event that started the episode (only while pending or firing), as a compact
+    /// row ([`compact_row_into`]) in the operator's slab: a pending key costs ~60 bytes for
+    /// it (~150 as JSON text, ~1 KB as a `Value` tree), and it is rendered only when an
+    /// alert is raised.
+    start_event: SlabRef,
     /// When the last episode resolved: a new one never starts before it, so an
     /// out-of-order event cannot reopen an episode start (and its alert id) already used.
     /// `Millis::MIN` (not an `Option`: 8 bytes less per key) until one has.
@@ -47,7 +50,7 @@ impl Default for KeyState {
             last_notify: 0,
             notifications: 0,
             streak: 0,
-            start_event: None,
+            start_event: SlabRef::NONE,
             last_end: Millis::MIN,
         }
     }
@@ -61,6 +64,10 @@ pub struct ThresholdOperator {
     /// The stream's field names, to render stored start events.
     field_names: Vec<String>,
     keys: KeyTable<KeyState>,
+    /// Start events of pending and firing keys.
+    start_events: ByteSlab,
+    /// Where a start event is encoded before it goes into the slab.
+    row_buf: Vec<u8>,
     timers: Timers,
     key_buf: String,
     /// Keys pending or firing. While none is, a row whose condition is false changes
@@ -82,6 +89,8 @@ impl ThresholdOperator {
             observed_names,
             field_names: stream.fields.iter().map(|f| f.name.clone()).collect(),
             keys: KeyTable::default(),
+            start_events: ByteSlab::default(),
+            row_buf: Vec::new(),
             timers: Timers::default(),
             key_buf: String::new(),
             active: 0,
@@ -125,7 +134,10 @@ impl ThresholdOperator {
         st.pending = false;
         st.last_notify = due;
         st.notifications = 1;
-        let start = st.start_event.as_deref().map(|e| compact_row_to_json(e, &self.field_names)).unwrap_or_default();
+        let start = match st.start_event {
+            e if e.is_some() => compact_row_to_json(self.start_events.get(e), &self.field_names),
+            _ => serde_json::Value::default(),
+        };
         let values = observed_from_event(&self.observed_names, &start);
         let parts = AlertParts {
             key: key.to_string(),
@@ -187,7 +199,7 @@ impl Operator for ThresholdOperator {
                     emit = Some((AlertState::Resolved, st.notifications, st.since));
                     st.firing = false;
                     st.streak = 0;
-                    st.start_event = None;
+                    this.start_events.remove(std::mem::replace(&mut st.start_event, SlabRef::NONE));
                     st.last_end = t.max(st.since + 1);
                 } else if let Some(every) = renotify
                     && t >= st.last_notify + every
@@ -201,7 +213,9 @@ impl Operator for ThresholdOperator {
                 if !st.pending {
                     st.pending = true;
                     st.since = t.max(st.last_end);
-                    st.start_event = Some(compact_row(batch, i));
+                    compact_row_into(batch, i, &mut this.row_buf);
+                    this.start_events.remove(st.start_event);
+                    st.start_event = this.start_events.insert(&this.row_buf);
                     if plan.for_ms > 0 {
                         this.timers.schedule(st.since + plan.for_ms, slot);
                     }
@@ -216,7 +230,7 @@ impl Operator for ThresholdOperator {
                 }
             } else {
                 st.pending = false;
-                st.start_event = None;
+                this.start_events.remove(std::mem::replace(&mut st.start_event, SlabRef::NONE));
                 st.streak = 0;
             }
             let st = this.keys.state_mut(slot);
@@ -226,14 +240,14 @@ impl Operator for ThresholdOperator {
                 _ => {}
             }
             if let Some((state, notification, episode_start)) = emit {
-                let st = this.keys.state_mut(slot);
+                let start_event = this.keys.state_mut(slot).start_event;
                 let trigger = row_to_json(batch, i);
                 let mut evidence = Vec::with_capacity(2);
-                if state == AlertState::Firing
-                    && let Some(start) = st.start_event.as_deref().map(|e| compact_row_to_json(e, &this.field_names))
-                    && start != trigger
-                {
-                    evidence.push(start);
+                if state == AlertState::Firing && start_event.is_some() {
+                    let start = compact_row_to_json(this.start_events.get(start_event), &this.field_names);
+                    if start != trigger {
+                        evidence.push(start);
+                    }
                 }
                 evidence.push(trigger);
                 let parts = AlertParts {
