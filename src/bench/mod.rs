@@ -16,6 +16,12 @@ pub fn progress(len: u64, what: &str) -> Result<ProgressBar> {
     Ok(bar)
 }
 
+/// Resets this process's peak resident memory (VmHWM) to the current one, so that a later
+/// [`rss`] peak covers only what ran since (Linux ≥ 4.0; false where unsupported).
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// Resident memory of this process now and at its peak (VmRSS, VmHWM), in bytes.
 /// CPU time used by this process so far, all threads, user + system, seconds (10 ms
 /// resolution).
