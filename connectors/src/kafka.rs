@@ -127,9 +127,23 @@ pub enum Role {
 }
 
 fn consumer_only(key: &str) -> bool {
-    const PREFIXES: [&str; 8] =
-        ["group.", "session.", "heartbeat.", "max.poll.", "fetch.", "auto.", "enable.auto.", "partition.assignment"];
-    PREFIXES.iter().any(|p| key.starts_with(p)) || key == "isolation.level" || key == "enable.partition.eof"
+    const PREFIXES: [&str; 13] = [
+        "group.",
+        "session.",
+        "heartbeat.",
+        "max.poll.",
+        "max.partition.",
+        "fetch.",
+        "queued.",
+        "auto.",
+        "enable.auto.",
+        "partition.assignment",
+        "offset.",
+        "consume.",
+        "coordinator.",
+    ];
+    PREFIXES.iter().any(|p| key.starts_with(p))
+        || matches!(key, "isolation.level" | "enable.partition.eof" | "check.crcs")
 }
 
 /// Builds a client config: brokers, then the user's properties (they win), then `extra`
@@ -1438,10 +1452,16 @@ mod tests {
     fn producer_configs_leave_out_consumer_properties() {
         let opts = KafkaOptions {
             brokers: "b:9092".into(),
-            properties: [("session.timeout.ms", "6000"), ("linger.ms", "7"), ("fetch.wait.max.ms", "10")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            properties: [
+                ("session.timeout.ms", "6000"),
+                ("linger.ms", "7"),
+                ("fetch.wait.max.ms", "10"),
+                ("max.partition.fetch.bytes", "16777216"),
+                ("queued.min.messages", "1000000"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
             ..Default::default()
         };
         let p = client_config(&opts, Role::Producer, &[("linger.ms", "5"), ("acks", "all")]);
@@ -1449,6 +1469,8 @@ mod tests {
         assert_eq!(p.get("acks"), Some("all"));
         assert_eq!(p.get("session.timeout.ms"), None);
         assert_eq!(p.get("fetch.wait.max.ms"), None);
+        assert_eq!(p.get("max.partition.fetch.bytes"), None);
+        assert_eq!(p.get("queued.min.messages"), None);
         let c = client_config(&opts, Role::Consumer, &[]);
         assert_eq!(c.get("session.timeout.ms"), Some("6000"));
         assert_eq!(c.get("bootstrap.servers"), Some("b:9092"));
