@@ -230,12 +230,13 @@ struct StreamIngest {
 /// A stream replaying input acknowledged before a restart.
 ///
 /// What was delivered before is known by position: everything the rules raised from input
-/// before the acknowledged offset of each split. A stream's watermark waits for all its
-/// splits, so if one split ran ahead into new input while another still replayed, alerts
-/// of the new input would be raised at a watermark that tells nothing about which side of
-/// the restart they belong to. So the gate keeps the two apart: new input of any split is
-/// held back until every split has replayed up to its acknowledged offset; chunks cut
-/// before that are flagged as replayed, and only their alerts may be suppressed.
+/// before the acknowledged offset of each split. The watermark cannot tell: at a given
+/// offset it may be lower in the replay than it was before the restart (a stream's
+/// watermark waits for all its splits, and one may lag in the replay; or the clock had
+/// advanced an idle stream's watermark before), so alerts of new input could look old.
+/// So the gate keeps the two apart: new input of any split is held back until every split
+/// has replayed up to its acknowledged offset; chunks cut before that are flagged as
+/// replayed, and only their alerts may be suppressed.
 struct ReplayGate {
     /// Per split: the offset its unacknowledged input starts at, until the split reaches it.
     pending: Vec<Option<i64>>,
