@@ -117,6 +117,7 @@ pub fn drive(op: &mut dyn gridwatch_engine::operator::Operator, batches: &[Opera
             batch: &batch.batch,
             times: &batch.event_time,
             watermarks: wms,
+            split_watermarks: wms,
             end_watermark: *end,
             shared_where: None,
         };

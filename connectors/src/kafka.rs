@@ -1040,7 +1040,14 @@ fn finish_bounded<C: ConsumerContext>(
     core.seq += 1;
     let seq = core.seq;
     let report = p.finish_with_barrier(Some(seq)).map_err(engine_err)?;
-    let watermarks = report.streams.iter().map(|s| s.watermark).collect();
+    let mut watermarks: Vec<Millis> = report.streams.iter().map(|s| s.watermark).collect();
+    // As in `Core::mark`: the case stage was given only the frontier (the minimum over the
+    // streams) with the last barrier, so a replay must re-send what lies beyond it.
+    if let Some(frontier) = watermarks.iter().copied().filter(|&w| w != WATERMARK_START).min() {
+        for w in watermarks.iter_mut().filter(|w| **w != WATERMARK_START) {
+            *w = (*w).min(frontier);
+        }
+    }
     core.tracker.marks.push_back(Mark { seq, next: core.positions.clone(), watermarks });
     core.wait_acked(seq);
     core.commit(consumer, CommitMode::Sync);

@@ -177,6 +177,7 @@ enum WorkerMsg {
         batch: RecordBatch,
         times: Vec<Millis>,
         watermarks: Vec<Millis>,
+        split_watermarks: Vec<Millis>,
         end_watermark: Millis,
         /// Replayed input, acknowledged before a restart (see [`ReplayGate`]).
         replayed: bool,
@@ -605,7 +606,13 @@ impl Pipeline {
     ) -> Result<()> {
         self.flush()?;
         for i in 0..self.streams.len() {
-            if let Some(gate) = &self.streams[i].replay {
+            if let Some(gate) = self.streams[i].replay.as_mut() {
+                if !splits_may_idle {
+                    // Cut off from the source (broker down, consumption paused): the
+                    // silence is not a stall.
+                    gate.progress = now;
+                    continue;
+                }
                 if now.saturating_duration_since(gate.progress) < ReplayGate::STALL {
                     // Replaying: input is flowing, and a clock-driven advance could fire
                     // timers the run before the restart had not reached.
@@ -824,6 +831,7 @@ impl Pipeline {
         s.stats.received += raw.len() as u64;
         let dead_late = s.def.late_policy == LatePolicy::DeadLetter;
         let mut watermarks: Vec<Millis> = Vec::with_capacity(batch.num_rows());
+        let mut split_watermarks: Vec<Millis> = Vec::with_capacity(batch.num_rows());
         let mut late_rows: Vec<usize> = Vec::new();
         let mut dead = Vec::new();
         let mut errors = errors.into_iter().peekable();
@@ -841,11 +849,13 @@ impl Pipeline {
                     s.awaited_since = None;
                     s.stats.accepted += 1;
                     watermarks.push(wm);
+                    split_watermarks.push(s.tracker.split_watermark(split));
                 }
                 Observed::Late { behind_ms } => {
                     s.stats.late += 1;
                     // Kept in place so rows and watermarks stay aligned; filtered out below.
                     watermarks.push(s.tracker.watermark());
+                    split_watermarks.push(s.tracker.watermark());
                     late_rows.push(row);
                     if dead_late {
                         dead.push((i, format!("late: {behind_ms} ms behind the watermark")));
@@ -880,9 +890,13 @@ impl Pipeline {
         let s = &self.streams[stream];
         let parts = self.workers.len();
         if parts == 1 {
-            let (batch, times, watermarks) = match &late {
-                None => (batch, event_time, watermarks),
-                Some(keep) => keep_rows(&batch, keep, (0..keep.len()).map(|r| (event_time[r], watermarks[r])))?,
+            let (batch, times, watermarks, split_watermarks) = match &late {
+                None => (batch, event_time, watermarks, split_watermarks),
+                Some(keep) => keep_rows(
+                    &batch,
+                    keep,
+                    (0..keep.len()).map(|r| (event_time[r], watermarks[r], split_watermarks[r])),
+                )?,
             };
             for g in 0..s.groups.len() {
                 let msg = WorkerMsg::Batch {
@@ -891,6 +905,7 @@ impl Pipeline {
                     batch: batch.clone(),
                     times: times.clone(),
                     watermarks: watermarks.clone(),
+                    split_watermarks: split_watermarks.clone(),
                     end_watermark,
                     replayed,
                 };
@@ -902,15 +917,19 @@ impl Pipeline {
             let mut reached = vec![false; parts];
             for part in partitions {
                 let rows = part.rows.values();
-                let (sub, times, wms) = match &late {
+                let (sub, times, wms, split_wms) = match &late {
                     None => (
                         part.batch,
                         rows.iter().map(|&r| event_time[r as usize]).collect::<Vec<_>>(),
                         rows.iter().map(|&r| watermarks[r as usize]).collect::<Vec<_>>(),
+                        rows.iter().map(|&r| split_watermarks[r as usize]).collect::<Vec<_>>(),
                     ),
                     Some(keep) => {
                         let keep_part: Vec<bool> = rows.iter().map(|&r| keep[r as usize]).collect();
-                        let values = rows.iter().map(|&r| (event_time[r as usize], watermarks[r as usize]));
+                        let values = rows.iter().map(|&r| {
+                            let r = r as usize;
+                            (event_time[r], watermarks[r], split_watermarks[r])
+                        });
                         keep_rows(&part.batch, &keep_part, values)?
                     }
                 };
@@ -918,8 +937,16 @@ impl Pipeline {
                     continue;
                 }
                 reached[part.partition] = true;
-                let msg =
-                    WorkerMsg::Batch { stream, group: g, batch: sub, times, watermarks: wms, end_watermark, replayed };
+                let msg = WorkerMsg::Batch {
+                    stream,
+                    group: g,
+                    batch: sub,
+                    times,
+                    watermarks: wms,
+                    split_watermarks: split_wms,
+                    end_watermark,
+                    replayed,
+                };
                 send_to(&self.workers, &mut self.send_wait_ns, part.partition, msg)?;
             }
             // Workers that got no rows of this group still learn how far the watermark
@@ -936,16 +963,26 @@ impl Pipeline {
     }
 }
 
-/// The rows of `batch` marked in `keep`, with their event times and watermarks (`values`,
-/// one pair per row of `batch`).
+/// A batch with, per row, its event time, watermark and split watermark.
+type TimedRows = (RecordBatch, Vec<Millis>, Vec<Millis>, Vec<Millis>);
+
+/// The rows of `batch` marked in `keep`, with their event times, watermarks and split
+/// watermarks (`values`, one triple per row of `batch`).
 fn keep_rows(
     batch: &RecordBatch,
     keep: &[bool],
-    values: impl Iterator<Item = (Millis, Millis)>,
-) -> Result<(RecordBatch, Vec<Millis>, Vec<Millis>)> {
-    let (times, watermarks) = values.zip(keep).filter(|(_, k)| **k).map(|(v, _)| v).unzip();
+    values: impl Iterator<Item = (Millis, Millis, Millis)>,
+) -> Result<TimedRows> {
+    let n = keep.iter().filter(|k| **k).count();
+    let (mut times, mut watermarks, mut split_watermarks) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for ((t, wm, split_wm), _) in values.zip(keep).filter(|(_, k)| **k) {
+        times.push(t);
+        watermarks.push(wm);
+        split_watermarks.push(split_wm);
+    }
     let kept = filter_record_batch(batch, &BooleanArray::from(keep.to_vec()))?;
-    Ok((kept, times, watermarks))
+    Ok((kept, times, watermarks, split_watermarks))
 }
 
 /// Sends `msg` to worker `p`, adding the wait to `waited_ns` when its queue is full.
@@ -997,12 +1034,13 @@ fn run_worker(
     for msg in rx {
         let started = Instant::now();
         match msg {
-            WorkerMsg::Batch { stream, group, batch, times, watermarks, end_watermark, replayed } => {
+            WorkerMsg::Batch { stream, group, batch, times, watermarks, split_watermarks, end_watermark, replayed } => {
                 where_cache.clear();
                 let input = BatchInput {
                     batch: &batch,
                     times: &times,
                     watermarks: &watermarks,
+                    split_watermarks: &split_watermarks,
                     end_watermark,
                     shared_where: Some(&where_cache),
                 };

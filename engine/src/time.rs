@@ -182,6 +182,12 @@ impl SplitWatermarks {
         Observed::OnTime(self.watermark)
     }
 
+    /// The watermark of `split` alone: rows of that split before it can no longer arrive on
+    /// time. Unlike the stream's, it does not depend on how far the other splits have got.
+    pub fn split_watermark(&self, split: usize) -> Millis {
+        self.splits.get(split).map_or(WATERMARK_START, |s| s.tracker.watermark())
+    }
+
     fn recompute(&mut self) {
         let min = self.splits.iter().filter(|s| s.active).map(|s| s.tracker.watermark()).min();
         if let Some(m) = min

@@ -128,10 +128,12 @@ impl Operator for AbsenceOperator {
                 episode_start: 0,
                 notifications: 0,
             });
-            // A row of the key at `t` shows it was silent until then: fire what a watermark
-            // at `t` would have, whether or not it got there (it may lag behind another
-            // split), so the outcome does not depend on it.
-            while let Some(due) = self.keys.state_mut(slot).armed.filter(|&due| due <= t) {
+            // A row of the key at `t`, once the key's own split is past the deadline (no
+            // earlier row of the key can still come), shows it was silent until then: fire
+            // what the stream's watermark would have, whether or not it got there (it may
+            // lag behind another split), so the outcome does not depend on it.
+            let seen_until = t.min(input.split_watermarks[i]);
+            while let Some(due) = self.keys.state_mut(slot).armed.filter(|&due| due <= seen_until) {
                 self.fire(slot, due, out);
             }
             let st = self.keys.state_mut(slot);

@@ -279,13 +279,15 @@ impl Operator for GeofenceOperator {
             let mut key = std::mem::take(&mut self.key_buf);
             write_key(&key_cols, i, &mut key);
             let slot = self.keys.slot(&key, KeyState::default);
-            // A point of the key at or after a dwell deadline shows the level held until
-            // then: fire as the watermark passing the deadline would have, whether or not it
-            // has (it may lag behind another split), so the outcome does not depend on it.
+            // A point of the key at or after a dwell deadline, once the key's own split is
+            // past it (no earlier point of the key can still come), shows the level held
+            // until then: fire as the stream's watermark passing the deadline would have,
+            // whether or not it has (it may lag behind another split).
             let for_ms = self.plan.for_ms;
+            let seen_until = t.min(input.split_watermarks[i]);
             if for_ms > 0 {
                 let due: SmallVec<[(u32, Millis); 2]> = (self.keys.state_mut(slot).levels.iter())
-                    .filter(|l| !l.firing && l.since + for_ms <= t)
+                    .filter(|l| !l.firing && l.since + for_ms <= seen_until)
                     .map(|l| (l.zone, l.since + for_ms))
                     .collect();
                 for (zone, due) in due {

@@ -42,6 +42,10 @@ pub struct BatchInput<'a> {
     pub times: &'a [Millis],
     /// Watermark in force at each row (after observing it).
     pub watermarks: &'a [Millis],
+    /// Watermark of each row's own split (after observing it): no row of that split before
+    /// it can still arrive. A decision about one key (a deadline reached by its next row)
+    /// uses it, so it does not depend on how far other splits have got.
+    pub split_watermarks: &'a [Millis],
     /// Watermark after the whole input chunk this batch was cut from.
     pub end_watermark: Millis,
     /// `where` results already computed for this batch by other rules, by SQL text: rules

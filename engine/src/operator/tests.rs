@@ -547,52 +547,104 @@ fn the_decoder_needs_only_the_fields_rules_read() {
     assert_eq!(plan.needed_fields(0), [true, true, true], "the condition reads `value`");
 }
 
-/// Deadlines (`for`, absence, dwell) are reached by the watermark or by the key's next
-/// row, whichever comes first, and give the same alerts either way: how far the watermark
-/// has got when a row arrives (held back here by the allowed out-of-orderness, in a
-/// service by a split that lags) changes nothing.
+/// Deadlines (`for`, absence, dwell) are reached by the stream's watermark or by the key's
+/// next row once the key's own split is past them, whichever comes first, with the same
+/// alerts either way: how far another split has got when a row arrives changes nothing.
 mod deadlines {
     use std::sync::Arc;
 
     use super::S;
-    use crate::plan::{GeofenceEvent, RulePlan};
+    use crate::plan::{GeofenceEvent, Plan, RulePlan};
     use crate::schema::StreamDef;
     use crate::testutil::{absence, ev, geofence, gps, gps_stream, run, stream, test_zones, threshold};
+    use crate::{Output, Pipeline, PipelineOptions};
 
-    /// Every alert, in full, of `events` on `stream` with out-of-orderness 0 and 60 s.
-    fn both_ways(stream: impl Fn(i64) -> Arc<StreamDef>, rule: impl Fn(&StreamDef) -> RulePlan, events: &[String]) {
-        let alerts = |ooo| {
-            let s = stream(ooo);
-            let out = run(s.clone(), vec![rule(&s)], events, 2, 3, None);
-            out.alerts.iter().map(|a| serde_json::to_string(a).expect("json")).collect::<Vec<_>>()
-        };
-        let (prompt, held_back) = (alerts(0), alerts(60 * S));
-        assert!(!prompt.is_empty(), "the input raises alerts");
-        assert_eq!(prompt, held_back);
+    /// Every alert, in full, of `key_rows` read from split 0 while split 1 carries `other`
+    /// (another key, far ahead in time): read first, so the stream's watermark follows
+    /// split 0, or last, so it stays at the start while split 0 is read.
+    fn alerts(
+        s: &Arc<StreamDef>,
+        rule: RulePlan,
+        key_rows: &[String],
+        other: &[String],
+        other_first: bool,
+    ) -> Vec<String> {
+        let plan = Arc::new(Plan { streams: vec![s.clone()], rules: vec![Arc::new(rule)] });
+        let options = PipelineOptions { workers: 2, decoders: 0, batch_size: 2, queue_depth: 4, ..Default::default() };
+        let (mut p, rx) = Pipeline::start(plan, options);
+        p.declare_splits(0, 2);
+        let collector = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            for o in rx {
+                if let Output::Alerts(a) = o {
+                    out.extend(a.iter().map(|a| serde_json::to_string(a).expect("json")));
+                }
+            }
+            out
+        });
+        let mut order: Vec<(usize, &String)> = key_rows.iter().map(|r| (0, r)).collect();
+        let others = other.iter().map(|r| (1, r));
+        if other_first {
+            order.splice(0..0, others);
+        } else {
+            order.extend(others);
+        }
+        for (i, (split, row)) in order.into_iter().enumerate() {
+            p.push_split(0, split, row.as_bytes(), i as i64).expect("push");
+        }
+        p.finish().expect("finish");
+        let mut out = collector.join().expect("collector");
+        out.sort();
+        out
+    }
+
+    fn both_orders(s: Arc<StreamDef>, rule: impl Fn() -> RulePlan, key_rows: &[String], other: &[String]) {
+        let ahead = alerts(&s, rule(), key_rows, other, true);
+        let behind = alerts(&s, rule(), key_rows, other, false);
+        assert!(!ahead.is_empty(), "the input raises alerts");
+        assert_eq!(ahead, behind);
     }
 
     #[test]
     fn threshold_for() {
         // Above for 8 s (the 5 s deadline passes between rows), below, above again for 1 s.
         let values = [(0, 70.0), (8, 70.0), (9, 10.0), (20, 70.0), (21, 10.0), (40, 70.0), (47, 70.0)];
-        let events: Vec<String> = values.iter().map(|&(t, v)| ev(t * S, "a", v)).collect();
-        both_ways(|ooo| stream(ooo, None), |s| threshold(s, "value > 60", None, 5 * S), &events);
+        let rows: Vec<String> = values.iter().map(|&(t, v)| ev(t * S, "a", v)).collect();
+        let other = vec![ev(3600 * S, "z", 0.0)];
+        for ooo in [0, 2 * S] {
+            let s = stream(ooo, None);
+            both_orders(s.clone(), || threshold(&s, "value > 60", None, 5 * S), &rows, &other);
+        }
     }
 
     #[test]
     fn absence_with_renotification() {
-        let events: Vec<String> = [0, 5, 40, 41, 100].iter().map(|&t| ev(t * S, "a", 1.0)).collect();
-        both_ways(|ooo| stream(ooo, None), |_| absence(10 * S, Some(7 * S)), &events);
+        let rows: Vec<String> = [0, 5, 40, 41, 100].iter().map(|&t| ev(t * S, "a", 1.0)).collect();
+        let other = vec![ev(3600 * S, "z", 1.0)];
+        for ooo in [0, 2 * S] {
+            both_orders(stream(ooo, None), || absence(10 * S, Some(7 * S)), &rows, &other);
+        }
     }
 
     #[test]
     fn geofence_dwell() {
         let inside = |t: i64| gps(t * S, "bike", 120.005, 36.005, 0.0, None);
         let outside = |t: i64| gps(t * S, "bike", 119.99, 36.005, 0.0, None);
-        // Each 10 min deadline passes 20 s before the next point, which the watermark held
-        // back by 60 s has not reached yet.
-        let events = vec![inside(0), inside(30), inside(620), outside(800), inside(900), inside(1520), outside(1600)];
-        let gps_with = |ooo| Arc::new(StreamDef { max_out_of_orderness_ms: ooo, ..(*gps_stream()).clone() });
-        both_ways(gps_with, |_| geofence(test_zones(None), GeofenceEvent::Dwell, 600 * S, 0.0, 1, None), &events);
+        let rows = vec![inside(0), inside(30), inside(620), outside(800), inside(900), inside(1520), outside(1600)];
+        let other = vec![gps(7200 * S, "far", 119.0, 36.0, 0.0, None)];
+        for ooo in [0, 2 * S] {
+            let s = Arc::new(StreamDef { max_out_of_orderness_ms: ooo, ..(*gps_stream()).clone() });
+            both_orders(s, || geofence(test_zones(None), GeofenceEvent::Dwell, 600 * S, 0.0, 1, None), &rows, &other);
+        }
+    }
+
+    #[test]
+    fn a_row_past_the_deadline_does_not_fire_while_an_earlier_row_may_still_come() {
+        // Out-of-orderness 60 s: after the row at 9 s an earlier one (3 s) may still arrive,
+        // and does, showing the condition broke before the 5 s deadline.
+        let s = stream(60 * S, None);
+        let rows = [ev(0, "a", 70.0), ev(9 * S, "a", 10.0), ev(3 * S, "a", 10.0)];
+        let out = run(s.clone(), vec![threshold(&s, "value > 60", None, 5 * S)], &rows, 2, 1, None);
+        assert!(out.alerts.is_empty(), "{:?}", out.brief());
     }
 }

@@ -179,12 +179,14 @@ impl Operator for ThresholdOperator {
             let slot = this.keys.slot(&key, KeyState::default);
             let t = input.times[i];
             let holds = cond.value(i);
-            // A row of the key at or after the `for` deadline shows the condition held until
-            // then: fire as the watermark passing the deadline would have, whether or not it
-            // has (it may lag behind another split), so the outcome does not depend on it.
+            // A row of the key at or after the `for` deadline, once the key's own split is past
+            // it (no earlier row of the key can still come), shows the condition held until
+            // then: fire as the stream's watermark passing the deadline would have, whether
+            // or not it has (it may lag behind another split), so the outcome does not
+            // depend on how the splits' reads interleave.
             let st = this.keys.state_mut(slot);
-            if plan.for_ms > 0 && st.pending && t >= st.since + plan.for_ms {
-                let due = st.since + plan.for_ms;
+            let due = st.since + plan.for_ms;
+            if plan.for_ms > 0 && st.pending && t >= due && input.split_watermarks[i] >= due {
                 this.fire_due(slot, due, out);
             }
             let st = this.keys.state_mut(slot);
