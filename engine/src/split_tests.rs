@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use crate::alert::{Alert, AlertState};
 use crate::pipeline::{Output, Pipeline, PipelineOptions};
 use crate::plan::{Plan, RulePlan};
-use crate::testutil::{absence, ev, stream, threshold, window};
+use crate::testutil::{absence, alerts_of_splits, ev, stream, threshold, window};
 use crate::time::Millis;
 
 const S: Millis = 1000;
@@ -157,24 +157,8 @@ fn restored(
 
 /// Every alert, in full, of the splits read in `order`.
 fn alerts_in_order(splits: &[Vec<String>; 2], order: &[(usize, i64)], options: PipelineOptions) -> Vec<String> {
-    let (mut p, rx) = Pipeline::start(plan(), options);
-    p.declare_splits(0, 2);
-    let collector = std::thread::spawn(move || {
-        let mut alerts = Vec::new();
-        for o in rx {
-            if let Output::Alerts(a) = o {
-                alerts.extend(a.iter().map(|a| serde_json::to_string(a).expect("json")));
-            }
-        }
-        alerts
-    });
-    for &(s, offset) in order {
-        p.push_split(0, s, splits[s][offset as usize].as_bytes(), offset).expect("push");
-    }
-    p.finish().expect("finish");
-    let mut alerts = collector.join().expect("collector");
-    alerts.sort();
-    alerts
+    let rows = order.iter().map(|&(s, offset)| (s, splits[s][offset as usize].as_str(), offset));
+    alerts_of_splits(plan(), 2, rows, options)
 }
 
 proptest! {

@@ -184,6 +184,34 @@ pub fn run_with(
     out
 }
 
+/// Every alert, in full (as JSON, sorted), of `rows` — (split, payload, offset) — pushed in
+/// that order into a pipeline of `plan` whose stream 0 is read from `splits` splits.
+pub fn alerts_of_splits<'a>(
+    plan: Arc<Plan>,
+    splits: usize,
+    rows: impl IntoIterator<Item = (usize, &'a str, i64)>,
+    options: PipelineOptions,
+) -> Vec<String> {
+    let (mut p, rx) = Pipeline::start(plan, options);
+    p.declare_splits(0, splits);
+    let collector = std::thread::spawn(move || {
+        let mut alerts = Vec::new();
+        for o in rx {
+            if let Output::Alerts(a) = o {
+                alerts.extend(a.iter().map(|a| serde_json::to_string(a).expect("json")));
+            }
+        }
+        alerts
+    });
+    for (split, payload, offset) in rows {
+        p.push_split(0, split, payload.as_bytes(), offset).expect("push");
+    }
+    p.finish().expect("finish");
+    let mut alerts = collector.join().expect("collector");
+    alerts.sort();
+    alerts
+}
+
 /// A GPS stream `gps`: ts, id (key), lat, lon, speed, route (optional).
 pub fn gps_stream() -> Arc<StreamDef> {
     let fields = vec![

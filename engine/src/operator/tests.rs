@@ -554,10 +554,12 @@ mod deadlines {
     use std::sync::Arc;
 
     use super::S;
+    use crate::PipelineOptions;
     use crate::plan::{GeofenceEvent, Plan, RulePlan};
     use crate::schema::StreamDef;
-    use crate::testutil::{absence, ev, geofence, gps, gps_stream, run, stream, test_zones, threshold};
-    use crate::{Output, Pipeline, PipelineOptions};
+    use crate::testutil::{
+        absence, alerts_of_splits, ev, geofence, gps, gps_stream, run, stream, test_zones, threshold,
+    };
 
     /// Every alert, in full, of `key_rows` read from split 0 while split 1 carries `other`
     /// (another key, far ahead in time): read first, so the stream's watermark follows
@@ -571,17 +573,6 @@ mod deadlines {
     ) -> Vec<String> {
         let plan = Arc::new(Plan { streams: vec![s.clone()], rules: vec![Arc::new(rule)] });
         let options = PipelineOptions { workers: 2, decoders: 0, batch_size: 2, queue_depth: 4, ..Default::default() };
-        let (mut p, rx) = Pipeline::start(plan, options);
-        p.declare_splits(0, 2);
-        let collector = std::thread::spawn(move || {
-            let mut out = Vec::new();
-            for o in rx {
-                if let Output::Alerts(a) = o {
-                    out.extend(a.iter().map(|a| serde_json::to_string(a).expect("json")));
-                }
-            }
-            out
-        });
         let mut order: Vec<(usize, &String)> = key_rows.iter().map(|r| (0, r)).collect();
         let others = other.iter().map(|r| (1, r));
         if other_first {
@@ -589,13 +580,8 @@ mod deadlines {
         } else {
             order.extend(others);
         }
-        for (i, (split, row)) in order.into_iter().enumerate() {
-            p.push_split(0, split, row.as_bytes(), i as i64).expect("push");
-        }
-        p.finish().expect("finish");
-        let mut out = collector.join().expect("collector");
-        out.sort();
-        out
+        let rows = order.into_iter().enumerate().map(|(i, (split, row))| (split, row.as_str(), i as i64));
+        alerts_of_splits(plan, 2, rows, options)
     }
 
     fn both_orders(s: Arc<StreamDef>, rule: impl Fn() -> RulePlan, key_rows: &[String], other: &[String]) {
