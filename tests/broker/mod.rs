@@ -63,7 +63,9 @@ fn wait_for_broker(child: &mut Child, port: u16, within: Duration) -> Result<(),
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Something else may have answered: make sure it was tansu, still running.
+    // Something else may have answered (a process that took the port first): tansu then
+    // exits as soon as its bind fails, so give it a moment to show that.
+    std::thread::sleep(Duration::from_millis(300));
     match child.try_wait() {
         Ok(None) => Ok(()),
         Ok(Some(status)) => Err(format!("tansu exited ({status}); another process holds the port")),
