@@ -175,9 +175,7 @@ enum WorkerMsg {
         stream: usize,
         group: usize,
         batch: RecordBatch,
-        times: Vec<Millis>,
-        watermarks: Vec<Millis>,
-        split_watermarks: Vec<Millis>,
+        clocks: RowClocks,
         end_watermark: Millis,
         /// Replayed input, acknowledged before a restart (see [`ReplayGate`]).
         replayed: bool,
@@ -865,6 +863,7 @@ impl Pipeline {
         }
         let end_watermark = s.tracker.watermark();
         s.stats.watermark = end_watermark;
+        let clocks = RowClocks { times: event_time, watermarks, split_watermarks };
         for (i, reason) in dead {
             let origin = s
                 .split_origins
@@ -890,22 +889,16 @@ impl Pipeline {
         let s = &self.streams[stream];
         let parts = self.workers.len();
         if parts == 1 {
-            let (batch, times, watermarks, split_watermarks) = match &late {
-                None => (batch, event_time, watermarks, split_watermarks),
-                Some(keep) => keep_rows(
-                    &batch,
-                    keep,
-                    (0..keep.len()).map(|r| (event_time[r], watermarks[r], split_watermarks[r])),
-                )?,
+            let (batch, clocks) = match &late {
+                None => (batch, clocks),
+                Some(keep) => keep_rows(&batch, keep, &clocks)?,
             };
             for g in 0..s.groups.len() {
                 let msg = WorkerMsg::Batch {
                     stream,
                     group: g,
                     batch: batch.clone(),
-                    times: times.clone(),
-                    watermarks: watermarks.clone(),
-                    split_watermarks: split_watermarks.clone(),
+                    clocks: clocks.clone(),
                     end_watermark,
                     replayed,
                 };
@@ -917,36 +910,20 @@ impl Pipeline {
             let mut reached = vec![false; parts];
             for part in partitions {
                 let rows = part.rows.values();
-                let (sub, times, wms, split_wms) = match &late {
-                    None => (
-                        part.batch,
-                        rows.iter().map(|&r| event_time[r as usize]).collect::<Vec<_>>(),
-                        rows.iter().map(|&r| watermarks[r as usize]).collect::<Vec<_>>(),
-                        rows.iter().map(|&r| split_watermarks[r as usize]).collect::<Vec<_>>(),
-                    ),
+                let part_clocks = clocks.select(rows.iter().map(|&r| r as usize));
+                let (sub, part_clocks) = match &late {
+                    None => (part.batch, part_clocks),
                     Some(keep) => {
                         let keep_part: Vec<bool> = rows.iter().map(|&r| keep[r as usize]).collect();
-                        let values = rows.iter().map(|&r| {
-                            let r = r as usize;
-                            (event_time[r], watermarks[r], split_watermarks[r])
-                        });
-                        keep_rows(&part.batch, &keep_part, values)?
+                        keep_rows(&part.batch, &keep_part, &part_clocks)?
                     }
                 };
                 if sub.num_rows() == 0 {
                     continue;
                 }
                 reached[part.partition] = true;
-                let msg = WorkerMsg::Batch {
-                    stream,
-                    group: g,
-                    batch: sub,
-                    times,
-                    watermarks: wms,
-                    split_watermarks: split_wms,
-                    end_watermark,
-                    replayed,
-                };
+                let msg =
+                    WorkerMsg::Batch { stream, group: g, batch: sub, clocks: part_clocks, end_watermark, replayed };
                 send_to(&self.workers, &mut self.send_wait_ns, part.partition, msg)?;
             }
             // Workers that got no rows of this group still learn how far the watermark
@@ -963,26 +940,31 @@ impl Pipeline {
     }
 }
 
-/// A batch with, per row, its event time, watermark and split watermark.
-type TimedRows = (RecordBatch, Vec<Millis>, Vec<Millis>, Vec<Millis>);
+/// Per row of a batch: its event time, and the stream's and its own split's watermark after
+/// it (see [`BatchInput`]).
+#[derive(Debug, Clone)]
+struct RowClocks {
+    times: Vec<Millis>,
+    watermarks: Vec<Millis>,
+    split_watermarks: Vec<Millis>,
+}
 
-/// The rows of `batch` marked in `keep`, with their event times, watermarks and split
-/// watermarks (`values`, one triple per row of `batch`).
-fn keep_rows(
-    batch: &RecordBatch,
-    keep: &[bool],
-    values: impl Iterator<Item = (Millis, Millis, Millis)>,
-) -> Result<TimedRows> {
-    let n = keep.iter().filter(|k| **k).count();
-    let (mut times, mut watermarks, mut split_watermarks) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    for ((t, wm, split_wm), _) in values.zip(keep).filter(|(_, k)| **k) {
-        times.push(t);
-        watermarks.push(wm);
-        split_watermarks.push(split_wm);
+impl RowClocks {
+    /// The clocks of `rows`, in that order.
+    fn select(&self, rows: impl Iterator<Item = usize> + Clone) -> RowClocks {
+        let pick = |v: &[Millis]| rows.clone().map(|r| v[r]).collect();
+        RowClocks {
+            times: pick(&self.times),
+            watermarks: pick(&self.watermarks),
+            split_watermarks: pick(&self.split_watermarks),
+        }
     }
+}
+
+/// The rows of `batch` marked in `keep`, with their clocks (one per row of `batch`).
+fn keep_rows(batch: &RecordBatch, keep: &[bool], clocks: &RowClocks) -> Result<(RecordBatch, RowClocks)> {
     let kept = filter_record_batch(batch, &BooleanArray::from(keep.to_vec()))?;
-    Ok((kept, times, watermarks, split_watermarks))
+    Ok((kept, clocks.select(keep.iter().enumerate().filter(|(_, k)| **k).map(|(r, _)| r))))
 }
 
 /// Sends `msg` to worker `p`, adding the wait to `waited_ns` when its queue is full.
@@ -1034,13 +1016,13 @@ fn run_worker(
     for msg in rx {
         let started = Instant::now();
         match msg {
-            WorkerMsg::Batch { stream, group, batch, times, watermarks, split_watermarks, end_watermark, replayed } => {
+            WorkerMsg::Batch { stream, group, batch, clocks, end_watermark, replayed } => {
                 where_cache.clear();
                 let input = BatchInput {
                     batch: &batch,
-                    times: &times,
-                    watermarks: &watermarks,
-                    split_watermarks: &split_watermarks,
+                    times: &clocks.times,
+                    watermarks: &clocks.watermarks,
+                    split_watermarks: &clocks.split_watermarks,
                     end_watermark,
                     shared_where: Some(&where_cache),
                 };
