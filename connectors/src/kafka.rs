@@ -626,10 +626,7 @@ impl Core {
         // The case stage behind the workers has processed only what lies before the
         // pipeline's frontier (the minimum over streams) when this barrier is acknowledged:
         // a replay must re-send every alert from there on.
-        let frontier = p.frontier();
-        for w in watermarks.iter_mut().filter(|w| **w != WATERMARK_START) {
-            *w = (*w).min(frontier);
-        }
+        cap_at_frontier(&mut watermarks, p.frontier());
         self.tracker.marks.push_back(Mark { seq: self.seq, next: self.positions.clone(), watermarks });
         Ok(self.seq)
     }
@@ -698,6 +695,13 @@ impl Core {
         self.tracker.marks.clear();
         self.positions.clear();
         Ok(())
+    }
+}
+
+/// Caps the stream watermarks of a mark (those that have one) at the pipeline's frontier.
+fn cap_at_frontier(watermarks: &mut [Millis], frontier: Millis) {
+    for w in watermarks.iter_mut().filter(|w| **w != WATERMARK_START) {
+        *w = (*w).min(frontier);
     }
 }
 
@@ -1044,9 +1048,7 @@ fn finish_bounded<C: ConsumerContext>(
     // As in `Core::mark`: the case stage was given only the frontier (the minimum over the
     // streams) with the last barrier, so a replay must re-send what lies beyond it.
     if let Some(frontier) = watermarks.iter().copied().filter(|&w| w != WATERMARK_START).min() {
-        for w in watermarks.iter_mut().filter(|w| **w != WATERMARK_START) {
-            *w = (*w).min(frontier);
-        }
+        cap_at_frontier(&mut watermarks, frontier);
     }
     core.tracker.marks.push_back(Mark { seq, next: core.positions.clone(), watermarks });
     core.wait_acked(seq);
