@@ -349,6 +349,8 @@ fn merge_reports(reports: Vec<PipelineReport>) -> PipelineReport {
                     m.accepted += s.accepted;
                     m.invalid += s.invalid;
                     m.late += s.late;
+                    m.future += s.future;
+                    m.time_warning = m.time_warning.take().or(s.time_warning);
                     m.watermark = m.watermark.max(s.watermark);
                 }
                 None => merged.streams.push(s),
@@ -571,6 +573,8 @@ impl Sinks {
 fn reason_class(reason: &str) -> String {
     if reason.starts_with("late") {
         "late".into()
+    } else if reason.starts_with("future") {
+        "future".into()
     } else if reason.starts_with("invalid JSON") {
         "invalid JSON".into()
     } else if let Some(rest) = reason.strip_prefix("field `") {
@@ -676,6 +680,9 @@ fn print_summary(s: &Summary) {
     }
     if s.rule_errors > 0 {
         let _ = writeln!(e, "rule errors    {:>12}   (see log)", s.rule_errors);
+    }
+    for w in s.streams.iter().filter_map(|st| st.time_warning.as_deref()) {
+        let _ = writeln!(e, "warning: {w}");
     }
     if let Some(c) = &s.cases {
         let a = &c.alerts;

@@ -164,6 +164,45 @@ fn city_through_kafka_gives_the_embedded_alerts_and_dead_letters_bad_messages() 
 }
 
 #[test]
+fn a_wrong_device_clock_through_kafka_costs_exactly_that_event() {
+    // Last week's city read as a backlog: the broker's timestamps (now) are no bound, so the
+    // wrong clock is judged by the events after it in its partition.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recorded = dir.path().join("events.ndjson");
+    util::generate_events(&recorded, "30m", &["--seed", "3"]);
+    let events: Vec<String> = std::fs::read_to_string(&recorded).unwrap().lines().map(String::from).collect();
+    let first: serde_json::Value = serde_json::from_str(&events[0]).unwrap();
+    let (dirty, wrong) = util::with_wrong_clock(&events, first["ts"].as_i64().unwrap() + 3_600_000);
+    let dirty_file = dir.path().join("dirty.ndjson");
+    std::fs::write(&dirty_file, dirty.join("\n") + "\n").unwrap();
+    let broker = Broker::start();
+    produce_city(&broker, "30m", &["--events", dirty_file.to_str().unwrap()]);
+    let run = spawn_run(&broker, "wrong-clock", dir.path(), &["--until-caught-up"]);
+    let log = wait_success(run, Duration::from_secs(240));
+
+    let (lines, _) = run_city(dir.path(), "embedded", &["--events", recorded.to_str().unwrap(), "--no-cases"]);
+    let mut expected: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    expected.sort_by_key(|a| a.to_string());
+    assert!(expected.len() > 50, "the city raises alerts");
+    let got = alerts_in_topic(&broker);
+    let (g, e) = (ids(&got), ids(&expected));
+    assert!(
+        got == expected,
+        "a wrong clock changed the alerts through Kafka: missing {:?}, extra {:?}\n{log}",
+        e.difference(&g).collect::<Vec<_>>(),
+        g.difference(&e).collect::<Vec<_>>()
+    );
+    let embedded_dead = std::fs::read_to_string(dir.path().join("embedded-dead.ndjson")).unwrap().lines().count();
+    let dead = broker.read_all("city.dead_letter");
+    assert_eq!(dead.len(), embedded_dead + 1, "exactly one more dead letter");
+    let future: Vec<&broker::Record> =
+        dead.iter().filter(|d| d.header("gridwatch.reason").is_some_and(|r| r.starts_with("future"))).collect();
+    assert_eq!(future.len(), 1, "{future:#?}");
+    let payload: serde_json::Value = serde_json::from_str(&future[0].value).unwrap();
+    assert_eq!(payload, serde_json::from_str::<serde_json::Value>(&wrong).unwrap());
+}
+
+#[test]
 fn a_broker_outage_mid_run_loses_no_alert_and_shows_on_readiness() {
     let broker = Broker::start_behind_proxy();
     produce_city(&broker, "2h", &[]);

@@ -97,3 +97,19 @@ pub fn brief(lines: &[String]) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Returns the recording with one copy of its middle sensor reading re-dated to `ts`
+/// (milliseconds) inserted after it.
+pub fn with_wrong_clock(events: &[String], ts: i64) -> (Vec<String>, String) {
+    let middle = events.len() / 2;
+    let at = middle
+        + events[middle..].iter().position(|l| l.starts_with(r#"{"stream":"sensor","ts":"#)).expect("a sensor line");
+    let v: serde_json::Value = serde_json::from_str(&events[at]).expect("json");
+    let mut wrong = v.clone();
+    wrong["ts"] = ts.into();
+    wrong["device_id"] = "gas-0001".into();
+    let wrong = serde_json::to_string(&wrong).expect("json");
+    let mut out = events.to_vec();
+    out.insert(at + 1, wrong.clone());
+    (out, wrong)
+}

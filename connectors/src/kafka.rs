@@ -627,7 +627,21 @@ impl Core {
         // pipeline's frontier (the minimum over streams) when this barrier is acknowledged:
         // a replay must re-send every alert from there on.
         cap_at_frontier(&mut watermarks, p.frontier());
-        self.tracker.marks.push_back(Mark { seq: self.seq, next: self.positions.clone(), watermarks });
+        let mut next = self.positions.clone();
+        // Rows the sequencer holds back (judging a doubtful clock by the rows after it) are
+        // not processed yet: the acknowledged position of their partition stops before them.
+        for (stream, split, offset) in p.unsequenced() {
+            let held = self
+                .splits
+                .iter()
+                .find(|(pid, sp)| *sp == split && self.tracker.stream_of_topic.get(&pid.topic) == Some(&stream));
+            if let Some((pid, _)) = held
+                && let Some(n) = next.iter_mut().find(|(p, _)| p == pid)
+            {
+                n.1 = n.1.min(offset);
+            }
+        }
+        self.tracker.marks.push_back(Mark { seq: self.seq, next, watermarks });
         Ok(self.seq)
     }
 
@@ -857,6 +871,10 @@ pub fn run_source(
     let mut route: Option<(Arc<str>, i32, usize, usize, usize, u64)> = None;
     let mut generation = 0u64;
     let mut empty_poll = true;
+    // When a message arrived bounds how far ahead its event time may be (a wrong device
+    // clock must not move the watermark): the broker's timestamp, but never later than the
+    // wall clock, read once per housekeeping round rather than per message.
+    let mut now_ms = wall_clock_ms();
     loop {
         let polled = consumer.poll(Duration::from_millis(if paused {
             5
@@ -909,7 +927,8 @@ pub fn run_source(
                     (s, None) => p.reject_from(&plan.streams[s].name, "empty message (no value)".into(), &[], origin()),
                     (s, Some(payload)) => {
                         stream_messages[s] += 1;
-                        p.push_split(s, split, payload, offset)
+                        let arrival = msg.timestamp().to_millis().map_or(now_ms, |t| t.min(now_ms));
+                        p.push_arrived(s, split, payload, offset, Some(arrival))
                     }
                 };
                 pushed.map_err(engine_err)?;
@@ -931,6 +950,7 @@ pub fn run_source(
             break;
         }
         let now = Instant::now();
+        now_ms = wall_clock_ms();
         // Only a message received now proves the broker is back (not any earlier one).
         if !empty_poll {
             status.broker_up.store(true, Ordering::Relaxed);
@@ -1032,6 +1052,11 @@ pub fn run_source(
     consumer.unsubscribe();
     let reports = std::mem::take(&mut lock(&core).reports);
     Ok(SourceReport { pipelines: reports, messages, first_last })
+}
+
+/// Milliseconds since the Unix epoch by the system clock.
+fn wall_clock_ms() -> Millis {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
 }
 
 /// End of a bounded run: like the end of a file, windows close at the last event time.

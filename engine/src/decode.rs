@@ -17,7 +17,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
-use crate::schema::{FieldDef, FieldType, StreamDef};
+use crate::schema::{EpochUnit, FieldDef, FieldType, StreamDef};
 
 #[derive(Clone, Copy, Debug)]
 enum Slot {
@@ -216,6 +216,7 @@ impl Decoder {
         let mut de = sonic_rs::Deserializer::from_slice(payload);
         let seed = RowSeed {
             fields: &self.def.fields,
+            unit: self.def.time_unit,
             needed: &self.needed,
             slots: &mut self.slots,
             strings: &mut self.strings,
@@ -294,6 +295,7 @@ fn describe_json_error(e: &sonic_rs::Error) -> String {
 
 struct RowSeed<'a> {
     fields: &'a [FieldDef],
+    unit: EpochUnit,
     needed: &'a [bool],
     slots: &'a mut [Slot],
     strings: &'a mut String,
@@ -316,7 +318,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
             match idx {
                 Some(i) => {
                     let field = &self.fields[i];
-                    self.slots[i] = map.next_value_seed(ValueSeed { field, strings: self.strings })?;
+                    self.slots[i] = map.next_value_seed(ValueSeed { field, unit: self.unit, strings: self.strings })?;
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -348,10 +350,24 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
 
 struct ValueSeed<'a> {
     field: &'a FieldDef,
+    unit: EpochUnit,
     strings: &'a mut String,
 }
 
 impl ValueSeed<'_> {
+    fn epoch_out_of_range<E: de::Error>(&self, v: fmt::Arguments<'_>) -> E {
+        let unit = match self.unit {
+            EpochUnit::Seconds => "seconds",
+            EpochUnit::Millis => "milliseconds",
+            EpochUnit::Micros => "microseconds",
+            EpochUnit::Nanos => "nanoseconds",
+        };
+        self.mismatch(format_args!(
+            "{v} (epoch {unit} outside years 1-9999; is the stream's `time_unit` ({}) right?)",
+            self.unit.name()
+        ))
+    }
+
     fn mismatch<E: de::Error>(&self, got: fmt::Arguments<'_>) -> E {
         E::custom(format_args!("field `{}`: expected {}, got {}", self.field.name, self.field.ty.name(), got))
     }
@@ -385,8 +401,10 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         match self.field.ty {
             FieldType::Int => Ok(Slot::Int(v)),
             FieldType::Float => Ok(Slot::Float(v as f64)),
-            FieldType::Timestamp if crate::time::in_range(v) => Ok(Slot::Ts(v)),
-            FieldType::Timestamp => Err(self.mismatch(format_args!("{v} (epoch milliseconds outside years 1-9999)"))),
+            FieldType::Timestamp => match self.unit.int_to_millis(v).filter(|&ms| crate::time::in_range(ms)) {
+                Some(ms) => Ok(Slot::Ts(ms)),
+                None => Err(self.epoch_out_of_range(format_args!("{v}"))),
+            },
             _ => Err(self.mismatch(format_args!("number {v}"))),
         }
     }
@@ -400,6 +418,10 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         match self.field.ty {
             FieldType::Float => Ok(Slot::Float(v)),
             FieldType::Int if v.fract() == 0.0 && v.abs() < 9.0e15 => Ok(Slot::Int(v as i64)),
+            FieldType::Timestamp => match self.unit.float_to_millis(v).filter(|&ms| crate::time::in_range(ms)) {
+                Some(ms) => Ok(Slot::Ts(ms)),
+                None => Err(self.epoch_out_of_range(format_args!("{v}"))),
+            },
             _ => Err(self.mismatch(format_args!("number {v}"))),
         }
     }
@@ -463,6 +485,29 @@ mod tests {
         assert_eq!(v.values().to_vec(), vec![1.5, 2.0]);
         assert!(out.batch.column(3).is_null(0));
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn numeric_timestamps_are_read_in_the_stream_time_unit() {
+        use crate::schema::EpochUnit;
+        let at = |unit: EpochUnit, ts: &str| {
+            let def = Arc::new(StreamDef { time_unit: unit, ..(*def()).clone() });
+            let mut d = Decoder::new(def, 8);
+            let row = format!(r#"{{"ts":{ts},"device_id":"a","value":1}}"#);
+            d.push(row.as_bytes()).map(|()| d.finish().event_time[0])
+        };
+        assert_eq!(at(EpochUnit::Seconds, "1700000000"), Ok(1_700_000_000_000));
+        assert_eq!(at(EpochUnit::Seconds, "1700000000.25"), Ok(1_700_000_000_250));
+        assert_eq!(at(EpochUnit::Millis, "1700000000000"), Ok(1_700_000_000_000));
+        assert_eq!(at(EpochUnit::Micros, "1700000000000999"), Ok(1_700_000_000_000), "floored");
+        assert_eq!(at(EpochUnit::Nanos, "1700000000000000000"), Ok(1_700_000_000_000));
+        assert_eq!(at(EpochUnit::Micros, "-1"), Ok(-1), "floored towards the past");
+        let e = at(EpochUnit::Millis, "1700000000000000000").unwrap_err();
+        assert!(e.contains("epoch milliseconds outside years 1-9999") && e.contains("time_unit"), "{e}");
+        let e = at(EpochUnit::Seconds, "1e300").unwrap_err();
+        assert!(e.contains("epoch seconds outside years 1-9999"), "{e}");
+        // RFC 3339 text does not depend on the unit.
+        assert_eq!(at(EpochUnit::Seconds, r#""1970-01-01T00:00:01Z""#), Ok(1_000));
     }
 
     #[test]

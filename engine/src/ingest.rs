@@ -32,6 +32,9 @@ use crate::error::{EngineError, Result};
 use crate::keys::{partition_of, write_key};
 use crate::plan::{KeyGroup, Plan};
 
+/// The arrival time of a payload from a replay (no arrival time).
+pub(crate) const NO_ARRIVAL: i64 = i64::MIN;
+
 /// Raw payloads of one stream, in arrival order, waiting to be decoded.
 #[derive(Debug, Default)]
 pub(crate) struct RawChunk {
@@ -44,6 +47,9 @@ pub(crate) struct RawChunk {
     /// Position of each payload among everything pushed into the pipeline: dead letters
     /// are released in this order.
     pub positions: Vec<u64>,
+    /// When each payload arrived (ms since the epoch), for live sources; [`NO_ARRIVAL`]
+    /// for replays (see [`crate::future`]).
+    pub arrivals: Vec<i64>,
     /// Cut while its stream was restoring state (see [`crate::Pipeline::replay_split`]):
     /// every payload is input acknowledged before a restart.
     pub replayed: bool,
@@ -54,12 +60,13 @@ impl RawChunk {
         RawChunk { stream, ..Default::default() }
     }
 
-    pub fn push(&mut self, payload: &[u8], split: usize, offset: i64, position: u64) {
+    pub fn push(&mut self, payload: &[u8], split: usize, offset: i64, position: u64, arrival: i64) {
         self.bytes.extend_from_slice(payload);
         self.ends.push(self.bytes.len() as u32);
         self.splits.push(split as u32);
         self.offsets.push(offset);
         self.positions.push(position);
+        self.arrivals.push(arrival);
     }
 
     pub fn len(&self) -> usize {
@@ -81,6 +88,7 @@ impl RawChunk {
         self.splits.clear();
         self.offsets.clear();
         self.positions.clear();
+        self.arrivals.clear();
         self.replayed = false;
     }
 

@@ -28,6 +28,7 @@
 pub mod alert;
 pub mod decode;
 pub mod error;
+pub mod future;
 mod ingest;
 pub mod keys;
 pub mod operator;
@@ -37,6 +38,8 @@ pub mod schema;
 pub mod time;
 pub mod zones;
 
+#[cfg(test)]
+mod future_tests;
 #[cfg(test)]
 mod split_tests;
 #[cfg(test)]

@@ -18,24 +18,25 @@
 //! Bounded channels give backpressure end to end: a slow sink blocks the workers, which
 //! block `push`, which stops the source. Nothing is dropped.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use arrow::array::BooleanArray;
-use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use serde::Serialize;
 
 use crate::alert::Alert;
-use crate::decode::DecodedBatch;
 use crate::error::{EngineError, Result};
-use crate::ingest::{DecodedChunk, Decoding, RawChunk};
+use crate::ingest::{Decoding, NO_ARRIVAL, RawChunk};
 use crate::operator::{self, BatchInput, Operator, WhereCache};
 use crate::plan::{KeyGroup, Plan};
-use crate::schema::{LatePolicy, StreamDef};
-use crate::time::{Millis, Observed, SplitWatermarks, WATERMARK_START};
+use crate::schema::StreamDef;
+use crate::time::{Millis, SplitWatermarks, WATERMARK_START};
+
+mod sequencer;
+use sequencer::{RowClocks, Sequencing};
 
 /// Tuning knobs of a pipeline.
 #[derive(Debug, Clone)]
@@ -143,6 +144,11 @@ pub struct StreamStats {
     pub invalid: u64,
     /// Rows behind the watermark.
     pub late: u64,
+    /// Rows dated too far ahead (see [`crate::future`]).
+    pub future: u64,
+    /// Set when event times look like a unit mistake (see `time_unit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_warning: Option<String>,
     /// Final watermark.
     pub watermark: Millis,
 }
@@ -224,6 +230,8 @@ struct StreamIngest {
     awaited_since: Option<Instant>,
     /// Restoring state after a restart: see [`Pipeline::replay_split`].
     replay: Option<ReplayGate>,
+    /// Decoded chunks not yet (completely) sequenced, in cut order (see [`sequencer`]).
+    queue: VecDeque<Sequencing>,
 }
 
 /// A stream replaying input acknowledged before a restart.
@@ -336,6 +344,7 @@ impl Pipeline {
                 prefer_eager: true,
                 awaited_since: None,
                 replay: None,
+                queue: VecDeque::new(),
             })
             .collect();
         let decoding = Decoding::new(&plan, options.decoders, workers_n, options.batch_size);
@@ -428,7 +437,8 @@ impl Pipeline {
         let held = &gate.held;
         tracing::debug!(stream = %self.streams[stream].def.name, held = held.len(), "replay of acknowledged input done");
         for i in 0..held.len() {
-            self.push_split(stream, held.splits[i] as usize, held.payload(i), held.offsets[i])?;
+            let arrival = (held.arrivals[i] != NO_ARRIVAL).then_some(held.arrivals[i]);
+            self.push_arrived(stream, held.splits[i] as usize, held.payload(i), held.offsets[i], arrival)?;
         }
         Ok(())
     }
@@ -443,6 +453,23 @@ impl Pipeline {
     /// Like [`Pipeline::push`], for a payload read from `split` of the stream at `offset`
     /// (its position in the split, reported with a dead letter when the split is labelled).
     pub fn push_split(&mut self, stream: usize, split: usize, payload: &[u8], offset: i64) -> Result<()> {
+        self.push_arrived(stream, split, payload, offset, None)
+    }
+
+    /// Like [`Pipeline::push_split`], for a live source that knows when the payload arrived
+    /// (`arrival`, ms since the epoch: a Kafka message's timestamp, the time an MQTT or HTTP
+    /// message was received). Its event time may then be at most the stream's `max_future`
+    /// ahead of the arrival (see [`crate::future`]); without an arrival time it is judged
+    /// against the stream's recent event times.
+    pub fn push_arrived(
+        &mut self,
+        stream: usize,
+        split: usize,
+        payload: &[u8],
+        offset: i64,
+        arrival: Option<Millis>,
+    ) -> Result<()> {
+        let arrival = arrival.unwrap_or(NO_ARRIVAL);
         if let Some(gate) = self.streams[stream].replay.as_mut() {
             let acked = gate.pending.get(split).copied().flatten();
             let replayed = acked.is_some_and(|a| offset < a);
@@ -455,28 +482,28 @@ impl Pipeline {
                 gate.progress = Instant::now();
             }
             if !replayed {
-                gate.held.push(payload, split, offset, 0);
+                gate.held.push(payload, split, offset, 0, arrival);
                 if gate.done() || gate.held.bytes_len() >= ReplayGate::MAX_HELD_BYTES {
                     return self.end_replay(stream);
                 }
                 return Ok(());
             }
             let done = gate.done();
-            self.push_acked(stream, split, payload, offset)?;
+            self.push_acked(stream, split, payload, offset, arrival)?;
             return if done { self.end_replay(stream) } else { Ok(()) };
         }
-        self.push_acked(stream, split, payload, offset)
+        self.push_acked(stream, split, payload, offset, arrival)
     }
 
-    /// [`Pipeline::push_split`] past the replay gate.
-    fn push_acked(&mut self, stream: usize, split: usize, payload: &[u8], offset: i64) -> Result<()> {
+    /// [`Pipeline::push_arrived`] past the replay gate.
+    fn push_acked(&mut self, stream: usize, split: usize, payload: &[u8], offset: i64, arrival: Millis) -> Result<()> {
         let s = &mut self.streams[stream];
         if s.pending.is_empty() {
             s.pending_since = Some(Instant::now());
             s.eager = self.decoding.pool.is_none() || (s.prefer_eager && self.decoding.pool_idle());
         }
         let index = s.pending.len() as u32;
-        s.pending.push(payload, split, offset, self.pushed);
+        s.pending.push(payload, split, offset, self.pushed, arrival);
         self.pushed += 1;
         if s.eager
             && let Err(reason) = self.decoding.decode_one_here(stream, payload)
@@ -511,7 +538,8 @@ impl Pipeline {
         }
         let pending = self.streams.iter().filter_map(|s| s.pending.first_position()).min();
         let in_flight = self.decoding.pool.as_ref().and_then(|p| p.earliest_in_flight());
-        let before = pending.into_iter().chain(in_flight).min().unwrap_or(u64::MAX);
+        let queued = self.streams.iter().filter_map(|s| s.queue.front().and_then(Sequencing::next_position)).min();
+        let before = pending.into_iter().chain(in_flight).chain(queued).min().unwrap_or(u64::MAX);
         while let Some(entry) = self.held_dead.first_entry() {
             if *entry.key() >= before {
                 break;
@@ -673,6 +701,8 @@ impl Pipeline {
     pub fn advance_watermark(&mut self, stream: usize, wm: Millis) -> Result<()> {
         self.cut(stream)?;
         self.take_decoded(true)?;
+        // Moving the watermark by fiat ends the input as far as doubtful rows go.
+        self.settle(stream)?;
         let before = self.streams[stream].tracker.watermark();
         let wm = self.streams[stream].tracker.advance_to(wm);
         self.streams[stream].stats.watermark = wm;
@@ -691,6 +721,9 @@ impl Pipeline {
         self.end_all_replays()?;
         self.flush()?;
         for i in 0..self.streams.len() {
+            self.settle(i)?;
+        }
+        for i in 0..self.streams.len() {
             let max = self.streams[i].tracker.max_event_time();
             if max != WATERMARK_START {
                 self.advance_watermark(i, max)?;
@@ -705,9 +738,16 @@ impl Pipeline {
     /// Stops a service that is not at the end of its input (shutdown, rebalance): pushed
     /// rows are processed, but watermarks stay where they are, so windows and timers that
     /// are not due yet do not fire; the input that would fire them is replayed on restart.
+    /// Rows still waiting in the sequencer for the rows after them (see
+    /// [`Pipeline::unsequenced`]) are dropped unprocessed: the restart reads them again.
     pub fn stop(mut self) -> Result<PipelineReport> {
         self.end_all_replays()?;
         self.flush()?;
+        // Dead letters held behind waiting rows of another split go now: their own
+        // positions may be acknowledged.
+        while let Some((_, dl)) = self.held_dead.pop_first() {
+            self.send_out(Output::DeadLetter(dl))?;
+        }
         self.join()
     }
 
@@ -810,161 +850,6 @@ impl Pipeline {
             }
         }
     }
-
-    /// Takes a decoded chunk through the order-dependent steps, row by row in input order:
-    /// watermark, lateness, dead letters; then sends each partition its rows.
-    fn sequence(&mut self, chunk: DecodedChunk) -> Result<()> {
-        let started = Instant::now();
-        let result = self.sequence_inner(chunk);
-        self.route_ns += started.elapsed().as_nanos() as u64;
-        result
-    }
-
-    fn sequence_inner(&mut self, chunk: DecodedChunk) -> Result<()> {
-        let DecodedChunk { mut raw, decoded: DecodedBatch { batch, event_time }, errors, routed, .. } = chunk;
-        let (stream, replayed) = (raw.stream, raw.replayed);
-        let s = &mut self.streams[stream];
-        s.last_arrival = Some(Instant::now());
-        s.idle_base = None;
-        s.stats.received += raw.len() as u64;
-        let dead_late = s.def.late_policy == LatePolicy::DeadLetter;
-        let mut watermarks: Vec<Millis> = Vec::with_capacity(batch.num_rows());
-        let mut split_watermarks: Vec<Millis> = Vec::with_capacity(batch.num_rows());
-        let mut late_rows: Vec<usize> = Vec::new();
-        let mut dead = Vec::new();
-        let mut errors = errors.into_iter().peekable();
-        for i in 0..raw.len() {
-            let split = raw.splits[i] as usize;
-            if errors.peek().is_some_and(|(e, _)| *e as usize == i) {
-                let (_, reason) = errors.next().expect("peeked");
-                s.stats.invalid += 1;
-                dead.push((i, reason));
-                continue;
-            }
-            let row = watermarks.len();
-            match s.tracker.observe(split, event_time[row]) {
-                Observed::OnTime(wm) => {
-                    s.awaited_since = None;
-                    s.stats.accepted += 1;
-                    watermarks.push(wm);
-                    split_watermarks.push(s.tracker.split_watermark(split));
-                }
-                Observed::Late { behind_ms } => {
-                    s.stats.late += 1;
-                    // Kept in place so rows and watermarks stay aligned; filtered out below.
-                    watermarks.push(s.tracker.watermark());
-                    split_watermarks.push(s.tracker.watermark());
-                    late_rows.push(row);
-                    if dead_late {
-                        dead.push((i, format!("late: {behind_ms} ms behind the watermark")));
-                    }
-                }
-            }
-        }
-        let end_watermark = s.tracker.watermark();
-        s.stats.watermark = end_watermark;
-        let clocks = RowClocks { times: event_time, watermarks, split_watermarks };
-        for (i, reason) in dead {
-            let origin = s
-                .split_origins
-                .get(raw.splits[i] as usize)
-                .and_then(Option::as_ref)
-                .map(|(topic, p)| Origin { topic: topic.clone(), partition: *p, offset: raw.offsets[i] });
-            let payload = lossy(raw.payload(i));
-            let dl = DeadLetter { stream: s.stats.stream.clone(), reason, payload, origin };
-            self.held_dead.insert(raw.positions[i], dl);
-        }
-        raw.clear();
-        self.free_chunks.push(raw);
-        self.release_dead()?;
-        if late_rows.len() == batch.num_rows() {
-            // Nothing on time: the watermark did not move, so the workers have nothing to learn.
-            return Ok(());
-        }
-        let late = (!late_rows.is_empty()).then(|| {
-            let mut on_time = vec![true; batch.num_rows()];
-            late_rows.iter().for_each(|&r| on_time[r] = false);
-            on_time
-        });
-        let s = &self.streams[stream];
-        let parts = self.workers.len();
-        if parts == 1 {
-            let (batch, clocks) = match &late {
-                None => (batch, clocks),
-                Some(keep) => keep_rows(&batch, keep, &clocks)?,
-            };
-            for g in 0..s.groups.len() {
-                let msg = WorkerMsg::Batch {
-                    stream,
-                    group: g,
-                    batch: batch.clone(),
-                    clocks: clocks.clone(),
-                    end_watermark,
-                    replayed,
-                };
-                send_to(&self.workers, &mut self.send_wait_ns, 0, msg)?;
-            }
-            return Ok(());
-        }
-        for (g, partitions) in routed.into_iter().enumerate() {
-            let mut reached = vec![false; parts];
-            for part in partitions {
-                let rows = part.rows.values();
-                let part_clocks = clocks.select(rows.iter().map(|&r| r as usize));
-                let (sub, part_clocks) = match &late {
-                    None => (part.batch, part_clocks),
-                    Some(keep) => {
-                        let keep_part: Vec<bool> = rows.iter().map(|&r| keep[r as usize]).collect();
-                        keep_rows(&part.batch, &keep_part, &part_clocks)?
-                    }
-                };
-                if sub.num_rows() == 0 {
-                    continue;
-                }
-                reached[part.partition] = true;
-                let msg =
-                    WorkerMsg::Batch { stream, group: g, batch: sub, clocks: part_clocks, end_watermark, replayed };
-                send_to(&self.workers, &mut self.send_wait_ns, part.partition, msg)?;
-            }
-            // Workers that got no rows of this group still learn how far the watermark
-            // moved, for this group's rules only: the worker's rows of a later group are
-            // still on their way and must see their own per-row watermarks first.
-            for (p, got) in reached.iter().enumerate() {
-                if !got {
-                    let msg = WorkerMsg::Watermark { stream, group: Some(g), watermark: end_watermark, replayed };
-                    send_to(&self.workers, &mut self.send_wait_ns, p, msg)?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Per row of a batch: its event time, and the stream's and its own split's watermark after
-/// it (see [`BatchInput`]).
-#[derive(Debug, Clone)]
-struct RowClocks {
-    times: Vec<Millis>,
-    watermarks: Vec<Millis>,
-    split_watermarks: Vec<Millis>,
-}
-
-impl RowClocks {
-    /// The clocks of `rows`, in that order.
-    fn select(&self, rows: impl Iterator<Item = usize> + Clone) -> RowClocks {
-        let pick = |v: &[Millis]| rows.clone().map(|r| v[r]).collect();
-        RowClocks {
-            times: pick(&self.times),
-            watermarks: pick(&self.watermarks),
-            split_watermarks: pick(&self.split_watermarks),
-        }
-    }
-}
-
-/// The rows of `batch` marked in `keep`, with their clocks (one per row of `batch`).
-fn keep_rows(batch: &RecordBatch, keep: &[bool], clocks: &RowClocks) -> Result<(RecordBatch, RowClocks)> {
-    let kept = filter_record_batch(batch, &BooleanArray::from(keep.to_vec()))?;
-    Ok((kept, clocks.select(keep.iter().enumerate().filter(|(_, k)| **k).map(|(r, _)| r))))
 }
 
 /// Sends `msg` to worker `p`, adding the wait to `waited_ns` when its queue is full.

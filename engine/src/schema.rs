@@ -85,6 +85,70 @@ pub enum LatePolicy {
     Drop,
 }
 
+/// The unit of numeric (epoch) timestamps of a stream; RFC 3339 text is unaffected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EpochUnit {
+    /// Seconds since the Unix epoch (fractions allowed: `1700000000.25`).
+    Seconds,
+    /// Milliseconds (the default).
+    #[default]
+    Millis,
+    /// Microseconds.
+    Micros,
+    /// Nanoseconds.
+    Nanos,
+}
+
+impl EpochUnit {
+    /// Parses a config name: `s`, `ms`, `us`, `ns`.
+    pub fn parse(name: &str) -> Option<EpochUnit> {
+        Some(match name {
+            "s" => EpochUnit::Seconds,
+            "ms" => EpochUnit::Millis,
+            "us" => EpochUnit::Micros,
+            "ns" => EpochUnit::Nanos,
+            _ => return None,
+        })
+    }
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            EpochUnit::Seconds => "s",
+            EpochUnit::Millis => "ms",
+            EpochUnit::Micros => "us",
+            EpochUnit::Nanos => "ns",
+        }
+    }
+
+    /// All config names, for hints.
+    pub const NAMES: [&'static str; 4] = ["s", "ms", "us", "ns"];
+
+    /// An integer epoch value in this unit as milliseconds (floored); `None` on overflow.
+    #[inline]
+    pub fn int_to_millis(self, v: i64) -> Option<i64> {
+        match self {
+            EpochUnit::Seconds => v.checked_mul(1000),
+            EpochUnit::Millis => Some(v),
+            EpochUnit::Micros => Some(v.div_euclid(1000)),
+            EpochUnit::Nanos => Some(v.div_euclid(1_000_000)),
+        }
+    }
+
+    /// A fractional epoch value in this unit as milliseconds (floored); `None` if not finite
+    /// or out of the `i64` range.
+    pub fn float_to_millis(self, v: f64) -> Option<i64> {
+        let ms = match self {
+            EpochUnit::Seconds => v * 1000.0,
+            EpochUnit::Millis => v,
+            EpochUnit::Micros => v / 1000.0,
+            EpochUnit::Nanos => v / 1_000_000.0,
+        }
+        .floor();
+        (ms.is_finite() && ms.abs() < 9.0e18).then_some(ms as i64)
+    }
+}
+
 /// Adds the attributes of the zone containing each event's position as columns.
 #[derive(Debug, Clone)]
 pub struct Enrichment {
@@ -116,6 +180,12 @@ pub struct StreamDef {
     pub idle_timeout_ms: Option<i64>,
     /// Policy for events behind the watermark.
     pub late_policy: LatePolicy,
+    /// How far ahead an event time may be (of its arrival time for live sources, of the
+    /// stream's recent event times for replays) before it is dead-lettered as `future`
+    /// (see [`crate::future`]); `None` accepts any.
+    pub max_future_ms: Option<i64>,
+    /// Unit of numeric timestamps.
+    pub time_unit: EpochUnit,
     /// Latitude and longitude fields, if the stream has positions.
     pub location: Option<(usize, usize)>,
     /// Columns derived from zones at the event's position.
@@ -131,8 +201,8 @@ impl FieldDef {
 
 impl StreamDef {
     /// A stream with these fields, event-time field and key; everything else at its
-    /// default: no out-of-orderness, no idle timeout, late events dead-lettered, no
-    /// location, no enrichment.
+    /// default: no out-of-orderness, no idle timeout, late events dead-lettered, no bound
+    /// on future event times, epoch milliseconds, no location, no enrichment.
     pub fn new(name: &str, fields: Vec<FieldDef>, time_field: usize, key_fields: Vec<usize>) -> Self {
         StreamDef {
             name: name.into(),
@@ -142,6 +212,8 @@ impl StreamDef {
             max_out_of_orderness_ms: 0,
             idle_timeout_ms: None,
             late_policy: LatePolicy::default(),
+            max_future_ms: None,
+            time_unit: EpochUnit::Millis,
             location: None,
             enrichments: Vec::new(),
         }

@@ -188,6 +188,11 @@ impl SplitWatermarks {
         self.splits.get(split).map_or(WATERMARK_START, |s| s.tracker.watermark())
     }
 
+    /// The largest event time accepted from `split` ([`WATERMARK_START`] before its first).
+    pub fn split_max_event_time(&self, split: usize) -> Millis {
+        self.splits.get(split).map_or(WATERMARK_START, |s| s.tracker.max_event_time())
+    }
+
     fn recompute(&mut self) {
         let min = self.splits.iter().filter(|s| s.active).map(|s| s.tracker.watermark()).min();
         if let Some(m) = min

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
-use gridwatch_engine::schema::{Enrichment, FieldDef, FieldType, LatePolicy, StreamDef};
+use gridwatch_engine::schema::{Enrichment, EpochUnit, FieldDef, FieldType, LatePolicy, StreamDef};
 use gridwatch_engine::time::{Millis, parse_timestamp};
 use gridwatch_engine::zones::{ActiveWindow, ZoneSet};
 
@@ -131,13 +131,20 @@ impl Config {
 }
 
 const TOP_KEYS: [&str; 8] = ["streams", "rules", "source", "sinks", "engine", "zones", "kafka", "cases"];
-const STREAM_KEYS: [&str; 9] = [
+/// How far ahead of its arrival (live sources) or of the stream's recent event times
+/// (replays) an event may be by default: catches wrong clocks and time-zone mistakes, and
+/// tolerates devices a few minutes fast.
+pub const DEFAULT_MAX_FUTURE_MS: Millis = 5 * 60_000;
+
+const STREAM_KEYS: [&str; 11] = [
     "fields",
     "time_field",
     "key",
     "max_out_of_orderness",
     "idle_timeout",
     "late_events",
+    "max_future",
+    "time_unit",
     "location",
     "enrich",
     "kafka",
@@ -388,6 +395,26 @@ fn parse_stream(
             None => LatePolicy::DeadLetter,
         },
     };
+    let max_future = match m.get("max_future") {
+        None => Some(DEFAULT_MAX_FUTURE_MS),
+        // `off` (YAML reads a bare `off` as false): no bound.
+        Some(n) if matches!(&n.kind, Kind::Bool(false)) || matches!(&n.kind, Kind::Str(s) if s == "off") => None,
+        Some(n) => Some(r.duration(n, "max_future", diags).unwrap_or(DEFAULT_MAX_FUTURE_MS)),
+    };
+    let time_unit = match m.get("time_unit") {
+        None => EpochUnit::Millis,
+        Some(n) => match r.string(n, "time_unit", diags) {
+            Some(u) => EpochUnit::parse(&u).unwrap_or_else(|| {
+                diags.push(r.error(Code::BadValue, n, format!("unknown time_unit `{u}`")).suggest(
+                    &u,
+                    &EpochUnit::NAMES,
+                    "units of epoch timestamps",
+                ));
+                EpochUnit::Millis
+            }),
+            None => EpochUnit::Millis,
+        },
+    };
     let location = m.get("location").and_then(|n| {
         let lm = r.map(n, "`location`", &["lat", "lon"], diags)?;
         let pick = |k: &str, diags: &mut Diagnostics| -> Option<usize> {
@@ -487,6 +514,8 @@ fn parse_stream(
         max_out_of_orderness_ms: ooo,
         idle_timeout_ms: idle,
         late_policy,
+        max_future_ms: max_future,
+        time_unit,
         location,
         enrichments,
     })
