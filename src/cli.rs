@@ -259,6 +259,11 @@ pub struct RunArgs {
     /// Skip the case stage even if the config has a `cases:` block (alerts only).
     #[arg(long)]
     pub no_cases: bool,
+    /// Bounded inputs (file, generator): events between barriers, each of which lets the
+    /// case stage process what lies before the watermark and commit it to the store. Lower
+    /// means less work redone after a crash; the result does not depend on it.
+    #[arg(long, value_name = "N", default_value_t = 1 << 16, value_parser = clap::value_parser!(u64).range(1..))]
+    pub barrier_every: u64,
     /// Do not print alerts on stdout.
     #[arg(long)]
     pub quiet: bool,

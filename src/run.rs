@@ -235,10 +235,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         (source, _, _) => {
             let mut pipeline = Pipeline::start_with_output(plan.clone(), options, out_tx);
             let feed = match source {
-                SourceConfig::File { path } => feed_file(&mut pipeline, path, &interrupted, &mut unknown_stream),
+                SourceConfig::File { path } => {
+                    feed_file(&mut pipeline, path, &interrupted, &mut unknown_stream, args.barrier_every)
+                }
                 _ => {
                     let settings = generator_settings(&config, &args.generator)?;
-                    feed_generator(&mut pipeline, settings, &interrupted, &mut unknown_stream)
+                    feed_generator(&mut pipeline, settings, &interrupted, &mut unknown_stream, args.barrier_every)
                 }
             };
             // Always drain and report, even if the source failed part-way. The last barrier
@@ -279,6 +281,7 @@ fn feed_generator(
     settings: GeneratorSettings,
     stop: &AtomicBool,
     unknown: &mut u64,
+    barrier_every: u64,
 ) -> Result<()> {
     let index: Vec<Option<usize>> = generator::STREAMS.iter().map(|s| pipeline.plan().stream_index(s)).collect();
     let mut generator = CityGenerator::new(settings);
@@ -296,8 +299,8 @@ fn feed_generator(
             }
         }
         n += 1;
-        if n.is_multiple_of(BARRIER_EVERY) {
-            pipeline.barrier(n / BARRIER_EVERY)?;
+        if n.is_multiple_of(barrier_every) {
+            pipeline.barrier(n / barrier_every)?;
         }
         if n.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
             break;
@@ -306,12 +309,13 @@ fn feed_generator(
     Ok(())
 }
 
-/// Events between barriers in a bounded run: each barrier lets the case stage process
-/// what lies before the watermark (its place does not change the result, only how much
-/// waits in memory).
-const BARRIER_EVERY: u64 = 1 << 16;
-
-fn feed_file(pipeline: &mut Pipeline, path: &std::path::Path, stop: &AtomicBool, unknown: &mut u64) -> Result<()> {
+fn feed_file(
+    pipeline: &mut Pipeline,
+    path: &std::path::Path,
+    stop: &AtomicBool,
+    unknown: &mut u64,
+    barrier_every: u64,
+) -> Result<()> {
     let mut source = NdjsonSource::open(path)?;
     let mut n = 0u64;
     while let Some(line) = source.next_line()? {
@@ -328,8 +332,8 @@ fn feed_file(pipeline: &mut Pipeline, path: &std::path::Path, stop: &AtomicBool,
             }
         }
         n += 1;
-        if n.is_multiple_of(BARRIER_EVERY) {
-            pipeline.barrier(n / BARRIER_EVERY)?;
+        if n.is_multiple_of(barrier_every) {
+            pipeline.barrier(n / barrier_every)?;
         }
         if n.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
             break;

@@ -5,7 +5,8 @@
 //!   and closes cases, silences and inhibits alerts, and fills the three lists;
 //! - the same input gives the same case events for any worker count;
 //! - a run killed mid-way and restarted on the same store ends with exactly the cases and
-//!   transitions of an uninterrupted run (no duplicates, nothing missing);
+//!   transitions of an uninterrupted run (no duplicates, nothing missing): by SIGKILL, and
+//!   at 20 seeded crash points inside and right after store transactions;
 //! - feedback from a file: illegal transitions go to the dead-letter file with the reason.
 
 mod util;
@@ -188,6 +189,78 @@ fn a_run_killed_mid_way_and_restarted_ends_with_the_same_cases() {
     for (id, case) in &expected {
         assert_eq!(&after[id], case, "case {id} differs after the restart");
     }
+}
+
+#[test]
+fn crashes_inside_and_after_store_writes_at_20_seeded_points_change_no_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    let config = city_config();
+    util::generate_events(&events, "2h", &["--seed", "21"]);
+    // A barrier (and a store transaction) every 8192 events: about 40 of them in the run.
+    let run = |name: &str, crash: Option<&str>| -> std::process::Output {
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--config", config.to_str().unwrap(), "--events", events.to_str().unwrap(), "--quiet"])
+            .arg("--alerts-out")
+            .arg(dir.path().join(format!("{name}-alerts.ndjson")))
+            .arg("--cases-store")
+            .arg(dir.path().join(format!("{name}.db")))
+            .arg("--case-events-out")
+            .arg(dir.path().join(format!("{name}-events.ndjson")))
+            .args(["--workers", "2", "--batch-size", "512", "--barrier-every", "8192"])
+            .current_dir(root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        match crash {
+            Some(point) => cmd.env("GRIDWATCH_CRASH_AT", point),
+            None => cmd.env_remove("GRIDWATCH_CRASH_AT"),
+        };
+        cmd.output().unwrap()
+    };
+    let clean = run("clean", None);
+    assert!(clean.status.success(), "{}", String::from_utf8_lossy(&clean.stderr));
+    let expected = snapshot(&dir.path().join("clean.db"));
+    assert!(expected.len() > 30, "{} cases", expected.len());
+    // 20 crash points from a fixed seed: the n-th transaction, killed before or after its commit.
+    let mut seed = 2026u64;
+    let points: Vec<String> = (0..20)
+        .map(|i| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let point = if i % 2 == 0 { "store-write" } else { "store-committed" };
+            format!("{point}:{}", 1 + (seed >> 33) % 36)
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for pair in points.chunks(2) {
+            let handles: Vec<_> = pair
+                .iter()
+                .map(|point| {
+                    let (run, expected, dir) = (&run, &expected, dir.path());
+                    scope.spawn(move || {
+                        let name = point.replace(':', "-");
+                        let crashed = run(&name, Some(point));
+                        assert!(!crashed.status.success(), "{point}: the run was not killed");
+                        let stderr = String::from_utf8_lossy(&crashed.stderr);
+                        assert!(stderr.contains("crash point"), "{point}: {stderr}");
+                        let restarted = run(&name, None);
+                        assert!(restarted.status.success(), "{point}: {}", String::from_utf8_lossy(&restarted.stderr));
+                        let after = snapshot(&dir.join(format!("{name}.db")));
+                        assert_eq!(
+                            after.keys().collect::<Vec<_>>(),
+                            expected.keys().collect::<Vec<_>>(),
+                            "{point}: same cases, none duplicated"
+                        );
+                        for (id, case) in expected {
+                            assert_eq!(&after[id], case, "{point}: case {id} differs after the restart");
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().expect("a crash point failed");
+            }
+        }
+    });
 }
 
 #[test]

@@ -4,8 +4,11 @@
 //! late (reminded and escalated first), some reopened after a failed check (twice makes a
 //! case "difficult"), some reassigned to another unit, and some never resolved (overdue).
 //!
-//! The script is a pure function of (seed, case id, dispatch time, SLA), so a restarted
-//! run re-derives it and skips the steps the restored case already applied.
+//! The script is a pure function of facts fixed at the case's first dispatch — seed, case
+//! id, dispatch time and unit, SLA — so a restarted run re-derives the same script from the
+//! restored case and skips the steps it already applied. (It once read the case's *current*
+//! unit: after a reassignment a restart derived a different script whose step numbers
+//! matched the wrong steps, and a case stayed in progress for ever.)
 
 use gridwatch_engine::time::Millis;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -43,9 +46,10 @@ impl CrewSimulator {
 
     /// The feedback the crew sends for `case`, from its first dispatch on.
     pub fn plan(&self, case: &Case) -> Vec<Feedback> {
-        let Some(dispatched) = case.history.iter().find(|e| e.kind == EventKind::Dispatched).map(|e| e.at) else {
+        let Some(first) = case.history.iter().find(|e| e.kind == EventKind::Dispatched) else {
             return Vec::new();
         };
+        let (dispatched, first_unit) = (first.at, first.unit.as_deref());
         let sla = case.sla_ms.unwrap_or(self.default_sla_ms).max(MINUTE);
         let h = xxh3_64_with_seed(case.case_id.as_bytes(), self.seed);
         // Independent draws from one hash: each uses different bits.
@@ -58,7 +62,7 @@ impl CrewSimulator {
             87..93 => Story::Reassigned,
             _ => Story::Abandoned,
         };
-        if story == Story::Reassigned && case.unit.as_deref() == Some(self.fallback_unit.as_str()) {
+        if story == Story::Reassigned && first_unit == Some(self.fallback_unit.as_str()) {
             story = Story::OnTime; // already with the unit reassignments go to
         }
         let at_frac = |f: f64| dispatched + (sla as f64 * f) as Millis;

@@ -187,6 +187,10 @@ impl CaseStage {
         if at < self.frontier {
             self.stats.late_inputs += 1;
             self.process(input);
+            // What it queued below the frontier (the crew's feedback on a case it opened)
+            // is due too: the checkpoint says everything before the frontier is processed.
+            let frontier = self.frontier;
+            self.release(|at| at < frontier);
         } else {
             self.enqueue(input);
         }
@@ -246,6 +250,10 @@ impl CaseStage {
     /// Every input before this time has been processed (for the store, with the updates up
     /// to now): a restarted stage skips replayed inputs before it. `None` before any input.
     pub fn checkpoint(&self) -> Option<Millis> {
+        debug_assert!(
+            self.pending.first_key_value().is_none_or(|(k, _)| k.at >= self.frontier),
+            "an input before the frontier is still queued"
+        );
         (self.frontier != WATERMARK_START).then_some(self.frontier)
     }
 

@@ -148,7 +148,10 @@ impl CaseStore for SqliteStore {
                     .map_err(fail)?;
             }
         }
-        tx.commit().map_err(fail)
+        crate::crash::point("store-write");
+        tx.commit().map_err(fail)?;
+        crate::crash::point("store-committed");
+        Ok(())
     }
 
     fn frontier(&mut self) -> Result<Option<Millis>, StoreError> {
