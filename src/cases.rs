@@ -62,6 +62,26 @@ impl CaseRuntime {
             }
             _ => None,
         };
+        // Inputs before outputs: an unreadable feedback file must not leave a new store behind.
+        let mut bad_feedback = Vec::new();
+        let mut feedback = Vec::new();
+        if let FeedbackSource::File(path) = &settings.feedback {
+            let text =
+                std::fs::read(path).with_context(|| format!("reading the feedback file `{}`", path.display()))?;
+            for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match Feedback::parse(line) {
+                    Ok(f) => feedback.push(f),
+                    Err(why) => bad_feedback.push(feedback_dead_letter(
+                        format!("{}:{}: {why}", path.display(), i + 1),
+                        String::from_utf8_lossy(line).into_owned(),
+                        None,
+                    )),
+                }
+            }
+        }
         let mut stage = CaseStage::new(Arc::new(settings.stage.clone()), simulator);
         let mut store = match &settings.store {
             Some(loc) => {
@@ -83,23 +103,8 @@ impl CaseRuntime {
             }
             stage.restore(open, frontier);
         }
-        let mut bad_feedback = Vec::new();
-        if let FeedbackSource::File(path) = &settings.feedback {
-            let text =
-                std::fs::read(path).with_context(|| format!("reading the feedback file `{}`", path.display()))?;
-            for (i, line) in text.split(|&b| b == b'\n').enumerate() {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                match Feedback::parse(line) {
-                    Ok(f) => stage.push_feedback(f),
-                    Err(why) => bad_feedback.push(feedback_dead_letter(
-                        format!("{}:{}: {why}", path.display(), i + 1),
-                        String::from_utf8_lossy(line).into_owned(),
-                        None,
-                    )),
-                }
-            }
+        for f in feedback {
+            stage.push_feedback(f);
         }
         let feedback_reader = match &settings.feedback {
             FeedbackSource::Kafka(topic) => {
@@ -126,7 +131,7 @@ impl CaseRuntime {
             stage,
             store,
             store_location: settings.store.clone(),
-            events_out: settings.events_file.as_deref().map(NdjsonWriter::create).transpose()?,
+            events_out: settings.events_file.as_deref().map(NdjsonWriter::append).transpose()?,
             webhook_alerts: settings.webhook.as_ref().is_some_and(|w| w.alerts),
             webhook_cases: settings.webhook.as_ref().is_some_and(|w| w.cases),
             webhook,
@@ -201,7 +206,14 @@ impl CaseRuntime {
 
     /// Makes everything so far durable: store transaction, events file flushed. Called
     /// before a barrier is acknowledged, so offsets are committed only after the store.
+    ///
+    /// The events file is flushed first: once the store's frontier moves past an event, a
+    /// restart does not emit it again, so it must be in the file by then (a crash between
+    /// the two only writes some events twice).
     pub fn commit(&mut self) -> Result<()> {
+        if let Some(w) = self.events_out.as_mut() {
+            w.flush()?;
+        }
         let checkpoint = self.stage.checkpoint();
         if let Some(s) = self.store.as_mut()
             && (!self.unstored.is_empty() || checkpoint.is_some())
@@ -211,9 +223,6 @@ impl CaseRuntime {
             })?;
         }
         self.unstored.clear();
-        if let Some(w) = self.events_out.as_mut() {
-            w.flush()?;
-        }
         Ok(())
     }
 
@@ -247,6 +256,22 @@ impl CaseRuntime {
     fn store_display(&self) -> String {
         self.store_location.as_deref().map(store::redact).unwrap_or_default()
     }
+
+    /// Where the stage's outputs went, for the run summary.
+    pub fn outputs(&self) -> Vec<crate::run::OutputReport> {
+        let mut out = Vec::new();
+        if let Some(w) = &self.events_out {
+            out.push(crate::run::OutputReport::file("case events", w));
+        }
+        if self.store.is_some() {
+            out.push(crate::run::OutputReport {
+                what: "cases".into(),
+                location: format!("{} (store)", self.store_display()),
+                records: None,
+            });
+        }
+        out
+    }
 }
 
 /// One line for a case event on the console.
@@ -279,8 +304,8 @@ pub fn command(args: CasesArgs) -> Result<std::process::ExitCode> {
         (Some(s), _) => s.clone(),
         (None, config) => store_of(config)?,
     };
-    let mut store =
-        store::open(&location).with_context(|| format!("opening the case store `{}`", store::redact(&location)))?;
+    let mut store = store::open_existing(&location)
+        .with_context(|| format!("opening the case store `{}`", store::redact(&location)))?;
     let mut out = std::io::stdout().lock();
     match args.command {
         CasesCommand::List(l) => {

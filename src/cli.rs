@@ -331,6 +331,9 @@ pub struct GenerateArgs {
     /// Write the example city's zone files (GeoJSON) into this directory.
     #[arg(long, value_name = "DIR")]
     pub zones: Option<PathBuf>,
+    /// Replace `--out` if it exists (by default an existing recording is never overwritten).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub generator: GeneratorOverrides,
 }

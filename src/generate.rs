@@ -23,7 +23,12 @@ pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
     let (config, _plan) = gridwatch_rules::load_config(&args.config).into_result().map_err(|e| anyhow!("{e}"))?;
     let settings = generator_settings(&config, &args.generator)?;
     let mut generator = CityGenerator::new(settings);
-    let mut out = NdjsonWriter::create(out_path)?;
+    if out_path.exists() && !args.force {
+        return Err(anyhow!("`{}` exists: pass --force to replace it, or choose another --out", out_path.display()));
+    }
+    // Written beside the file and renamed over it at the end: an interrupted run leaves
+    // no half recording, and the old file stays until the new one is whole.
+    let mut out = NdjsonWriter::replace(out_path)?;
     let bar = ProgressBar::new(generator.estimated_total());
     bar.set_style(ProgressStyle::with_template(
         "{spinner} {wide_bar} {human_pos}/{human_len} events ({per_sec}, {eta})",
@@ -36,7 +41,7 @@ pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
             bar.set_position(n);
         }
     }
-    out.flush().context("flushing the events file")?;
+    out.commit().context("writing the events file")?;
     bar.finish_and_clear();
     eprintln!("wrote {n} events to {}", out_path.display());
     Ok(ExitCode::SUCCESS)

@@ -48,6 +48,29 @@ pub struct RuleCounts {
     pub resolved: u64,
 }
 
+/// Where one kind of output went, for the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputReport {
+    /// What: alerts, dead letters, case events, cases.
+    pub what: String,
+    /// A file, a store, a topic.
+    pub location: String,
+    /// Records this run wrote there, where counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records: Option<u64>,
+}
+
+impl OutputReport {
+    /// A file written by `w` (appended to: what earlier runs wrote stays).
+    pub fn file(what: &str, w: &NdjsonWriter) -> OutputReport {
+        OutputReport {
+            what: what.into(),
+            location: format!("{} (appended)", w.path().display()),
+            records: Some(w.lines()),
+        }
+    }
+}
+
 /// What the sink thread saw.
 #[derive(Debug, Default, Serialize)]
 struct SinkReport {
@@ -56,6 +79,7 @@ struct SinkReport {
     dead_letters: u64,
     dead_letter_reasons: BTreeMap<String, u64>,
     rule_errors: u64,
+    outputs: Vec<OutputReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,6 +106,7 @@ struct Summary {
     replay_suppressed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     cases: Option<StageStats>,
+    outputs: Vec<OutputReport>,
 }
 
 /// Kafka settings of the config with the command line's overrides, streams resolved.
@@ -172,6 +197,19 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         _ => None,
     };
+    // The input first: a run whose input cannot be read opens (and creates) no output.
+    let mut file_source = match &config.source {
+        SourceConfig::File { path } => {
+            Some(NdjsonSource::open(path).with_context(|| format!("opening the events file `{}`", path.display()))?)
+        }
+        _ => None,
+    };
+    if let Some(k) = &kafka_opts
+        && !kafka::wait_reachable(k, &interrupted)?
+    {
+        eprintln!("interrupted while waiting for the Kafka brokers at {}: nothing was written", k.brokers);
+        return Ok(ExitCode::from(130));
+    }
     let kafka_status = kafka_opts.as_ref().map(|_| Arc::new(KafkaStatus::default()));
     let kafka_sink = match (&kafka_opts, &kafka_status) {
         (Some(k), Some(st))
@@ -202,8 +240,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         cases,
         stdout,
         format: args.format,
-        alerts_out: alerts_path.as_deref().map(NdjsonWriter::create).transpose()?,
-        dead_out: dead_path.as_deref().map(NdjsonWriter::create).transpose()?,
+        alerts_out: alerts_path.as_deref().map(NdjsonWriter::append).transpose()?,
+        dead_out: dead_path.as_deref().map(NdjsonWriter::append).transpose()?,
         kafka: kafka_sink,
         acked: kafka_status.clone(),
         metrics,
@@ -211,7 +249,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let sink = std::thread::Builder::new().name("gridwatch-sink".into()).spawn(move || -> Result<SinkReport> {
         let mut report = drain(&outputs, &mut sinks)?;
         sinks.flush()?;
+        report.outputs = sinks.outputs();
         if let Some(c) = sinks.cases.take() {
+            report.outputs.extend(c.outputs());
             report.cases = Some(c.close()?);
         }
         Ok(report)
@@ -235,8 +275,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         (source, _, _) => {
             let mut pipeline = Pipeline::start_with_output(plan.clone(), options, out_tx);
             let feed = match source {
-                SourceConfig::File { path } => {
-                    feed_file(&mut pipeline, path, &interrupted, &mut unknown_stream, args.barrier_every)
+                SourceConfig::File { .. } => {
+                    let source = file_source.take().context("the events file was opened above")?;
+                    feed_file(&mut pipeline, source, &interrupted, &mut unknown_stream, args.barrier_every)
                 }
                 _ => {
                     let settings = generator_settings(&config, &args.generator)?;
@@ -269,9 +310,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     }
     print_summary(&summary);
     if let Some(path) = &args.summary_json {
-        let mut w = NdjsonWriter::create(path)?;
+        let mut w = NdjsonWriter::replace(path)?;
         w.write(&summary)?;
-        w.flush()?;
+        w.commit()?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -311,12 +352,11 @@ fn feed_generator(
 
 fn feed_file(
     pipeline: &mut Pipeline,
-    path: &std::path::Path,
+    mut source: NdjsonSource,
     stop: &AtomicBool,
     unknown: &mut u64,
     barrier_every: u64,
 ) -> Result<()> {
-    let mut source = NdjsonSource::open(path)?;
     let mut n = 0u64;
     while let Some(line) = source.next_line()? {
         let stream = line.stream.and_then(|s| pipeline.plan().stream_index(s));
@@ -382,6 +422,28 @@ struct Sinks {
 }
 
 impl Sinks {
+    /// Where alerts and dead letters went.
+    fn outputs(&self) -> Vec<OutputReport> {
+        let mut out = Vec::new();
+        if self.stdout {
+            out.push(OutputReport { what: "alerts".into(), location: "stdout".into(), records: None });
+        }
+        if let Some(w) = &self.alerts_out {
+            out.push(OutputReport::file("alerts", w));
+        }
+        if let Some(w) = &self.dead_out {
+            out.push(OutputReport::file("dead letters", w));
+        }
+        if let Some(k) = &self.kafka {
+            out.extend(k.topics().into_iter().map(|(what, topic)| OutputReport {
+                what: what.into(),
+                location: format!("Kafka topic {topic}"),
+                records: None,
+            }));
+        }
+        out
+    }
+
     fn flush_files(&mut self) -> Result<()> {
         if let Some(w) = self.alerts_out.as_mut() {
             w.flush()?;
@@ -656,6 +718,7 @@ fn summarize(
         kafka_messages: None,
         replay_suppressed: 0,
         cases: None,
+        outputs: sink.outputs,
     }
 }
 
@@ -687,6 +750,10 @@ fn print_summary(s: &Summary) {
     }
     for w in s.streams.iter().filter_map(|st| st.time_warning.as_deref()) {
         let _ = writeln!(e, "warning: {w}");
+    }
+    for o in &s.outputs {
+        let records = o.records.map_or_else(String::new, |n| format!("{n} records → "));
+        let _ = writeln!(e, "output         {:<13}  {records}{}", o.what, o.location);
     }
     if let Some(c) = &s.cases {
         let a = &c.alerts;

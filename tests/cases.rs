@@ -253,6 +253,19 @@ fn crashes_inside_and_after_store_writes_at_20_seeded_points_change_no_case() {
                         for (id, case) in expected {
                             assert_eq!(&after[id], case, "{point}: case {id} differs after the restart");
                         }
+                        // The case-events file kept what the crashed run wrote: together with
+                        // the restart's, every event is there at least once.
+                        let written: std::collections::BTreeSet<String> =
+                            lines(&dir.join(format!("{name}-events.ndjson")))
+                                .iter()
+                                .map(|u| u["event"]["event_id"].as_str().unwrap().to_string())
+                                .collect();
+                        for case in expected.values() {
+                            for e in case["history"].as_array().unwrap() {
+                                let id = e["event_id"].as_str().unwrap();
+                                assert!(written.contains(id), "{point}: case event {id} lost from the file");
+                            }
+                        }
                     })
                 })
                 .collect();

@@ -51,3 +51,109 @@ fn one_wrong_device_clock_costs_exactly_that_event_from_a_file() {
         assert_eq!(summary["events_accepted"], clean_summary["events_accepted"], "{name}");
     }
 }
+
+#[test]
+fn a_rerun_keeps_what_the_first_run_wrote_and_says_where_output_went() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recorded = dir.path().join("events.ndjson");
+    util::generate_events(&recorded, "30m", &["--seed", "5"]);
+    let args = ["--events", recorded.to_str().unwrap()];
+    let (first, _) = run_city(dir.path(), "out", &args);
+    let dead = lines(&dir.path().join("out-dead.ndjson"));
+    let case_events = lines(&dir.path().join("out-case-events.ndjson"));
+    assert!(!first.is_empty() && !dead.is_empty() && !case_events.is_empty());
+    let (second, summary) = run_city(dir.path(), "out", &args);
+    // Alerts and dead letters are written again after the first run's; the store resumes,
+    // so the rerun adds no case event, and the first run's stay.
+    assert_eq!(second.len(), 2 * first.len(), "the alerts file holds both runs");
+    assert_eq!(lines(&dir.path().join("out-dead.ndjson")).len(), 2 * dead.len());
+    assert_eq!(lines(&dir.path().join("out-case-events.ndjson")), case_events);
+    let outputs = summary["outputs"].as_array().expect("outputs in the summary");
+    let find = |what: &str| outputs.iter().find(|o| o["what"] == what).unwrap_or_else(|| panic!("{what}: {outputs:?}"));
+    assert!(find("alerts")["location"].as_str().unwrap().contains("out-alerts.ndjson"));
+    assert_eq!(find("alerts")["records"].as_u64(), Some(first.len() as u64), "records of this run");
+    assert!(find("dead letters")["location"].as_str().unwrap().contains("out-dead.ndjson"));
+    assert!(find("cases")["location"].as_str().unwrap().contains("out-cases.db"));
+}
+
+#[test]
+fn a_start_that_fails_creates_and_changes_no_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alerts = dir.path().join("alerts.ndjson");
+    std::fs::write(&alerts, "{\"earlier\":1}\n").expect("write");
+    let store = dir.path().join("new/cases.db");
+    let config = util::city_config();
+    let out = std::process::Command::new(util::bin())
+        .args(["run", "--config", config.to_str().unwrap(), "--quiet"])
+        .args(["--events", dir.path().join("missing.ndjson").to_str().unwrap()])
+        .args(["--alerts-out", alerts.to_str().unwrap()])
+        .args(["--dead-letter-out", dir.path().join("dead.ndjson").to_str().unwrap()])
+        .args(["--cases-store", store.to_str().unwrap()])
+        .args(["--case-events-out", dir.path().join("case-events.ndjson").to_str().unwrap()])
+        .output()
+        .expect("spawn");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing.ndjson"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&alerts).unwrap(), "{\"earlier\":1}\n", "untouched");
+    for never in ["dead.ndjson", "case-events.ndjson", "new"] {
+        assert!(!dir.path().join(never).exists(), "{never} was created by a run that could not start");
+    }
+}
+
+#[test]
+fn generate_never_overwrites_a_recording_unless_forced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("events.ndjson");
+    std::fs::write(&out, "precious\n").expect("write");
+    let config = util::city_config();
+    let run = |force: bool| {
+        let mut cmd = std::process::Command::new(util::bin());
+        cmd.args([
+            "generate",
+            "--config",
+            config.to_str().unwrap(),
+            "--duration",
+            "1m",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().expect("spawn")
+    };
+    let refused = run(false);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "precious\n");
+    assert!(run(true).status.success());
+    assert!(lines(&out).len() > 100);
+}
+
+#[test]
+fn reading_cases_from_a_store_that_does_not_exist_is_an_error_and_creates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, _) = run_city(dir.path(), "real", &["--duration", "30m"]);
+    let typo = dir.path().join("real-case.db");
+    for cmd in [&["list"][..], &["show", "case-0000"][..]] {
+        let out = std::process::Command::new(util::bin())
+            .args(["cases", "--store", typo.to_str().unwrap()])
+            .args(cmd)
+            .output()
+            .expect("spawn");
+        assert!(!out.status.success(), "{cmd:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("no SQLite file") && stderr.contains("real-cases.db"), "{cmd:?}: {stderr}");
+        assert!(!typo.exists(), "{cmd:?} created a store");
+    }
+    // A SQLite file that is not a store is refused too, and left as it was.
+    let other = dir.path().join("other.db");
+    std::fs::write(&other, "").expect("write");
+    let out = std::process::Command::new(util::bin())
+        .args(["cases", "--store", other.to_str().unwrap(), "list"])
+        .output()
+        .expect("spawn");
+    assert!(!out.status.success());
+    assert_eq!(std::fs::metadata(&other).expect("still there").len(), 0);
+}

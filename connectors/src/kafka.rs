@@ -271,6 +271,13 @@ impl std::fmt::Debug for KafkaSink {
 }
 
 impl KafkaSink {
+    /// The topics alerts and dead letters go to: (what, topic).
+    pub fn topics(&self) -> Vec<(&'static str, &str)> {
+        let alerts = self.alerts_topic.as_deref().map(|t| ("alerts", t));
+        let dead = self.dead_letter_topic.as_deref().map(|t| ("dead letters", t));
+        alerts.into_iter().chain(dead).collect()
+    }
+
     /// An idempotent producer (`enable.idempotence`, no delivery timeout: a message waits
     /// out a broker outage instead of failing).
     pub fn new(opts: &KafkaOptions, status: Arc<KafkaStatus>) -> Result<KafkaSink> {
@@ -1052,6 +1059,34 @@ pub fn run_source(
     consumer.unsubscribe();
     let reports = std::mem::take(&mut lock(&core).reports);
     Ok(SourceReport { pipelines: reports, messages, first_last })
+}
+
+/// Waits until the brokers of `kafka` answer a metadata request, logging while they do
+/// not; false if `stop` was raised first. A run checks this before it opens any output.
+pub fn wait_reachable(kafka: &KafkaOptions, stop: &AtomicBool) -> Result<bool> {
+    let probe: BaseConsumer = client_config(kafka, Role::Consumer, &[("group.id", &kafka.group_id)])
+        .create()
+        .map_err(|e| ConnectorError::Kafka(format!("creating the consumer: {e}")))?;
+    let mut warned: Option<Instant> = None;
+    loop {
+        match probe.fetch_metadata(None, Timeout::After(Duration::from_secs(2))) {
+            Ok(_) => {
+                if warned.is_some() {
+                    tracing::info!(brokers = %kafka.brokers, "Kafka brokers reachable");
+                }
+                return Ok(true);
+            }
+            Err(e) => {
+                if warned.is_none_or(|at| at.elapsed() > Duration::from_secs(30)) {
+                    tracing::warn!(brokers = %kafka.brokers, error = %e, "waiting for the Kafka brokers (nothing is read or written until they answer)");
+                    warned = Some(Instant::now());
+                }
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch by the system clock.

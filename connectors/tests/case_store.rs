@@ -410,6 +410,16 @@ fn postgres_store_keeps_the_contract() {
     let msg = err.to_string();
     assert!(msg.contains("no_such_db") && msg.contains("createdb"), "{msg}");
 
+    // Reading commands open an existing store only: an empty database is refused and stays
+    // empty; once a run created the tables, it opens.
+    let location = server.create_database("read_only");
+    let err = store::open_existing(&location).err().expect("no store in an empty database");
+    assert!(matches!(err, store::StoreError::Missing { .. }), "{err}");
+    assert!(store::open_existing(&location).is_err(), "still no tables: nothing was created");
+    drop(open(&location));
+    let mut existing = store::open_existing(&location).expect("the store exists now");
+    assert!(existing.load_open().expect("read").is_empty());
+
     // The frontier commits with its batch or not at all: a batch the database refuses (here
     // by a trigger on its last event) records neither its cases nor its frontier.
     let location = server.create_database("atomic");

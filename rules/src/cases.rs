@@ -569,36 +569,73 @@ impl Parser<'_> {
     }
 }
 
-/// Reads a component registry: CSV with a `component_id,owner` header, or NDJSON objects
-/// with those keys. The error names the line.
+/// Reads a component registry: CSV with a `component_id,owner` header (read with the `csv`
+/// crate: quoted fields, BOM, CRLF), or NDJSON objects with those keys. A component listed
+/// twice with different owners is an error. The error names the line.
 pub fn load_registry(path: &Path) -> Result<HashMap<String, String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let mut owners = HashMap::new();
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
-    let ndjson = text.trim_start().starts_with('{');
-    let (id_col, owner_col) = if ndjson {
-        (0, 0)
-    } else {
-        let (_, header) = lines.next().ok_or("the file is empty")?;
-        let cols: Vec<&str> = header.split(',').map(str::trim).collect();
-        let col = |name: &str| cols.iter().position(|c| *c == name).ok_or(format!("the header has no `{name}` column"));
-        (col("component_id")?, col("owner")?)
-    };
-    for (i, line) in lines {
-        let (id, owner) = if ndjson {
+    let rows: Vec<crate::table::Row> = if text.trim_start_matches('\u{feff}').trim_start().starts_with('{') {
+        let mut rows = Vec::new();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#')) {
             let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
-            let get = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-            (get("component_id"), get("owner"))
-        } else {
-            let cols: Vec<&str> = line.split(',').map(str::trim).collect();
-            (cols.get(id_col).map(|s| s.to_string()), cols.get(owner_col).map(|s| s.to_string()))
-        };
-        match (id, owner) {
-            (Some(id), Some(owner)) if !id.is_empty() && !owner.is_empty() => {
-                owners.insert(id, owner);
+            let get = |k: &str| v.get(k).and_then(|x| x.as_str()).filter(|s| !s.is_empty()).map(str::to_string);
+            match (get("component_id"), get("owner")) {
+                (Some(key), Some(value)) => rows.push(crate::table::Row { line: i as u64 + 1, key, value }),
+                _ => return Err(format!("line {}: needs a component_id and an owner", i + 1)),
             }
-            _ => return Err(format!("line {}: needs a component_id and an owner", i + 1)),
         }
+        rows
+    } else {
+        crate::table::read_pairs(path, ["component_id", "owner"], true)?
+    };
+    let mut owners: HashMap<String, (String, u64)> = HashMap::new();
+    for row in rows {
+        if let Some((owner, line)) = owners.get(&row.key)
+            && *owner != row.value
+        {
+            return Err(format!(
+                "line {}: component `{}` is owned by `{}`, but line {line} says `{owner}`",
+                row.line, row.key, row.value
+            ));
+        }
+        owners.insert(row.key, (row.value, row.line));
     }
-    Ok(owners)
+    Ok(owners.into_iter().map(|(k, (v, _))| (k, v)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::load_registry;
+
+    fn load(text: &str) -> Result<Vec<(String, String)>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("components.csv");
+        std::fs::write(&path, text).unwrap();
+        let mut v: Vec<(String, String)> = load_registry(&path)?.into_iter().collect();
+        v.sort();
+        Ok(v)
+    }
+
+    #[test]
+    fn an_owner_with_a_comma_is_read_whole() {
+        let owners = load("component_id,owner\r\ngas-0001,\"Qingdao Gas, Shibei branch\"\r\nmh-1,Water\r\n").unwrap();
+        assert_eq!(owners[0], ("gas-0001".into(), "Qingdao Gas, Shibei branch".into()));
+        assert_eq!(owners[1], ("mh-1".into(), "Water".into()));
+        // Unquoted, the comma makes a third field: an error, not an owner cut at the comma.
+        let e = load("component_id,owner\ngas-0001,Qingdao Gas, Shibei branch\n").unwrap_err();
+        assert!(e.contains("line 2: 3 fields"), "{e}");
+    }
+
+    #[test]
+    fn a_component_with_two_owners_is_an_error() {
+        let e = load("component_id,owner\ngas-1,Gas\ngas-1,Water\n").unwrap_err();
+        assert_eq!(e, "line 3: component `gas-1` is owned by `Water`, but line 2 says `Gas`");
+        assert!(load("component_id,owner\ngas-1,Gas\ngas-1,Gas\n").is_ok(), "a repeated identical row is fine");
+    }
+
+    #[test]
+    fn ndjson_registries_still_work() {
+        let owners = load("{\"component_id\":\"a\",\"owner\":\"X, Y\"}\n").unwrap();
+        assert_eq!(owners, vec![("a".into(), "X, Y".into())]);
+    }
 }

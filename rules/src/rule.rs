@@ -521,8 +521,8 @@ fn load_route_table(
     n: &Node,
     diags: &mut Diagnostics,
 ) -> Option<Arc<std::collections::HashMap<String, String>>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let rows = match crate::table::read_pairs(path, ["entity", "route"], false) {
+        Ok(rows) => rows,
         Err(e) => {
             diags.push(r.error(Code::Io, n, format!("cannot read route table `{}`: {e}", path.display())));
             return None;
@@ -530,31 +530,18 @@ fn load_route_table(
     };
     let mut table = std::collections::HashMap::new();
     let before = diags.len();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || (i == 0 && line.replace(' ', "") == "entity,route") {
-            continue;
-        }
-        let Some((entity, route)) = line.split_once(',') else {
-            diags.push(r.error(
-                Code::BadValue,
-                n,
-                format!("{}:{}: expected `entity,route`, found `{line}`", path.display(), i + 1),
-            ));
-            continue;
-        };
-        let (entity, route) = (entity.trim(), route.trim());
+    for row in rows {
         if let Some(set) = set
-            && set.index_of(route).is_none()
+            && set.index_of(&row.value).is_none()
         {
             diags.push(r.error(
                 Code::BadValue,
                 n,
-                format!("{}:{}: route `{route}` is not a zone of set `{}`", path.display(), i + 1, set.name),
+                format!("{}:{}: route `{}` is not a zone of set `{}`", path.display(), row.line, row.value, set.name),
             ));
             continue;
         }
-        table.insert(entity.to_string(), route.to_string());
+        table.insert(row.key, row.value);
     }
     (diags.len() == before).then(|| Arc::new(table))
 }

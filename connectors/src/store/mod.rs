@@ -150,6 +150,14 @@ pub enum StoreError {
         /// What is wrong and what is expected.
         message: String,
     },
+    /// A reading command named a store that does not exist (reading never creates one).
+    #[error("case store `{location}`: {message}")]
+    Missing {
+        /// The location, password removed.
+        location: String,
+        /// What is missing and how to find the right store.
+        message: String,
+    },
     /// The directory for a SQLite file could not be created.
     #[error("case store `{location}`: cannot create directory `{}`: {error}", dir.display())]
     CreateDir {
@@ -227,6 +235,18 @@ pub fn open(location: &str) -> Result<Box<dyn CaseStore>, StoreError> {
     Ok(match Backend::of(location) {
         Backend::Postgres => Box::new(PostgresStore::open(location)?),
         Backend::Sqlite(path) => Box::new(SqliteStore::open(path)?),
+    })
+}
+
+/// Opens an existing store for reading (`gridwatch cases`): a missing SQLite file, or a
+/// PostgreSQL database without gridwatch's tables, is an error — nothing is created.
+pub fn open_existing(location: &str) -> Result<Box<dyn CaseStore>, StoreError> {
+    if location.trim().is_empty() {
+        return open(location);
+    }
+    Ok(match Backend::of(location) {
+        Backend::Postgres => Box::new(PostgresStore::open_existing(location)?),
+        Backend::Sqlite(path) => Box::new(SqliteStore::open_existing(path)?),
     })
 }
 

@@ -109,6 +109,32 @@ impl PostgresStore {
         Ok(PostgresStore { config, client, statements, location })
     }
 
+    /// Connects to a database that already holds the store's tables, creating nothing.
+    pub fn open_existing(conninfo: &str) -> Result<PostgresStore, StoreError> {
+        let location = redact(conninfo);
+        let mut config: Config = conninfo.parse().map_err(|e: ::postgres::Error| StoreError::Location {
+            location: location.clone(),
+            message: format!("not a PostgreSQL connection string ({})", chain(&e)),
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let mut client = connect(&config, &location)?;
+        let row = client
+            .query_one("SELECT to_regclass('cases') IS NOT NULL AND to_regclass('case_events') IS NOT NULL", &[])
+            .map_err(|e| pg_error(&location, "read the schema", &e, &config))?;
+        if !row.get::<_, bool>(0) {
+            return Err(StoreError::Missing {
+                location,
+                message:
+                    "this database holds no gridwatch case store (no `cases` table); reading commands never create one"
+                        .into(),
+            });
+        }
+        let statements = prepare(&mut client).map_err(|e| pg_error(&location, "prepare statements", &e, &config))?;
+        Ok(PostgresStore { config, client, statements, location })
+    }
+
     fn err(&self, action: &str, e: &::postgres::Error) -> StoreError {
         pg_error(&self.location, action, e, &self.config)
     }

@@ -60,6 +60,45 @@ impl SqliteStore {
         Ok(SqliteStore { conn, location })
     }
 
+    /// Opens an existing store file read-only: a path that is not there, or a file without
+    /// the store's tables, is [`StoreError::Missing`].
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref();
+        let location = path.display().to_string();
+        if !path.is_file() {
+            let mut message =
+                format!("there is no SQLite file at `{location}` (reading commands never create a store)");
+            if let Some(similar) = similar_file(path) {
+                message.push_str(&format!("; did you mean `{}`?", similar.display()));
+            } else {
+                message.push_str("; pass the store the run wrote (`--store PATH`, or the config's `cases.store`)");
+            }
+            return Err(StoreError::Missing { location, message });
+        }
+        let fail = |action: &str| {
+            let location = location.clone();
+            let action = action.to_string();
+            move |error| StoreError::Sqlite { location, action, error }
+        };
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(fail("open"))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(fail("set the busy timeout"))?;
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('cases', 'case_events')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(fail("read the schema"))?;
+        if tables < 2 {
+            return Err(StoreError::Missing {
+                location: location.clone(),
+                message: format!("`{location}` is a SQLite file but not a gridwatch case store (no `cases` table)"),
+            });
+        }
+        Ok(SqliteStore { conn, location })
+    }
+
     fn err(&self, action: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
         let action = action.into();
         move |error| StoreError::Sqlite { location: self.location.clone(), action, error }
@@ -73,6 +112,20 @@ impl SqliteStore {
             .map_err(self.err(action))?;
         bodies.iter().map(|body| decode_case(body, &self.location)).collect()
     }
+}
+
+/// A file next to `path` whose name is close to its name (a typo), if any.
+fn similar_file(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".db") || n.ends_with(".sqlite") || n.ends_with(".sqlite3"))
+        .map(|n| (strsim::levenshtein(name, &n), n))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, n)| dir.join(n))
 }
 
 const UPSERT_CASE: &str = concat!(
