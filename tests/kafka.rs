@@ -101,6 +101,17 @@ fn ids(alerts: &[serde_json::Value]) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// Panics with the alert ids missing and extra unless `got` equals `expected`.
+fn assert_same_alerts(got: &[serde_json::Value], expected: &[serde_json::Value], what: &str, log: &str) {
+    let (g, e) = (ids(got), ids(expected));
+    assert!(
+        got == expected,
+        "{what}: missing {:?}, extra {:?}\n{log}",
+        e.difference(&g).collect::<Vec<_>>(),
+        g.difference(&e).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn city_through_kafka_gives_the_embedded_alerts_and_dead_letters_bad_messages() {
     let broker = Broker::start();
@@ -185,13 +196,7 @@ fn a_wrong_device_clock_through_kafka_costs_exactly_that_event() {
     expected.sort_by_key(|a| a.to_string());
     assert!(expected.len() > 50, "the city raises alerts");
     let got = alerts_in_topic(&broker);
-    let (g, e) = (ids(&got), ids(&expected));
-    assert!(
-        got == expected,
-        "a wrong clock changed the alerts through Kafka: missing {:?}, extra {:?}\n{log}",
-        e.difference(&g).collect::<Vec<_>>(),
-        g.difference(&e).collect::<Vec<_>>()
-    );
+    assert_same_alerts(&got, &expected, "a wrong clock changed the alerts through Kafka", &log);
     let embedded_dead = std::fs::read_to_string(dir.path().join("embedded-dead.ndjson")).unwrap().lines().count();
     let dead = broker.read_all("city.dead_letter");
     assert_eq!(dead.len(), embedded_dead + 1, "exactly one more dead letter");
@@ -444,4 +449,39 @@ fn case_feedback_from_a_kafka_topic_moves_cases_and_bad_feedback_is_dead_lettere
     assert_eq!(bad.header("gridwatch.source.topic"), Some("city.case_feedback"));
     // Unkeyed, so on any partition: its exact position is in the headers.
     assert!(bad.header("gridwatch.source.partition").is_some() && bad.header("gridwatch.source.offset").is_some());
+}
+
+#[test]
+fn a_bounded_run_stops_by_itself_with_librdkafka_default_fetch_settings() {
+    // librdkafka's own fetch defaults (a broker long-poll of 500 ms at the end of the data,
+    // small fetches), two partitions per topic, the city run from a copy elsewhere: "caught
+    // up" must not depend on any of it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = util::copy_city(dir.path());
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replacen(
+        "kafka:\n",
+        "kafka:\n  properties:\n    fetch.wait.max.ms: 500\n    max.partition.fetch.bytes: 1048576\n    fetch.max.bytes: 52428800\n    queued.min.messages: 100000\n",
+        1,
+    );
+    assert!(text.contains("fetch.wait.max.ms: 500"), "the top-level kafka block takes the properties");
+    std::fs::write(&config, text).unwrap();
+    let broker = Broker::start();
+    produce_city(&broker, "1h", &["--partitions", "2"]);
+    let started = Instant::now();
+    let run = Command::new(bin())
+        .args(["run", "--config", config.to_str().unwrap(), "--kafka", "--brokers", &broker.brokers])
+        .args(["--group-id", "defaults", "--until-caught-up", "--quiet", "--no-cases", "-v"])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let log = wait_success(run, Duration::from_secs(150));
+    let took = started.elapsed();
+    let expected = embedded_alerts("1h");
+    let got = alerts_in_topic(&broker);
+    assert_same_alerts(&got, &expected, "the alerts through Kafka differ from the embedded run's", &log);
+    eprintln!("bounded run with librdkafka's fetch defaults took {took:?}");
 }

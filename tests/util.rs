@@ -113,3 +113,25 @@ pub fn with_wrong_clock(events: &[String], ts: i64) -> (Vec<String>, String) {
     out.insert(at + 1, wrong.clone());
     (out, wrong)
 }
+
+/// Copies the example city (config, rules, zones, registry) into `dir`: it must run from
+/// anywhere. Returns the copied config.
+pub fn copy_city(dir: &Path) -> PathBuf {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for e in std::fs::read_dir(from).expect("read_dir") {
+            let e = e.expect("entry");
+            let target = to.join(e.file_name());
+            if e.file_type().expect("type").is_dir() {
+                if e.file_name() != "out" {
+                    copy(&e.path(), &target);
+                }
+            } else {
+                std::fs::copy(e.path(), &target).expect("copy");
+            }
+        }
+    }
+    let to = dir.join("city");
+    copy(&root().join("examples/city"), &to);
+    to.join("gridwatch.yaml")
+}

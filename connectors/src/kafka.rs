@@ -60,6 +60,9 @@ use rdkafka::util::Timeout;
 
 use crate::error::{ConnectorError, Result};
 
+mod ends;
+use ends::EndProbe;
+
 /// Everything the Kafka source and sink need, resolved from the config.
 #[derive(Debug, Clone, Default)]
 pub struct KafkaOptions {
@@ -145,6 +148,21 @@ fn consumer_only(key: &str) -> bool {
     PREFIXES.iter().any(|p| key.starts_with(p))
         || matches!(key, "isolation.level" | "enable.partition.eof" | "check.crcs")
 }
+
+/// The consumer settings gridwatch uses unless the config's `properties` say otherwise:
+/// large fetches (3–4× the throughput of librdkafka's defaults on the example city), a
+/// deep prefetch queue, short group-join and failure-detection times, and a short broker
+/// long-poll at the end of the data. Users should not need to know librdkafka to get the
+/// speed (BENCHMARKS.md, "Kafka defaults").
+pub const CONSUMER_DEFAULTS: [(&str, &str); 7] = [
+    ("session.timeout.ms", "6000"),
+    ("heartbeat.interval.ms", "500"),
+    ("max.poll.interval.ms", "60000"),
+    ("fetch.wait.max.ms", "100"),
+    ("max.partition.fetch.bytes", "16777216"),
+    ("fetch.max.bytes", "67108864"),
+    ("queued.min.messages", "1000000"),
+];
 
 /// Builds a client config: brokers, then the user's properties (they win), then `extra`
 /// for keys the user did not set.
@@ -832,25 +850,24 @@ pub fn run_source(
         last_commit_error: None,
     }));
     let ctx = ConsumerCtx { core: core.clone(), status: status.clone() };
-    let consumer: BaseConsumer<ConsumerCtx> = client_config(
-        kafka,
-        Role::Consumer,
-        &[
-            ("group.id", &kafka.group_id),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "earliest"),
-            ("partition.assignment.strategy", "range,roundrobin"),
-            ("reconnect.backoff.max.ms", "2000"),
-        ],
-    )
-    .create_with_context(ctx)
-    .map_err(|e| ConnectorError::Kafka(format!("creating the consumer: {e}")))?;
+    let mut settings: Vec<(&str, &str)> = vec![
+        ("group.id", &kafka.group_id),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("partition.assignment.strategy", "range,roundrobin"),
+        ("reconnect.backoff.max.ms", "2000"),
+    ];
+    settings.extend(CONSUMER_DEFAULTS);
+    let consumer: BaseConsumer<ConsumerCtx> = client_config(kafka, Role::Consumer, &settings)
+        .create_with_context(ctx)
+        .map_err(|e| ConnectorError::Kafka(format!("creating the consumer: {e}")))?;
     if kafka.properties.get("partition.assignment.strategy").is_some_and(|s| s.contains("cooperative")) {
         return Err(ConnectorError::Kafka(
             "partition.assignment.strategy: the cooperative protocol is not supported (state is rebuilt per assignment); use range or roundrobin".into(),
         ));
     }
+    let ends = EndProbe::start(kafka)?;
     let topics: Vec<&str> = kafka.topics.keys().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(|e| ConnectorError::Kafka(format!("subscribing to {topics:?}: {e}")))?;
     tracing::info!(brokers = %kafka.brokers, group = %kafka.group_id, topics = ?topics, "Kafka source started");
@@ -1024,11 +1041,21 @@ pub fn run_source(
                     silent_since[s].get_or_insert(now);
                 }
             }
+            let assignment: Vec<PartitionId> = consumer.assignment().map_or_else(
+                |_| Vec::new(),
+                |a| {
+                    a.elements()
+                        .iter()
+                        .map(|e| PartitionId { topic: Arc::from(e.topic()), partition: e.partition() })
+                        .collect()
+                },
+            );
+            ends.want(assignment.clone());
             if status.broker_up.load(Ordering::Relaxed) && !paused {
                 for s in 0..caught_up.len() {
-                    let silent = silent_since[s].is_some_and(|t| now.duration_since(t) >= Duration::from_millis(200));
-                    if !caught_up[s] && silent {
-                        caught_up[s] = stream_caught_up(&consumer, &c.positions, &stream_of_topic, s);
+                    let Some(since) = silent_since[s] else { continue };
+                    if !caught_up[s] && now.duration_since(since) >= Duration::from_millis(200) {
+                        caught_up[s] = stream_caught_up(&ends, &assignment, &c.positions, &stream_of_topic, s, since);
                     }
                 }
             } else {
@@ -1119,53 +1146,30 @@ fn finish_bounded<C: ConsumerContext>(
 }
 
 /// Whether every assigned partition of `stream`'s topics has been read to its end.
-fn stream_caught_up<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
+/// Whether every assigned partition of `stream` has been read to its end, by the end
+/// probe's answers to queries sent after `since` (when the stream fell silent).
+fn stream_caught_up(
+    ends: &EndProbe,
+    assignment: &[PartitionId],
     positions: &[(PartitionId, i64)],
     stream_of_topic: &HashMap<Arc<str>, usize>,
     stream: usize,
+    since: Instant,
 ) -> bool {
-    let Ok(assignment) = consumer.assignment() else { return false };
     let mut any = false;
-    for e in assignment.elements() {
-        if stream_of_topic.get(e.topic()) != Some(&stream) {
-            continue;
-        }
+    for pid in assignment.iter().filter(|p| stream_of_topic.get(&p.topic) == Some(&stream)) {
         any = true;
-        let Ok((low, high)) =
-            consumer.fetch_watermarks(e.topic(), e.partition(), Timeout::After(Duration::from_millis(500)))
-        else {
-            return false;
-        };
-        let pos = positions.iter().find(|(p, _)| p.partition == e.partition() && *p.topic == *e.topic()).map(|p| p.1);
-        let at_end = match pos {
-            Some(next) => next >= high,
+        let Some(end) = ends.end(pid, since) else { return false };
+        let at_end = match positions.iter().find(|(p, _)| p == pid).map(|p| p.1) {
+            Some(next) => next >= end.high,
             // Nothing read yet: caught up only if the partition is empty from our start.
-            None => {
-                let committed = consumer
-                    .committed_offsets(
-                        partition_list(e.topic(), e.partition()),
-                        Timeout::After(Duration::from_millis(500)),
-                    )
-                    .ok()
-                    .and_then(|l| l.elements().first().map(|x| x.offset()));
-                match committed {
-                    Some(Offset::Offset(c)) => c >= high,
-                    _ => low >= high,
-                }
-            }
+            None => end.committed.unwrap_or(end.low) >= end.high,
         };
         if !at_end {
             return false;
         }
     }
     any
-}
-
-fn partition_list(topic: &str, partition: i32) -> TopicPartitionList {
-    let mut l = TopicPartitionList::new();
-    l.add_partition(topic, partition);
-    l
 }
 
 /// A new assignment: a fresh pipeline that suppresses what was delivered before.
