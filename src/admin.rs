@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use axum::Router;
@@ -13,43 +13,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use gridwatch_connectors::kafka::KafkaStatus;
-
-/// Counters kept by the sink thread, readable while the engine runs.
-#[derive(Debug, Default)]
-pub struct SinkMetrics {
-    /// Alerts written to the sinks.
-    pub alerts: AtomicU64,
-    /// Dead letters written.
-    pub dead_letters: AtomicU64,
-    /// Rule evaluation failures.
-    pub rule_errors: AtomicU64,
-    /// Barriers acknowledged (all outputs before them delivered).
-    pub barriers_acked: AtomicU64,
-    /// Set when a `cases:` block runs the case stage.
-    pub cases_enabled: AtomicBool,
-    /// Alerts the alert stage held back (silenced, inhibited, flapping).
-    pub alerts_suppressed: AtomicU64,
-    /// Cases opened.
-    pub cases_opened: AtomicU64,
-    /// Case events emitted.
-    pub case_events: AtomicU64,
-    /// Cases open now.
-    pub cases_open: AtomicU64,
-    /// SLA escalations emitted.
-    pub case_escalations: AtomicU64,
-    /// Feedback events rejected (illegal transitions, unknown cases).
-    pub feedback_rejected: AtomicU64,
-    /// Records the webhook endpoint acknowledged.
-    pub webhook_delivered: AtomicU64,
-    /// True while the webhook endpoint fails and records are retried.
-    pub webhook_failing: AtomicBool,
-}
+use gridwatch_runtime::RunMetrics;
 
 /// What the endpoints report on.
 #[derive(Debug, Clone)]
 pub struct AdminState {
-    /// Sink counters.
-    pub sink: Arc<SinkMetrics>,
+    /// The output thread's counters and the sinks' health.
+    pub sink: Arc<RunMetrics>,
     /// Kafka source and sink state, when running on Kafka.
     pub kafka: Option<Arc<KafkaStatus>>,
     /// Set once the engine runs (for sources without their own readiness).
@@ -103,8 +73,10 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
         }
         return (StatusCode::OK, "ready\n".into());
     }
-    if s.sink.webhook_failing.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: webhook deliveries failing (retrying)\n".into());
+    let failing = s.sink.failing_sinks();
+    if !failing.is_empty() {
+        // An external system: the sinks retry; nothing is dropped meanwhile.
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready (external): {} (retrying)\n", failing.join("; ")));
     }
     if s.started.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n".into())

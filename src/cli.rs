@@ -237,16 +237,16 @@ pub struct RunArgs {
     pub batch_size: Option<usize>,
     #[command(flatten)]
     pub generator: GeneratorOverrides,
-    /// Write alerts to this NDJSON file (overrides the config).
+    /// Write alerts to this NDJSON file (instead of the config's file sinks that receive alerts).
     #[arg(long, value_name = "FILE")]
     pub alerts_out: Option<PathBuf>,
-    /// Write dead letters to this NDJSON file (overrides the config).
+    /// Write dead letters to this NDJSON file (instead of the config's file sinks that receive them).
     #[arg(long, value_name = "FILE")]
     pub dead_letter_out: Option<PathBuf>,
-    /// Case store to use instead of the config's `cases.store` (SQLite path or PostgreSQL URL).
+    /// Case store to use instead of the config's `case_store` sink (SQLite path or PostgreSQL URL).
     #[arg(long, value_name = "PATH|URL")]
     pub cases_store: Option<String>,
-    /// Write case events to this NDJSON file (overrides `cases.events_file`).
+    /// Write case events to this NDJSON file (instead of the config's file sinks that receive cases).
     #[arg(long, value_name = "FILE")]
     pub case_events_out: Option<PathBuf>,
     /// Feed the case stage this NDJSON file of case-feedback events (overrides `cases.feedback`).
@@ -267,9 +267,9 @@ pub struct RunArgs {
     /// Do not print alerts on stdout.
     #[arg(long)]
     pub quiet: bool,
-    /// Stdout format of alerts.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    /// Stdout format of alerts (overrides the console sinks' `format`; default text).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
     /// Also write the run summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,

@@ -7,6 +7,7 @@ mod cli;
 mod generate;
 mod produce;
 mod run;
+mod summary;
 mod validate;
 
 use std::process::ExitCode;

@@ -58,6 +58,8 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
 
+use gridwatch_runtime::Progress;
+
 use crate::error::{ConnectorError, Result};
 
 mod ends;
@@ -99,8 +101,6 @@ pub struct KafkaStatus {
     pub paused: AtomicBool,
     /// The sink's last deliveries failed and are being retried.
     pub sink_failing: AtomicBool,
-    /// Highest barrier acknowledged by the sinks.
-    pub acked_seq: AtomicU64,
     /// Messages consumed.
     pub messages_in: AtomicU64,
     /// Alerts delivered to Kafka.
@@ -323,11 +323,16 @@ impl KafkaSink {
         })
     }
 
-    /// Queues an alert (key = alert id, value = JSON).
+    /// Queues an alert (key = alert id, value = JSON) on the alerts topic, if there is one.
     pub fn send_alert(&mut self, alert: &Alert) -> Result<()> {
         let Some(topic) = self.alerts_topic.clone() else { return Ok(()) };
+        self.send_alert_to(&topic, alert)
+    }
+
+    /// Queues an alert (key = alert id, value = JSON) on `topic`.
+    pub fn send_alert_to(&mut self, topic: &str, alert: &Alert) -> Result<()> {
         let payload = serde_json::to_vec(alert).map_err(|e| ConnectorError::Kafka(e.to_string()))?;
-        self.enqueue(&topic, Some(alert.alert_id.as_bytes()), &payload, None, self.epoch, true)?;
+        self.enqueue(topic, Some(alert.alert_id.as_bytes()), &payload, None, self.epoch, true)?;
         self.status.alerts_out.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -343,6 +348,11 @@ impl KafkaSink {
     /// input, the source topic, partition and offset.
     pub fn send_dead_letter(&mut self, dl: &DeadLetter) -> Result<()> {
         let Some(topic) = self.dead_letter_topic.clone() else { return Ok(()) };
+        self.send_dead_letter_to(&topic, dl)
+    }
+
+    /// Queues a dead letter on `topic` (see [`KafkaSink::send_dead_letter`]).
+    pub fn send_dead_letter_to(&mut self, topic: &str, dl: &DeadLetter) -> Result<()> {
         let mut headers = OwnedHeaders::new()
             .insert(Header { key: "gridwatch.reason", value: Some(&dl.reason) })
             .insert(Header { key: "gridwatch.stream", value: Some(&dl.stream) });
@@ -352,7 +362,7 @@ impl KafkaSink {
                 .insert(Header { key: "gridwatch.source.partition", value: Some(&o.partition.to_string()) })
                 .insert(Header { key: "gridwatch.source.offset", value: Some(&o.offset.to_string()) });
         }
-        self.enqueue(&topic, None, dl.payload.as_bytes(), Some(headers), self.epoch, true)?;
+        self.enqueue(topic, None, dl.payload.as_bytes(), Some(headers), self.epoch, true)?;
         self.status.dead_letters_out.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -444,49 +454,6 @@ impl KafkaSink {
             drop(d);
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-}
-
-/// The sink thread's side of the delivery protocol: counts [`Output::Barrier`]s (a barrier
-/// is complete once every worker passed it) and reports to the source the highest barrier
-/// whose outputs every sink has delivered.
-#[derive(Debug, Default)]
-pub struct BarrierAcks {
-    seen: HashMap<u64, usize>,
-    completed: u64,
-}
-
-impl BarrierAcks {
-    /// Records one worker's barrier; true when it was the last one of `seq`. The caller
-    /// then makes its own sinks durable (files) before calling [`BarrierAcks::passed`].
-    pub fn arrived(&mut self, seq: u64, workers: usize) -> bool {
-        let n = self.seen.entry(seq).or_default();
-        *n += 1;
-        if *n >= workers {
-            self.seen.remove(&seq);
-            return true;
-        }
-        false
-    }
-
-    /// Barrier `seq` is complete and everything before it is written; Kafka records sent
-    /// from now on belong after it.
-    pub fn passed(&mut self, seq: u64, kafka: Option<&mut KafkaSink>) {
-        self.completed = self.completed.max(seq);
-        if let Some(k) = kafka {
-            k.barrier_passed(seq);
-        }
-    }
-
-    /// Publishes the highest barrier delivered by every sink (Kafka's acknowledgements are
-    /// asynchronous, so it may trail the completed one); also sends failed records again.
-    pub fn publish(&self, kafka: Option<&mut KafkaSink>, status: &KafkaStatus) -> Result<()> {
-        let delivered = match kafka {
-            Some(k) => k.delivered_through()?.min(self.completed),
-            None => self.completed,
-        };
-        status.acked_seq.fetch_max(delivered, Ordering::AcqRel);
-        Ok(())
     }
 }
 
@@ -624,6 +591,8 @@ struct Core {
     options: PipelineOptions,
     out: Sender<Output>,
     status: Arc<KafkaStatus>,
+    /// How far the sinks acknowledged (the runtime's tracker publishes it).
+    progress: Arc<Progress>,
     pipeline: Option<Pipeline>,
     tracker: CommitTracker,
     seq: u64,
@@ -673,7 +642,7 @@ impl Core {
     fn wait_acked(&self, seq: u64) {
         let started = Instant::now();
         let mut warned = Instant::now();
-        while self.status.acked_seq.load(Ordering::Acquire) < seq {
+        while self.progress.acked() < seq {
             std::thread::sleep(Duration::from_millis(1));
             if warned.elapsed() > Duration::from_secs(5) {
                 tracing::warn!(waited_s = started.elapsed().as_secs(), "waiting for the sinks to acknowledge");
@@ -683,7 +652,7 @@ impl Core {
     }
 
     fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, mode: CommitMode) {
-        let acked = self.status.acked_seq.load(Ordering::Acquire);
+        let acked = self.progress.acked();
         let point = self.tracker.commit_point(acked);
         self.tracker.trim(acked);
         if point.is_empty() {
@@ -815,6 +784,7 @@ pub fn run_source(
     kafka: &KafkaOptions,
     out: Sender<Output>,
     status: Arc<KafkaStatus>,
+    progress: Arc<Progress>,
     stop: &AtomicBool,
 ) -> Result<SourceReport> {
     let replay_span: Vec<Millis> = plan
@@ -841,7 +811,8 @@ pub fn run_source(
             stream_of_topic: stream_of_topic.clone(),
             committed: BTreeMap::new(),
         },
-        seq: status.acked_seq.load(Ordering::Acquire),
+        seq: progress.acked(),
+        progress: progress.clone(),
         positions: Vec::new(),
         splits: Vec::new(),
         state_file: kafka.state_dir.as_ref().map(|d| d.join(format!("{}.offsets.json", sanitize(&kafka.group_id)))),
@@ -992,7 +963,7 @@ pub fn run_source(
         // Backpressure: never block inside the poll loop.
         if let Some(p) = c.pipeline.as_ref() {
             let (backlog, depth) = p.backlog();
-            let unacked = c.seq.saturating_sub(c.status.acked_seq.load(Ordering::Acquire));
+            let unacked = c.seq.saturating_sub(c.progress.acked());
             // A slow engine just makes `push` wait (briefly: workers drain their queues);
             // pausing is for sinks that stop acknowledging (a broker outage), since a
             // pause makes librdkafka drop what it has prefetched.
@@ -1347,6 +1318,27 @@ impl FeedbackReader {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+impl gridwatch_runtime::FeedbackInput for FeedbackReader {
+    fn poll(&mut self) -> Vec<std::result::Result<gridwatch_cases::Feedback, DeadLetter>> {
+        self.try_iter()
+            .map(|(payload, origin)| {
+                gridwatch_cases::Feedback::parse(&payload).map_err(|why| {
+                    gridwatch_runtime::stage::feedback_dead_letter(
+                        why,
+                        String::from_utf8_lossy(&payload).into_owned(),
+                        Some(origin),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Waits for the topic to be quiet for 1 s (10 s at most): the end of a bounded run.
+    fn settle(&mut self) {
+        self.wait_quiet(Duration::from_secs(1), Duration::from_secs(10));
     }
 }
 

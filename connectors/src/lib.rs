@@ -11,6 +11,7 @@ pub mod error;
 pub mod file;
 pub mod generator;
 pub mod kafka;
+pub mod sinks;
 pub mod store;
 pub mod webhook;
 

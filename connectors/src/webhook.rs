@@ -338,6 +338,11 @@ impl WebhookSink {
         }
     }
 
+    /// The endpoint (credentials removed).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> WebhookStats {
         self.shared.stats()

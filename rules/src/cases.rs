@@ -67,40 +67,18 @@ pub enum FeedbackSource {
     },
 }
 
-/// Webhook sink settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WebhookConfig {
-    /// Endpoint.
-    pub url: String,
-    /// Records per POST.
-    pub batch: usize,
-    /// How long a partial batch waits.
-    pub linger_ms: i64,
-    /// Queue capacity (records) before the engine is held back.
-    pub queue: usize,
-    /// Extra headers.
-    pub headers: Vec<(String, String)>,
-    /// Where permanently rejected batches go.
-    pub dead_letter: Option<PathBuf>,
-    /// Send case events.
-    pub cases: bool,
-    /// Send alerts.
-    pub alerts: bool,
-}
+pub use crate::sinks::WebhookConfig;
 
 /// The resolved `cases:` block.
 #[derive(Debug, Clone)]
 pub struct CasesSettings {
     /// The stage's configuration.
     pub stage: CasesConfig,
-    /// Case store location (SQLite path or PostgreSQL connection string).
-    pub store: Option<String>,
-    /// NDJSON file of case events.
-    pub events_file: Option<PathBuf>,
-    /// Kafka topic of case events.
-    pub kafka_topic: Option<String>,
-    /// Webhook sink.
-    pub webhook: Option<WebhookConfig>,
+    /// Sinks written with the keys of earlier versions (`store`, `events_file`,
+    /// `kafka_topic`, `webhook`), now ordinary sinks (see [`crate::sinks`]).
+    pub legacy_sinks: Vec<crate::sinks::SinkSpec>,
+    /// Deprecation warnings for them, located.
+    pub warnings: Vec<String>,
     /// Feedback stream.
     pub feedback: FeedbackSource,
     /// Rule ids named by matchers, checked against the rules once they are compiled.
@@ -146,19 +124,7 @@ pub fn parse_cases(
             stage.locations.insert(s.name.clone(), (s.fields[lat].name.clone(), s.fields[lon].name.clone()));
         }
     }
-    let path_of = |p: &mut Parser, key: &str| -> Option<PathBuf> {
-        let n = m.get(key)?;
-        p.r.string(n, key, p.diags).map(|s| base.join(s))
-    };
-    let events_file = path_of(&mut p, "events_file");
-    let store = m.get("store").and_then(|n| {
-        let s = p.r.string(n, "store", p.diags)?;
-        let s = expand_env(&s, n, p.r, p.diags)?;
-        let is_pg = s.starts_with("postgres://") || s.starts_with("postgresql://") || s.contains("host=");
-        Some(if is_pg { s } else { base.join(s.strip_prefix("sqlite:").unwrap_or(&s)).display().to_string() })
-    });
-    let kafka_topic = m.get("kafka_topic").and_then(|n| p.r.string(n, "kafka_topic", p.diags));
-    let webhook = m.get("webhook").and_then(|n| p.webhook(n, base));
+    let (legacy_sinks, warnings) = legacy_case_sinks(&m, base, p.r, p.diags);
     let feedback = m.get("feedback").map_or(FeedbackSource::None, |n| p.feedback(n, base));
     if let Some(n) = m.get("grouping") {
         stage.grouping = p.list(n, "grouping", |p, item| p.group(item));
@@ -203,7 +169,7 @@ pub fn parse_cases(
         stage.evidence_limit = p.r.uint(n, "evidence", p.diags).map_or(stage.evidence_limit, |v| v as usize);
     }
     let rule_refs = p.rule_refs;
-    Some(CasesSettings { stage, store, events_file, kafka_topic, webhook, feedback, rule_refs })
+    Some(CasesSettings { stage, legacy_sinks, warnings, feedback, rule_refs })
 }
 
 struct Parser<'a> {
@@ -499,74 +465,79 @@ impl Parser<'_> {
         }
         FeedbackSource::None
     }
+}
 
-    fn webhook(&mut self, node: &Node, base: &Path) -> Option<WebhookConfig> {
-        let m = self.r.map(
-            node,
-            "`webhook`",
-            &["url", "batch", "linger", "queue", "headers", "dead_letter", "send"],
-            self.diags,
-        )?;
-        let url_node = m.require("url", "`webhook`", self.r, self.diags)?;
-        let url = self.r.string(url_node, "url", self.diags)?;
-        let url = expand_env(&url, url_node, self.r, self.diags)?;
-        if !url.starts_with("http://") {
-            let d = self.r.error(Code::BadValue, url_node, format!("the webhook URL `{url}` must start with http://"));
-            self.diags.push(d.with_hint(
-                "this build has no TLS client: for an https endpoint put a TLS-terminating proxy in front, e.g. http://127.0.0.1:8080/gridwatch",
-            ));
-        }
-        let mut w = WebhookConfig {
-            url,
-            batch: 100,
-            linger_ms: 200,
-            queue: 10_000,
-            headers: Vec::new(),
-            dead_letter: None,
-            cases: true,
-            alerts: false,
-        };
-        if let Some(n) = m.get("batch") {
-            w.batch = self.r.uint(n, "batch", self.diags).map_or(w.batch, |v| v.max(1) as usize);
-        }
-        if let Some(n) = m.get("queue") {
-            w.queue = self.r.uint(n, "queue", self.diags).map_or(w.queue, |v| v.max(1) as usize);
-        }
-        if let Some(n) = m.get("linger") {
-            w.linger_ms = self.r.duration(n, "linger", self.diags).unwrap_or(w.linger_ms);
-        }
-        w.dead_letter =
-            m.get("dead_letter").and_then(|n| self.r.string(n, "dead_letter", self.diags)).map(|p| base.join(p));
-        if let Some(n) = m.get("headers")
-            && let Some(hm) = self.r.map(n, "`headers`", &[], self.diags)
-        {
-            for (k, _, v) in hm.entries() {
-                if let Some(s) = self.r.string(v, k, self.diags)
-                    && let Some(s) = expand_env(&s, v, self.r, self.diags)
-                {
-                    w.headers.push((k.to_string(), s));
-                }
-            }
-        }
-        if let Some(n) = m.get("send") {
-            let sends = self.strings(n, "send");
-            w.cases = false;
-            for (s, sn) in sends {
-                match s.as_str() {
-                    "cases" => w.cases = true,
-                    "alerts" => w.alerts = true,
-                    _ => self.diags.push(
-                        self.r.error(Code::BadValue, &sn, format!("unknown `send` value `{s}`")).suggest(
-                            &s,
-                            &["cases", "alerts"],
-                            "values",
-                        ),
-                    ),
-                }
-            }
-        }
-        Some(w)
+/// The case sinks of earlier versions (`store`, `events_file`, `kafka_topic`, `webhook` in
+/// `cases:`) as ordinary sinks, with a deprecation warning each.
+fn legacy_case_sinks(
+    m: &crate::yaml::Fields<'_>,
+    base: &Path,
+    r: &Reader,
+    diags: &mut Diagnostics,
+) -> (Vec<crate::sinks::SinkSpec>, Vec<String>) {
+    use crate::sinks::{RecordKind, SinkKind, SinkSpec, parse_webhook, path_value, resolve_store};
+    let mut sinks = Vec::new();
+    let mut warnings = Vec::new();
+    let mut warn = |key: &str, node: &Node, instead: &str| {
+        warnings.push(format!(
+            "{}: `cases.{key}` is deprecated: add a sink to `sinks:` instead, e.g. `{instead}`",
+            r.location(node)
+        ));
+    };
+    if let Some(n) = m.get("store")
+        && let Some(s) = r.string(n, "store", diags)
+        && let Some(s) = expand_env(&s, n, r, diags)
+    {
+        warn("store", n, "store: {kind: case_store, location: out/cases.db, send: [cases]}");
+        sinks.push(SinkSpec::new(
+            "cases.store",
+            SinkKind::CaseStore { location: resolve_store(&s, base) },
+            &[RecordKind::Cases],
+        ));
     }
+    if let Some(n) = m.get("events_file")
+        && let Some(path) = path_value(n, "events_file", base, r, diags)
+    {
+        warn("events_file", n, "case_events: {kind: file, path: out/case_events.ndjson, send: [cases]}");
+        sinks.push(SinkSpec::new("cases.events_file", SinkKind::File { path }, &[RecordKind::Cases]));
+    }
+    if let Some(n) = m.get("kafka_topic")
+        && let Some(topic) = r.string(n, "kafka_topic", diags)
+    {
+        warn("kafka_topic", n, "case_topic: {kind: kafka, topic: city.cases, send: [cases], when: kafka}");
+        let mut spec = SinkSpec::new("cases.kafka_topic", SinkKind::Kafka { topic }, &[RecordKind::Cases]);
+        spec.only_with_kafka = true;
+        sinks.push(spec);
+    }
+    if let Some(n) = m.get("webhook") {
+        warn("webhook", n, "ops: {kind: webhook, url: \"http://…\", send: [cases]}");
+        if let Some(fields) =
+            r.map(n, "`webhook`", &["url", "batch", "linger", "queue", "headers", "dead_letter", "send"], diags)
+            && let Some(w) = parse_webhook(n, "`webhook`", base, r, diags)
+        {
+            let mut send = Vec::new();
+            match fields.get("send") {
+                None => send.push(RecordKind::Cases),
+                Some(sn) => {
+                    for (s, item) in r.string_list(sn, "send", diags).unwrap_or_default() {
+                        match s.as_str() {
+                            "cases" => send.push(RecordKind::Cases),
+                            "alerts" => send.push(RecordKind::Alerts),
+                            _ => diags.push(
+                                r.error(Code::BadValue, &item, format!("unknown `send` value `{s}`")).suggest(
+                                    &s,
+                                    &["cases", "alerts"],
+                                    "values",
+                                ),
+                            ),
+                        }
+                    }
+                }
+            }
+            sinks.push(SinkSpec::new("cases.webhook", SinkKind::Webhook(w), &send));
+        }
+    }
+    (sinks, warnings)
 }
 
 /// Reads a component registry: CSV with a `component_id,owner` header (read with the `csv`

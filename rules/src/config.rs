@@ -76,17 +76,6 @@ pub enum SourceConfig {
     Kafka,
 }
 
-/// Where alerts and dead letters go.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct SinksConfig {
-    /// Print alerts to stdout, one JSON line each.
-    pub stdout: bool,
-    /// Append alerts to this NDJSON file.
-    pub alerts_file: Option<PathBuf>,
-    /// Append dead letters to this NDJSON file.
-    pub dead_letter_file: Option<PathBuf>,
-}
-
 /// Engine tuning.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct EngineConfig {
@@ -111,8 +100,11 @@ pub struct Config {
     pub rule_paths: Vec<PathBuf>,
     /// Event source.
     pub source: SourceConfig,
-    /// Sinks.
-    pub sinks: SinksConfig,
+    /// Named sinks (see [`crate::sinks`]), including those written with the keys of
+    /// earlier versions.
+    pub sinks: Vec<crate::sinks::SinkSpec>,
+    /// Deprecations and other warnings, located: printed, never fatal.
+    pub warnings: Vec<String>,
     /// Engine tuning.
     pub engine: EngineConfig,
     /// Zone sets by name.
@@ -158,7 +150,8 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
         streams: Vec::new(),
         rule_paths: Vec::new(),
         source: SourceConfig::Generator(GeneratorConfig::default()),
-        sinks: SinksConfig { stdout: true, ..Default::default() },
+        sinks: crate::sinks::default_sinks(),
+        warnings: Vec::new(),
         engine: EngineConfig::default(),
         zones: BTreeMap::new(),
         kafka: None,
@@ -205,19 +198,43 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
             );
         }
     }
-    if let Some(sinks) = top.get("sinks")
-        && let Some(m) = r.map(sinks, "`sinks`", &["stdout", "alerts_file", "dead_letter_file"], diags)
-    {
-        if let Some(n) = m.get("stdout") {
-            cfg.sinks.stdout = r.boolean(n, "stdout", diags).unwrap_or(true);
-        }
-        cfg.sinks.alerts_file =
-            m.get("alerts_file").and_then(|n| r.string(n, "alerts_file", diags)).map(|p| base.join(p));
-        cfg.sinks.dead_letter_file =
-            m.get("dead_letter_file").and_then(|n| r.string(n, "dead_letter_file", diags)).map(|p| base.join(p));
+    if let Some(sinks) = top.get("sinks") {
+        cfg.sinks = crate::sinks::parse_sinks(sinks, &base, r, diags, &mut cfg.warnings);
     }
     if let Some(cases) = top.get("cases") {
         cfg.cases = crate::cases::parse_cases(cases, &base, &cfg.zones, &cfg.streams, r, diags);
+        if let Some(c) = cfg.cases.as_mut() {
+            cfg.sinks.append(&mut c.legacy_sinks);
+            cfg.warnings.append(&mut c.warnings);
+        }
+    }
+    if let Some(k) = &cfg.kafka {
+        use crate::sinks::{RecordKind, SinkKind, SinkSpec};
+        let topics = [
+            ("alerts_topic", &k.alerts_topic, RecordKind::Alerts),
+            ("dead_letter_topic", &k.dead_letter_topic, RecordKind::DeadLetters),
+        ];
+        for (key, topic, send) in topics {
+            if let Some(topic) = topic {
+                cfg.warnings.push(format!(
+                    "{}: `kafka.{key}` is deprecated: add a sink to `sinks:` instead, e.g. `{{kind: kafka, topic: {topic}, send: [{}], when: kafka}}`",
+                    path.display(),
+                    send.name()
+                ));
+                let mut spec =
+                    SinkSpec::new(&format!("kafka.{key}"), SinkKind::Kafka { topic: topic.clone() }, &[send]);
+                spec.only_with_kafka = true;
+                cfg.sinks.push(spec);
+            }
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for s in &cfg.sinks {
+        if !seen.insert(s.name.clone()) {
+            diags.push(r.error(Code::DuplicateId, root, format!("two sinks are named `{}`", s.name)).with_hint(
+                "a sink of the keys of earlier versions is named after its key (e.g. `cases.store`): rename the other",
+            ));
+        }
     }
     if let Some(engine) = top.get("engine")
         && let Some(m) = r.map(engine, "`engine`", &["workers", "decoders", "batch_size", "linger"], diags)

@@ -19,6 +19,7 @@ pub mod duration;
 pub mod expr;
 pub mod kafka;
 pub mod rule;
+pub mod sinks;
 pub mod table;
 pub mod yaml;
 pub mod zones;

@@ -203,6 +203,11 @@ impl Reader {
             .is_some_and(|c| c == '"' || c == '\'')
     }
 
+    /// `file:line:column` of `node`, for warnings.
+    pub fn location(&self, node: &Node) -> String {
+        format!("{}:{}:{}", self.source.path.display(), node.pos.line, node.pos.col)
+    }
+
     /// A diagnostic spanning `node`.
     pub fn error(&self, code: Code, node: &Node, message: impl Into<String>) -> Diagnostic {
         Diagnostic::new(code, message, &self.source, node.pos, self.width(node))

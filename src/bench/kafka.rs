@@ -20,8 +20,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow};
 use gridwatch_connectors::generator::{self, CityGenerator};
-use gridwatch_connectors::kafka::{self, BarrierAcks, KafkaOptions, KafkaSink, KafkaStatus};
-use gridwatch_engine::{Output, Pipeline, PipelineOptions};
+use gridwatch_connectors::kafka::{self, KafkaOptions, KafkaStatus};
+use gridwatch_connectors::sinks::kafka::KafkaTopicSink;
+use gridwatch_engine::{Pipeline, PipelineOptions};
+use gridwatch_runtime::{Outputs, Progress, RecordKind, Routes, RunMetrics, Sink};
 use hdrhistogram::Histogram;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -102,13 +104,11 @@ pub fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
     opts.until_caught_up = true;
     opts.alerts_topic = None;
     let status = Arc::new(KafkaStatus::default());
+    let progress = Arc::new(Progress::default());
     let (tx, rx) = crossbeam_channel::bounded(Pipeline::output_capacity(&options));
-    let sink = std::thread::spawn({
-        let status = status.clone();
-        move || count_and_ack(&rx, None, &status)
-    });
+    let sink = count_and_ack(rx, Vec::new(), progress.clone())?;
     let stop = AtomicBool::new(false);
-    let report = kafka::run_source(plan.clone(), options.clone(), &opts, tx, status, &stop)?;
+    let report = kafka::run_source(plan.clone(), options.clone(), &opts, tx, status, progress, &stop)?;
     let alerts = sink.join().map_err(|_| anyhow!("sink thread panicked"))??;
     let rate = report.rate().ok_or_else(|| anyhow!("gridwatch consumed no messages"))?;
     eprintln!(
@@ -125,16 +125,15 @@ pub fn run(args: BenchKafkaArgs) -> Result<ExitCode> {
     create_topics(&lat, topics.into_iter(), args.partitions)?;
     let status = Arc::new(KafkaStatus::default());
     let (tx, rx) = crossbeam_channel::bounded(Pipeline::output_capacity(&options));
-    let kafka_sink = KafkaSink::new(&lat, status.clone())?;
-    let sink = std::thread::spawn({
-        let status = status.clone();
-        move || count_and_ack(&rx, Some(kafka_sink), &status)
-    });
+    let progress = Arc::new(Progress::default());
+    let kafka_sink =
+        KafkaTopicSink::new("bench", Routes::of(&[RecordKind::Alerts]), &alerts_topic, &lat, status.clone())?;
+    let sink = count_and_ack(rx, vec![Box::new(kafka_sink)], progress.clone())?;
     let stop = Arc::new(AtomicBool::new(false));
     let service = std::thread::spawn({
         let (plan, lat, status, stop, options) =
             (plan.clone(), lat.clone(), status.clone(), stop.clone(), options.clone());
-        move || kafka::run_source(plan, options, &lat, tx, status, &stop)
+        move || kafka::run_source(plan, options, &lat, tx, status, progress, &stop)
     });
     // Wait for the group join before sending, so the join is not counted as latency.
     let joined = Instant::now();
@@ -226,39 +225,18 @@ fn raw_consume(opts: &KafkaOptions, expected: u64) -> Result<f64> {
     Ok(n.saturating_sub(1) as f64 / last.duration_since(first).as_secs_f64().max(1e-9))
 }
 
-/// A sink thread: counts alerts, writes them to Kafka if given, acknowledges barriers.
+/// The output thread of a run with these sinks: returns a handle that yields the number of
+/// alerts (the same output path as `gridwatch run`, acknowledgements included).
 fn count_and_ack(
-    rx: &crossbeam_channel::Receiver<Output>,
-    mut sink: Option<KafkaSink>,
-    status: &KafkaStatus,
-) -> Result<u64> {
-    let mut alerts = 0u64;
-    let mut barriers = BarrierAcks::default();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(10)) {
-            Ok(Output::Alerts(a)) => {
-                alerts += a.len() as u64;
-                if let Some(k) = sink.as_mut() {
-                    for alert in &a {
-                        k.send_alert(alert)?;
-                    }
-                }
-            }
-            Ok(Output::Barrier { seq, workers, .. }) => {
-                if barriers.arrived(seq, workers) {
-                    barriers.passed(seq, sink.as_mut());
-                }
-            }
-            Ok(Output::DeadLetter(_) | Output::RuleError { .. }) => {}
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-        }
-        barriers.publish(sink.as_mut(), status)?;
-    }
-    if let Some(k) = sink.as_mut() {
-        k.flush()?;
-    }
-    Ok(alerts)
+    rx: crossbeam_channel::Receiver<gridwatch_engine::Output>,
+    sinks: Vec<Box<dyn Sink>>,
+    progress: Arc<Progress>,
+) -> Result<std::thread::JoinHandle<Result<u64>>> {
+    let outputs = Outputs::new(sinks, None, progress, Arc::new(RunMetrics::default()))?;
+    Ok(std::thread::spawn(move || {
+        let report = outputs.run(&rx)?;
+        Ok(report.alerts.values().map(|c| c.firing + c.resolved).sum())
+    }))
 }
 
 /// Sends the city at `rate` events/s for `seconds`; returns the wall time (ms since the

@@ -1,0 +1,37 @@
+//! # gridwatch-runtime
+//!
+//! The running topology: what lies between the sources, the engine and the sinks, owned in
+//! one place.
+//!
+//! ## The model
+//!
+//! * **Sinks** ([`sink::Sink`]) are components built from their own config (the connectors
+//!   crate builds them): a console, NDJSON files, Kafka topics, webhooks, a case store.
+//!   Each receives the records its `send:` and filter select ([`sink::Routes`]) and says how
+//!   far it has delivered.
+//! * **The output thread** ([`outputs::Outputs`]) takes what the engine's workers emit,
+//!   passes alerts through the alert and case stage ([`stage::CaseStageRunner`]) when
+//!   there is one, and hands every record to the sinks that take it.
+//! * **Barriers and acknowledgements** ([`acks`]): sources send barriers through the
+//!   engine; once every worker passed one, the sinks are told, and the barrier is
+//!   acknowledged when every sink delivered what came before it and the case store
+//!   recorded the stage's checkpoint. Sources commit input positions only up to the
+//!   acknowledged barrier ([`acks::Progress`]). One tracker serves every sink.
+//! * **Errors** ([`error`]) are classed by who can fix them: the config's author, the input
+//!   data, an external system, or gridwatch itself.
+
+#![deny(missing_docs)]
+
+pub mod acks;
+pub mod error;
+pub mod metrics;
+pub mod outputs;
+pub mod sink;
+pub mod stage;
+
+pub use acks::Progress;
+pub use error::{ErrorClass, RuntimeError, SinkError};
+pub use metrics::RunMetrics;
+pub use outputs::{Outputs, OutputsReport, RuleCounts};
+pub use sink::{Health, OutputReport, Record, RecordKind, Resume, Routes, Sink, SinkFilter};
+pub use stage::{CaseStageRunner, FeedbackInput, Preloaded};
