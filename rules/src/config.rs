@@ -231,7 +231,17 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
     let mut seen = std::collections::BTreeSet::new();
     for s in &cfg.sinks {
         if !seen.insert(s.name.clone()) {
-            diags.push(r.error(Code::DuplicateId, root, format!("two sinks are named `{}`", s.name)).with_hint(
+            // Point at the named sink, if it is one (the other may come from an older key).
+            let at = top
+                .get("sinks")
+                .and_then(|n| match &n.kind {
+                    Kind::Map(entries) => {
+                        entries.iter().find(|(k, _)| matches!(&k.kind, Kind::Str(x) if *x == s.name)).map(|(k, _)| k)
+                    }
+                    _ => None,
+                })
+                .unwrap_or(root);
+            diags.push(r.error(Code::DuplicateId, at, format!("two sinks are named `{}`", s.name)).with_hint(
                 "a sink of the keys of earlier versions is named after its key (e.g. `cases.store`): rename the other",
             ));
         }

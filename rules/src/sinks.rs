@@ -350,7 +350,9 @@ fn parse_sink(
         return None;
     };
     let mut send = Vec::new();
-    for (s, sn) in r.string_list(send_node, "send", diags).unwrap_or_default() {
+    let listed = r.string_list(send_node, "send", diags).unwrap_or_default();
+    let none_listed = listed.is_empty();
+    for (s, sn) in listed {
         match RecordKind::parse(&s) {
             Some(k) if !send.contains(&k) => send.push(k),
             Some(_) => {}
@@ -362,7 +364,9 @@ fn parse_sink(
         }
     }
     if send.is_empty() {
-        diags.push(r.error(Code::BadValue, send_node, format!("{what} receives nothing: `send` is empty")));
+        if none_listed {
+            diags.push(r.error(Code::BadValue, send_node, format!("{what} receives nothing: `send` is empty")));
+        }
         return None;
     }
     if matches!(kind, SinkKind::CaseStore { .. }) && send != [RecordKind::Cases] {
