@@ -216,7 +216,6 @@ impl Decoder {
         let mut de = sonic_rs::Deserializer::from_slice(payload);
         let seed = RowSeed {
             fields: &self.def.fields,
-            unit: self.def.time_unit,
             needed: &self.needed,
             slots: &mut self.slots,
             strings: &mut self.strings,
@@ -295,7 +294,6 @@ fn describe_json_error(e: &sonic_rs::Error) -> String {
 
 struct RowSeed<'a> {
     fields: &'a [FieldDef],
-    unit: EpochUnit,
     needed: &'a [bool],
     slots: &'a mut [Slot],
     strings: &'a mut String,
@@ -318,7 +316,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
             match idx {
                 Some(i) => {
                     let field = &self.fields[i];
-                    self.slots[i] = map.next_value_seed(ValueSeed { field, unit: self.unit, strings: self.strings })?;
+                    self.slots[i] = map.next_value_seed(ValueSeed { field, strings: self.strings })?;
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -350,13 +348,14 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
 
 struct ValueSeed<'a> {
     field: &'a FieldDef,
-    unit: EpochUnit,
     strings: &'a mut String,
 }
 
 impl ValueSeed<'_> {
+    #[cold]
+    #[inline(never)]
     fn epoch_out_of_range<E: de::Error>(&self, v: fmt::Arguments<'_>) -> E {
-        let unit = match self.unit {
+        let unit = match self.field.unit {
             EpochUnit::Seconds => "seconds",
             EpochUnit::Millis => "milliseconds",
             EpochUnit::Micros => "microseconds",
@@ -364,7 +363,7 @@ impl ValueSeed<'_> {
         };
         self.mismatch(format_args!(
             "{v} (epoch {unit} outside years 1-9999; is the stream's `time_unit` ({}) right?)",
-            self.unit.name()
+            self.field.unit.name()
         ))
     }
 
@@ -401,7 +400,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         match self.field.ty {
             FieldType::Int => Ok(Slot::Int(v)),
             FieldType::Float => Ok(Slot::Float(v as f64)),
-            FieldType::Timestamp => match self.unit.int_to_millis(v).filter(|&ms| crate::time::in_range(ms)) {
+            FieldType::Timestamp => match self.field.unit.int_to_millis(v).filter(|&ms| crate::time::in_range(ms)) {
                 Some(ms) => Ok(Slot::Ts(ms)),
                 None => Err(self.epoch_out_of_range(format_args!("{v}"))),
             },
@@ -418,7 +417,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         match self.field.ty {
             FieldType::Float => Ok(Slot::Float(v)),
             FieldType::Int if v.fract() == 0.0 && v.abs() < 9.0e15 => Ok(Slot::Int(v as i64)),
-            FieldType::Timestamp => match self.unit.float_to_millis(v).filter(|&ms| crate::time::in_range(ms)) {
+            FieldType::Timestamp => match self.field.unit.float_to_millis(v).filter(|&ms| crate::time::in_range(ms)) {
                 Some(ms) => Ok(Slot::Ts(ms)),
                 None => Err(self.epoch_out_of_range(format_args!("{v}"))),
             },
@@ -491,7 +490,10 @@ mod tests {
     fn numeric_timestamps_are_read_in_the_stream_time_unit() {
         use crate::schema::EpochUnit;
         let at = |unit: EpochUnit, ts: &str| {
-            let def = Arc::new(StreamDef { time_unit: unit, ..(*def()).clone() });
+            let mut def = (*def()).clone();
+            def.time_unit = unit;
+            def.fields[0].unit = unit;
+            let def = Arc::new(def);
             let mut d = Decoder::new(def, 8);
             let row = format!(r#"{{"ts":{ts},"device_id":"a","value":1}}"#);
             d.push(row.as_bytes()).map(|()| d.finish().event_time[0])

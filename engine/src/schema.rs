@@ -73,6 +73,8 @@ pub struct FieldDef {
     pub ty: FieldType,
     /// A row without this field (or with `null`) is dead-lettered.
     pub required: bool,
+    /// Unit of numeric values of a timestamp field (the stream's `time_unit`).
+    pub unit: EpochUnit,
 }
 
 /// What to do with an event that arrives behind the watermark.
@@ -195,7 +197,7 @@ pub struct StreamDef {
 impl FieldDef {
     /// A field.
     pub fn new(name: &str, ty: FieldType, required: bool) -> Self {
-        FieldDef { name: name.into(), ty, required }
+        FieldDef { name: name.into(), ty, required, unit: EpochUnit::Millis }
     }
 }
 

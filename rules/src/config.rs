@@ -517,7 +517,7 @@ fn parse_stream(
                                 .all(|zone| zone.properties.get(*prop).is_some_and(serde_json::Value::is_number))
                     });
                     let ty = if numeric { FieldType::Float } else { FieldType::String };
-                    fields.push(FieldDef { name: col, ty, required: false });
+                    fields.push(FieldDef { name: col, ty, required: false, unit: EpochUnit::Millis });
                     columns.push((prop.to_string(), fields.len() - 1));
                 }
             }
@@ -527,6 +527,9 @@ fn parse_stream(
         }
     }
     let time_field = time_field?;
+    for f in fields.iter_mut().filter(|f| f.ty == FieldType::Timestamp) {
+        f.unit = time_unit;
+    }
     // Time and key fields are always required: without them a row cannot be placed.
     fields[time_field].required = true;
     for &k in &key_fields {
@@ -574,7 +577,7 @@ fn parse_field(name: &str, node: &Node, r: &Reader, diags: &mut Diagnostics) -> 
         None => ty_text.as_str(),
     };
     match FieldType::parse(ty_name) {
-        Some(ty) => Some(FieldDef { name: name.to_string(), ty, required }),
+        Some(ty) => Some(FieldDef { name: name.to_string(), ty, required, unit: EpochUnit::Millis }),
         None => {
             let mut d = r.error(Code::BadValue, ty_node, format!("unknown type `{ty_name}` for field `{name}`"));
             d = d.suggest(ty_name, &FieldType::NAMES, "types");

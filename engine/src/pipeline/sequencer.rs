@@ -286,91 +286,121 @@ fn sequence_pass(s: &mut StreamIngest, complete: bool) -> Vec<(usize, String)> {
     let raw = &head.chunk.raw;
     let times = &head.chunk.decoded.event_time;
     let errors = &head.chunk.errors;
+    // The hot loop works on locals (cursors, per-row vectors, counters) and writes them back
+    // once: through `head` and `s` every row they would be reloaded and stored each time.
+    let (mut i, mut row, mut next_error) = (head.next_payload, head.next_row, head.next_error);
+    let mut watermarks = std::mem::take(&mut head.watermarks);
+    let mut split_watermarks = std::mem::take(&mut head.split_watermarks);
+    let mut rejected = std::mem::take(&mut head.rejected);
+    let (mut accepted, mut late, mut future_rows, mut invalid) = (0u64, 0u64, 0u64, 0u64);
+    let tracker = &mut s.tracker;
     let mut dead = Vec::new();
-    while head.next_payload < raw.len() {
-        let i = head.next_payload;
-        if errors.get(head.next_error).is_some_and(|(e, _)| *e as usize == i) {
-            let reason = errors[head.next_error].1.clone();
-            head.next_error += 1;
-            head.next_payload += 1;
-            s.stats.invalid += 1;
-            dead.push((i, reason));
+    let mut warned = s.stats.time_warning.is_some();
+    while i < raw.len() {
+        if errors.get(next_error).is_some_and(|(e, _)| *e as usize == i) {
+            dead.push((i, errors[next_error].1.clone()));
+            next_error += 1;
+            i += 1;
+            invalid += 1;
             continue;
         }
-        let row = head.next_row;
         let t = times[row];
         let split = raw.splits[i] as usize;
         if let Some(max_future) = max_future {
             let arrival = raw.arrivals[i];
-            let newest = s.tracker.split_max_event_time(split);
-            let reason = if arrival != NO_ARRIVAL && future::ahead_of_arrival(t, arrival, max_future) {
-                Some(format!(
-                    "future: {} ms ahead of its arrival at {} (max_future {max_future} ms)",
-                    t.saturating_sub(arrival),
-                    format_timestamp(arrival)
-                ))
-            } else if suspect(t, arrival, newest, max_future) {
+            let ahead = arrival != NO_ARRIVAL && future::ahead_of_arrival(t, arrival, max_future);
+            let reason = if ahead {
+                Some(ahead_of_arrival_reason(t, arrival, max_future))
+            } else if suspect(t, arrival, tracker.split_max_event_time(split), max_future) {
                 // Judged by the rows after it of its own split, whose order is fixed by the
                 // input alone however the splits' reads interleave.
-                let after = rows_of_split(&head.chunk, i + 1, row + 1, head.next_error, raw.splits[i])
+                let after = rows_of_split(&head.chunk, i + 1, row + 1, next_error, raw.splits[i])
                     .chain(later.iter().flat_map(|q| rows_of_split(&q.chunk, 0, 0, 0, raw.splits[i])));
                 match future::judge(t, max_future, after, complete) {
                     Verdict::Accept => None,
-                    Verdict::Future => Some(format!(
-                        "future: {} is more than max_future ({max_future} ms) ahead of most of the {} events after it",
-                        format_timestamp(t),
-                        future::EVIDENCE_ROWS
-                    )),
-                    Verdict::Undecided => return dead,
+                    Verdict::Future => Some(judged_future_reason(t, max_future)),
+                    Verdict::Undecided => break,
                 }
             } else {
                 None
             };
             if let Some(reason) = reason {
-                s.stats.future += 1;
-                let wm = s.tracker.watermark();
-                head.watermarks.push(wm);
-                head.split_watermarks.push(wm);
-                head.rejected.push(row);
+                future_rows += 1;
+                let wm = tracker.watermark();
+                watermarks.push(wm);
+                split_watermarks.push(wm);
+                rejected.push(row);
                 dead.push((i, reason));
-                head.next_payload += 1;
-                head.next_row += 1;
+                i += 1;
+                row += 1;
                 continue;
             }
         }
-        match s.tracker.observe(split, t) {
+        match tracker.observe(split, t) {
             Observed::OnTime(wm) => {
-                s.awaited_since = None;
-                s.stats.accepted += 1;
-                head.watermarks.push(wm);
-                head.split_watermarks.push(s.tracker.split_watermark(split));
-                if t < PLAUSIBLE_FROM && s.stats.time_warning.is_none() {
-                    let warning = format!(
-                        "stream `{}`: event time {} is before 1990; if the source sends epoch seconds (or other units), set the stream's `time_unit` (now `{}`)",
-                        s.def.name,
-                        format_timestamp(t),
-                        s.def.time_unit.name()
-                    );
-                    tracing::warn!("{warning}");
-                    s.stats.time_warning = Some(warning);
+                accepted += 1;
+                watermarks.push(wm);
+                split_watermarks.push(tracker.split_watermark(split));
+                if t < PLAUSIBLE_FROM && !warned {
+                    warned = true;
+                    s.stats.time_warning = Some(unit_warning(&s.def, t));
                 }
             }
             Observed::Late { behind_ms } => {
-                s.stats.late += 1;
+                late += 1;
                 // Kept in place so rows and watermarks stay aligned; filtered out when sent.
-                head.watermarks.push(s.tracker.watermark());
-                head.split_watermarks.push(s.tracker.watermark());
-                head.rejected.push(row);
+                watermarks.push(tracker.watermark());
+                split_watermarks.push(tracker.watermark());
+                rejected.push(row);
                 if dead_late {
                     dead.push((i, format!("late: {behind_ms} ms behind the watermark")));
                 }
             }
         }
-        head.next_payload += 1;
-        head.next_row += 1;
+        i += 1;
+        row += 1;
     }
+    (head.next_payload, head.next_row, head.next_error) = (i, row, next_error);
+    (head.watermarks, head.split_watermarks, head.rejected) = (watermarks, split_watermarks, rejected);
+    if accepted > 0 {
+        s.awaited_since = None;
+    }
+    s.stats.accepted += accepted;
+    s.stats.late += late;
+    s.stats.future += future_rows;
+    s.stats.invalid += invalid;
     s.stats.watermark = s.tracker.watermark();
     dead
+}
+
+#[cold]
+fn ahead_of_arrival_reason(t: Millis, arrival: Millis, max_future: Millis) -> String {
+    format!(
+        "future: {} ms ahead of its arrival at {} (max_future {max_future} ms)",
+        t.saturating_sub(arrival),
+        format_timestamp(arrival)
+    )
+}
+
+#[cold]
+fn judged_future_reason(t: Millis, max_future: Millis) -> String {
+    format!(
+        "future: {} is more than max_future ({max_future} ms) ahead of most of the {} events after it",
+        format_timestamp(t),
+        future::EVIDENCE_ROWS
+    )
+}
+
+#[cold]
+fn unit_warning(def: &crate::schema::StreamDef, t: Millis) -> String {
+    let warning = format!(
+        "stream `{}`: event time {} is before 1990; if the source sends epoch seconds (or other units), set the stream's `time_unit` (now `{}`)",
+        def.name,
+        format_timestamp(t),
+        def.time_unit.name()
+    );
+    tracing::warn!("{warning}");
+    warning
 }
 
 /// Whether a row at `t` must be judged by the rows after it (see [`crate::future`]), given
