@@ -54,6 +54,20 @@ if [ -z "$GRIDWATCH_PG_BIN" ]; then
 fi
 export GRIDWATCH_PG_BIN
 echo "PostgreSQL server binaries: $GRIDWATCH_PG_BIN ($("$GRIDWATCH_PG_BIN/pg_ctl" --version))"
+#  - Mosquitto (MQTT broker, its clients and mosquitto_passwd) and openssl for the MQTT
+#    tests, which start a broker of their own per test (plain, TLS, passwords).
+apt_install() {
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; then
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
+  fi
+}
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ] || ! command -v mosquitto_pub >/dev/null 2>&1; then
+  echo "installing Mosquitto (apt: mosquitto mosquitto-clients)"
+  apt_install mosquitto mosquitto-clients
+fi
+command -v openssl >/dev/null 2>&1 || { echo "installing openssl (apt)"; apt_install openssl; }
+echo "MQTT broker: $(/usr/sbin/mosquitto -h 2>/dev/null | head -1)"
 
 step "format"
 if cargo fmt --version >/dev/null 2>&1; then

@@ -32,30 +32,12 @@ pub fn serve(addr: SocketAddr, state: AdminState) -> Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding the admin address {addr}"))?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
-    std::thread::Builder::new().name("gridwatch-admin".into()).spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(error = %e, "admin HTTP: cannot start its runtime");
-                return;
-            }
-        };
-        rt.block_on(async move {
-            let app = Router::new()
-                .route("/healthz", get(|| async { "ok\n" }))
-                .route("/readyz", get(readyz))
-                .route("/metrics", get(metrics))
-                .with_state(state);
-            match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => {
-                    if let Err(e) = axum::serve(l, app).await {
-                        tracing::error!(error = %e, "admin HTTP stopped");
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "admin HTTP: cannot use the listener"),
-            }
-        });
-    })?;
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    gridwatch_connectors::net::serve_http("gridwatch-admin", "admin HTTP", listener, app)?;
     tracing::info!(%bound, "admin HTTP listening");
     Ok(bound)
 }

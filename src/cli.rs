@@ -17,7 +17,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the engine on the config's source (generator, file or Kafka) until the input ends or Ctrl-C.
+    /// Run the engine on the config's source (generator, file, pipe, Kafka, MQTT or HTTP ingest) until the input ends or a signal (SIGINT/SIGTERM) stops it.
     Run(Box<RunArgs>),
     /// Check config and rule files; report every error with file:line:column.
     Validate(ValidateArgs),
@@ -259,6 +259,10 @@ pub struct RunArgs {
     /// Skip the case stage even if the config has a `cases:` block (alerts only).
     #[arg(long)]
     pub no_cases: bool,
+    /// Live inputs (MQTT, HTTP ingest, a pipe): once input has come, finish when none came
+    /// for this long (e.g. `2s`), closing windows as at the end of a file (backfills, tests).
+    #[arg(long, value_name = "DURATION")]
+    pub until_idle: Option<String>,
     /// Bounded inputs (file, generator): events between barriers, each of which lets the
     /// case stage process what lies before the watermark and commit it to the store. Lower
     /// means less work redone after a crash; the result does not depend on it.

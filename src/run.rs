@@ -8,17 +8,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
-use gridwatch_connectors::file::{NdjsonSource, NdjsonWriter};
-use gridwatch_connectors::generator::{self, CityGenerator, GeneratorSettings};
+use anyhow::{Context, Result, anyhow, bail};
+use gridwatch_connectors::file::NdjsonWriter;
+use gridwatch_connectors::generator::GeneratorSettings;
 use gridwatch_connectors::kafka::{self, KafkaOptions, KafkaStatus};
 use gridwatch_connectors::sinks::{self, SinkEnv};
+use gridwatch_connectors::sources::file::FileSource;
+use gridwatch_connectors::sources::generator::GeneratorSource;
+use gridwatch_connectors::sources::http::HttpIngestSource;
+use gridwatch_connectors::sources::mqtt::MqttSource;
 use gridwatch_engine::pipeline::PipelineReport;
 use gridwatch_engine::{Pipeline, PipelineOptions};
 use gridwatch_rules::cases::FeedbackSource;
 use gridwatch_rules::config::{Config, SourceConfig};
 use gridwatch_rules::sinks::{ConsoleFormat, RecordKind, SinkKind, SinkSpec};
-use gridwatch_runtime::{CaseStageRunner, FeedbackInput, Outputs, Preloaded, Progress, RunMetrics};
+use gridwatch_runtime::{
+    CaseStageRunner, DriveOptions, FeedbackInput, Outputs, Preloaded, Progress, RunMetrics, Source, drive,
+};
 
 use crate::admin::{self, AdminState};
 use crate::cli::{Format, GeneratorOverrides, RunArgs};
@@ -32,7 +38,7 @@ pub fn generator_settings(config: &Config, overrides: &GeneratorOverrides) -> Re
     let (duration, seed, scale) = (overrides.duration.as_deref(), overrides.seed, overrides.scale);
     let g = match &config.source {
         SourceConfig::Generator(g) => g.clone(),
-        SourceConfig::File { .. } | SourceConfig::Kafka => gridwatch_rules::config::GeneratorConfig::default(),
+        _ => gridwatch_rules::config::GeneratorConfig::default(),
     };
     let duration_ms = match duration {
         Some(d) => gridwatch_rules::duration::parse_duration(d).map_err(|e| anyhow!("--duration `{d}`: {e}"))?,
@@ -80,6 +86,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     for w in &config.warnings {
         eprintln!("warning: {w}");
     }
+    // Every option is checked before anything is opened.
+    let until_idle = args.until_idle.as_deref().map(parse_wait).transpose().context("--until-idle")?;
+    if args.events.is_some() && args.kafka.kafka {
+        bail!("--events and --kafka name two inputs; a run reads one (drop one of them)");
+    }
     if let Some(events) = &args.events {
         config.source = SourceConfig::File { path: events.clone() };
     }
@@ -105,8 +116,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
-        // A second Ctrl-C is not caught again by anything: the default handler ends the process.
-        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+        // The first SIGINT/SIGTERM stops gracefully (bounded); a second one exits at once.
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                eprintln!("second signal: exiting at once");
+                std::process::exit(130);
+            }
+            eprintln!("stopping: finishing what was read (a second signal exits at once)");
+        });
     }
 
     let plan = Arc::new(plan);
@@ -133,12 +150,26 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
 
     // The inputs first: a run whose input cannot be read opens (and creates) no output.
-    let mut file_source = match &config.source {
-        SourceConfig::File { path } => {
-            Some(NdjsonSource::open(path).with_context(|| format!("opening the events file `{}`", path.display()))?)
+    let mut source: Option<Box<dyn Source>> = match &config.source {
+        SourceConfig::File { path } => Some(Box::new(FileSource::open(path)?)),
+        SourceConfig::Generator(_) => {
+            Some(Box::new(GeneratorSource::new(generator_settings(&config, &args.generator)?)))
         }
-        _ => None,
+        SourceConfig::Mqtt(m) => Some(Box::new(MqttSource::start(m)?)),
+        SourceConfig::Http(h) => {
+            let source = HttpIngestSource::start(h, plan.clone())?;
+            eprintln!("HTTP ingest on http://{}/ingest/{{stream}}", source.addr());
+            Some(Box::new(source))
+        }
+        SourceConfig::Kafka => None,
     };
+    let live = source.as_ref().is_some_and(|s| !s.bounded());
+    if until_idle.is_some() && !live {
+        eprintln!(
+            "warning: --until-idle applies to live sources (MQTT, HTTP ingest, pipes); this run's input ends by itself{}",
+            if kafka_source { " (Kafka: use --until-caught-up)" } else { "" }
+        );
+    }
     if let Some(k) = &kafka_opts
         && !kafka::wait_reachable(k, &interrupted)?
     {
@@ -169,8 +200,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 
     let started = Instant::now();
     started_flag.store(true, Ordering::Relaxed);
-    let mut unknown_stream = 0u64;
     let mut kafka_messages = None;
+    let drive_options = DriveOptions { barrier_every: args.barrier_every, until_idle, ..DriveOptions::default() };
     let (feed, report) = match (&config.source, kafka_opts) {
         (SourceConfig::Kafka, Some(k)) => {
             match kafka::run_source(plan.clone(), options, &k, out_tx, kafka_status, progress, &interrupted) {
@@ -178,26 +209,27 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                     kafka_messages = Some(r.messages);
                     (Ok(()), merge_reports(r.pipelines))
                 }
+                Err(e) => {
+                    let class = e.class();
+                    let e = anyhow::Error::from(e).context(format!(
+                        "source `kafka` ({} error: {})",
+                        class.name(),
+                        class.who_can_fix()
+                    ));
+                    (Err(e), PipelineReport::default())
+                }
+            }
+        }
+        _ => {
+            let source = source.as_mut().context("a source was built above")?;
+            let pipeline = Pipeline::start_with_output(plan.clone(), options, out_tx);
+            match drive(source.as_mut(), pipeline, &progress, &interrupted, &drive_options) {
+                Ok(d) => (Ok(()), d.report),
                 Err(e) => (Err(anyhow::Error::from(e)), PipelineReport::default()),
             }
         }
-        (source, _) => {
-            let mut pipeline = Pipeline::start_with_output(plan.clone(), options, out_tx);
-            let feed = match source {
-                SourceConfig::File { .. } => {
-                    let source = file_source.take().context("the events file was opened above")?;
-                    feed_file(&mut pipeline, source, &interrupted, &mut unknown_stream, args.barrier_every)
-                }
-                _ => {
-                    let settings = generator_settings(&config, &args.generator)?;
-                    feed_generator(&mut pipeline, settings, &interrupted, &mut unknown_stream, args.barrier_every)
-                }
-            };
-            // Always drain and report, even if the source failed part-way. The last barrier
-            // releases the case stage up to the end of the input.
-            (feed, pipeline.finish_with_barrier(Some(u64::MAX)).context("stopping the engine")?)
-        }
     };
+    let unknown_stream = source.as_ref().map_or(0, |s| s.unknown_stream());
     let elapsed = started.elapsed();
     let sink_report = output_thread.join().map_err(|_| anyhow!("the output thread panicked"))??;
     feed?;
@@ -320,69 +352,10 @@ fn read_feedback_file(path: &std::path::Path) -> Result<Preloaded> {
     Ok(Preloaded(items))
 }
 
-fn feed_generator(
-    pipeline: &mut Pipeline,
-    settings: GeneratorSettings,
-    stop: &AtomicBool,
-    unknown: &mut u64,
-    barrier_every: u64,
-) -> Result<()> {
-    let index: Vec<Option<usize>> = generator::STREAMS.iter().map(|s| pipeline.plan().stream_index(s)).collect();
-    let mut generator = CityGenerator::new(settings);
-    let mut n = 0u64;
-    while let Some((stream, payload)) = generator.next_event() {
-        match index[stream] {
-            Some(i) => pipeline.push(i, payload)?,
-            None => {
-                *unknown += 1;
-                pipeline.reject(
-                    generator::STREAMS[stream],
-                    "unknown stream: not declared in the config".into(),
-                    payload,
-                )?;
-            }
-        }
-        n += 1;
-        if n.is_multiple_of(barrier_every) {
-            pipeline.barrier(n / barrier_every)?;
-        }
-        if n.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
-            break;
-        }
-    }
-    Ok(())
-}
-
-fn feed_file(
-    pipeline: &mut Pipeline,
-    mut source: NdjsonSource,
-    stop: &AtomicBool,
-    unknown: &mut u64,
-    barrier_every: u64,
-) -> Result<()> {
-    let mut n = 0u64;
-    while let Some(line) = source.next_line()? {
-        let stream = line.stream.and_then(|s| pipeline.plan().stream_index(s));
-        match stream {
-            Some(i) => pipeline.push(i, line.payload)?,
-            None => {
-                *unknown += 1;
-                let reason = match line.stream {
-                    Some(s) => format!("line {}: unknown stream `{s}`", line.line_no),
-                    None => format!("line {}: no `stream` field naming the stream", line.line_no),
-                };
-                pipeline.reject(line.stream.unwrap_or(""), reason, line.payload)?;
-            }
-        }
-        n += 1;
-        if n.is_multiple_of(barrier_every) {
-            pipeline.barrier(n / barrier_every)?;
-        }
-        if n.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
-            break;
-        }
-    }
-    Ok(())
+/// A duration of the command line (`2s`, `500ms`).
+fn parse_wait(text: &str) -> Result<Duration> {
+    let ms = gridwatch_rules::duration::parse_duration(text).map_err(|e| anyhow!("`{text}`: {e}"))?;
+    Ok(Duration::from_millis(ms.max(0) as u64))
 }
 
 /// Reports of successive pipelines (one per Kafka assignment) as one.

@@ -92,6 +92,13 @@ fn dead_letters_carry_reason_and_raw_payload() {
     assert_eq!(reasons[2], "line 3: unknown stream `parking`");
     assert_eq!(reasons[3], "line 4: no `stream` field naming the stream");
     assert!(dead[1]["payload"].as_str().unwrap().contains(r#""device_id":"gas-1""#));
+    // A machine-readable class beside the message, set where the rejection was decided.
+    let kinds: Vec<(&str, Option<&str>)> =
+        dead.iter().map(|d| (d["kind"].as_str().unwrap(), d["field"].as_str())).collect();
+    assert_eq!(
+        kinds,
+        vec![("bad_field", Some("value")), ("invalid_json", None), ("unknown_stream", None), ("unknown_stream", None)]
+    );
 }
 
 #[test]

@@ -157,3 +157,85 @@ fn reading_cases_from_a_store_that_does_not_exist_is_an_error_and_creates_nothin
     assert!(!out.status.success());
     assert_eq!(std::fs::metadata(&other).expect("still there").len(), 0);
 }
+
+fn mkfifo(path: &Path) {
+    let ok = std::process::Command::new("mkfifo").arg(path).status().expect("mkfifo").success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill").success();
+    assert!(ok);
+}
+
+fn wait_exit(child: &mut std::process::Child, within: std::time::Duration) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(started.elapsed() < within, "did not exit within {within:?} of the signal");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_silent_pipe_lets_alerts_out_and_a_signal_ends_the_run() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("events.fifo");
+    mkfifo(&fifo);
+    let (alerts, summary) = (dir.path().join("alerts.ndjson"), dir.path().join("summary.json"));
+    let config = util::city_config();
+    let mut child = std::process::Command::new(util::bin())
+        .args(["run", "--config", config.to_str().unwrap(), "--quiet", "--no-cases"])
+        .args(["--events", fifo.to_str().unwrap(), "--alerts-out", alerts.to_str().unwrap()])
+        .args(["--dead-letter-out", dir.path().join("dead.ndjson").to_str().unwrap()])
+        .args(["--summary-json", summary.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // A methane reading at the alarm level, now; then the writer stays open and silent.
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).expect("open the fifo");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    writeln!(
+        writer,
+        r#"{{"stream":"sensor","ts":{now},"device_id":"gas-0003","kind":"gas","metric":"ch4_lel","value":62.5,"lat":36.07,"lon":120.38}}"#
+    )
+    .expect("write");
+    writer.flush().expect("flush");
+    let started = std::time::Instant::now();
+    while !lines(&alerts).iter().any(|l| l.contains("gas-methane-alarm")) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "no alert while the pipe is silent");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child, std::time::Duration::from_secs(15));
+    assert!(status.success(), "{status}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).expect("summary")).unwrap();
+    assert_eq!(summary["interrupted"], true);
+    assert_eq!(summary["events_in"], 1);
+    drop(writer);
+}
+
+#[test]
+fn a_fifo_nobody_writes_to_still_stops_on_a_signal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("never.fifo");
+    mkfifo(&fifo);
+    let config = util::city_config();
+    let mut child = std::process::Command::new(util::bin())
+        .args(["run", "--config", config.to_str().unwrap(), "--quiet", "--no-cases"])
+        .args(["--events", fifo.to_str().unwrap(), "--alerts-out", dir.path().join("a.ndjson").to_str().unwrap()])
+        .args(["--dead-letter-out", dir.path().join("d.ndjson").to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    signal(&child, "-INT");
+    let status = wait_exit(&mut child, std::time::Duration::from_secs(15));
+    assert!(status.success(), "{status}");
+}

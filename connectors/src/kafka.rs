@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use gridwatch_engine::pipeline::PipelineReport;
 use gridwatch_engine::time::{Millis, WATERMARK_START};
-use gridwatch_engine::{Alert, DeadLetter, Origin, Output, Pipeline, PipelineOptions, Plan};
+use gridwatch_engine::{Alert, DeadLetter, Origin, Output, Pipeline, PipelineOptions, Plan, Reject, RejectKind};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -312,7 +312,7 @@ impl KafkaSink {
             ],
         )
         .create_with_context(ctx)
-        .map_err(|e| ConnectorError::Kafka(format!("creating the producer: {e}")))?;
+        .map_err(|source| ConnectorError::KafkaClient { what: "creating the producer", source })?;
         Ok(KafkaSink {
             producer,
             alerts_topic: opts.alerts_topic.clone(),
@@ -331,7 +331,7 @@ impl KafkaSink {
 
     /// Queues an alert (key = alert id, value = JSON) on `topic`.
     pub fn send_alert_to(&mut self, topic: &str, alert: &Alert) -> Result<()> {
-        let payload = serde_json::to_vec(alert).map_err(|e| ConnectorError::Kafka(e.to_string()))?;
+        let payload = serde_json::to_vec(alert)?;
         self.enqueue(topic, Some(alert.alert_id.as_bytes()), &payload, None, self.epoch, true)?;
         self.status.alerts_out.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -340,7 +340,7 @@ impl KafkaSink {
     /// Queues a JSON record on `topic` with `key` (case events are keyed by case id, so the
     /// events of one case stay in order on one partition).
     pub fn send_json(&mut self, topic: &str, key: &str, value: &impl serde::Serialize) -> Result<()> {
-        let payload = serde_json::to_vec(value).map_err(|e| ConnectorError::Kafka(e.to_string()))?;
+        let payload = serde_json::to_vec(value)?;
         self.enqueue(topic, Some(key.as_bytes()), &payload, None, self.epoch, true)
     }
 
@@ -354,6 +354,7 @@ impl KafkaSink {
     /// Queues a dead letter on `topic` (see [`KafkaSink::send_dead_letter`]).
     pub fn send_dead_letter_to(&mut self, topic: &str, dl: &DeadLetter) -> Result<()> {
         let mut headers = OwnedHeaders::new()
+            .insert(Header { key: "gridwatch.kind", value: Some(dl.kind.name()) })
             .insert(Header { key: "gridwatch.reason", value: Some(&dl.reason) })
             .insert(Header { key: "gridwatch.stream", value: Some(&dl.stream) });
         if let Some(o) = &dl.origin {
@@ -395,7 +396,13 @@ impl KafkaSink {
                     record = r;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((e, _)) => return Err(ConnectorError::Kafka(format!("producing to `{topic}`: {e}"))),
+                Err((source, _)) => {
+                    return Err(ConnectorError::KafkaRequest {
+                        what: "producing to",
+                        topic: topic.to_string(),
+                        source,
+                    });
+                }
             }
         }
     }
@@ -714,7 +721,7 @@ fn cap_at_frontier(watermarks: &mut [Millis], frontier: Millis) {
 }
 
 fn engine_err(e: gridwatch_engine::EngineError) -> ConnectorError {
-    ConnectorError::Kafka(format!("engine: {e}"))
+    ConnectorError::Engine(e)
 }
 
 struct ConsumerCtx {
@@ -832,15 +839,19 @@ pub fn run_source(
     settings.extend(CONSUMER_DEFAULTS);
     let consumer: BaseConsumer<ConsumerCtx> = client_config(kafka, Role::Consumer, &settings)
         .create_with_context(ctx)
-        .map_err(|e| ConnectorError::Kafka(format!("creating the consumer: {e}")))?;
+        .map_err(|source| ConnectorError::KafkaClient { what: "creating the consumer", source })?;
     if kafka.properties.get("partition.assignment.strategy").is_some_and(|s| s.contains("cooperative")) {
-        return Err(ConnectorError::Kafka(
-            "partition.assignment.strategy: the cooperative protocol is not supported (state is rebuilt per assignment); use range or roundrobin".into(),
+        return Err(ConnectorError::KafkaSetting(
+            "partition.assignment.strategy: the cooperative protocol is not supported (state is rebuilt per assignment); use range or roundrobin",
         ));
     }
     let ends = EndProbe::start(kafka)?;
     let topics: Vec<&str> = kafka.topics.keys().map(String::as_str).collect();
-    consumer.subscribe(&topics).map_err(|e| ConnectorError::Kafka(format!("subscribing to {topics:?}: {e}")))?;
+    consumer.subscribe(&topics).map_err(|source| ConnectorError::KafkaRequest {
+        what: "subscribing to",
+        topic: topics.join("`, `"),
+        source,
+    })?;
     tracing::info!(brokers = %kafka.brokers, group = %kafka.group_id, topics = ?topics, "Kafka source started");
 
     let mut messages = 0u64;
@@ -869,7 +880,7 @@ pub fn run_source(
     // When a message arrived bounds how far ahead its event time may be (a wrong device
     // clock must not move the watermark): the broker's timestamp, but never later than the
     // wall clock, read once per housekeeping round rather than per message.
-    let mut now_ms = wall_clock_ms();
+    let mut now_ms = crate::net::wall_clock_ms();
     loop {
         let polled = consumer.poll(Duration::from_millis(if paused {
             5
@@ -916,10 +927,13 @@ pub fn run_source(
                 let p = c.pipeline.as_mut().expect("matched above");
                 let pushed = match (stream, msg.payload()) {
                     (usize::MAX, payload) => {
-                        let reason = format!("topic `{topic}` feeds no stream");
+                        let reason = Reject::new(RejectKind::UnknownStream, format!("topic `{topic}` feeds no stream"));
                         p.reject_from("", reason, payload.unwrap_or_default(), origin())
                     }
-                    (s, None) => p.reject_from(&plan.streams[s].name, "empty message (no value)".into(), &[], origin()),
+                    (s, None) => {
+                        let reason = Reject::new(RejectKind::InvalidJson, "empty message (no value)");
+                        p.reject_from(&plan.streams[s].name, reason, &[], origin())
+                    }
                     (s, Some(payload)) => {
                         stream_messages[s] += 1;
                         let arrival = msg.timestamp().to_millis().map_or(now_ms, |t| t.min(now_ms));
@@ -936,7 +950,7 @@ pub fn run_source(
                     continue;
                 }
             }
-            Some(Ok(_)) => return Err(ConnectorError::Kafka("internal: a message arrived without a pipeline".into())),
+            Some(Ok(_)) => return Err(ConnectorError::Internal("a Kafka message arrived without a pipeline")),
             Some(Err(e)) => note_client_error(&status, "consumer", &e, "poll"),
             None => {}
         }
@@ -945,7 +959,7 @@ pub fn run_source(
             break;
         }
         let now = Instant::now();
-        now_ms = wall_clock_ms();
+        now_ms = crate::net::wall_clock_ms();
         // Only a message received now proves the broker is back (not any earlier one).
         if !empty_poll {
             status.broker_up.store(true, Ordering::Relaxed);
@@ -1064,7 +1078,7 @@ pub fn run_source(
 pub fn wait_reachable(kafka: &KafkaOptions, stop: &AtomicBool) -> Result<bool> {
     let probe: BaseConsumer = client_config(kafka, Role::Consumer, &[("group.id", &kafka.group_id)])
         .create()
-        .map_err(|e| ConnectorError::Kafka(format!("creating the consumer: {e}")))?;
+        .map_err(|source| ConnectorError::KafkaClient { what: "creating the consumer", source })?;
     let mut warned: Option<Instant> = None;
     loop {
         match probe.fetch_metadata(None, Timeout::After(Duration::from_secs(2))) {
@@ -1085,11 +1099,6 @@ pub fn wait_reachable(kafka: &KafkaOptions, stop: &AtomicBool) -> Result<bool> {
             return Ok(false);
         }
     }
-}
-
-/// Milliseconds since the Unix epoch by the system clock.
-fn wall_clock_ms() -> Millis {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
 }
 
 /// End of a bounded run: like the end of a file, windows close at the last event time.
@@ -1291,7 +1300,7 @@ impl FeedbackReader {
             &[("group.id", "gridwatch-feedback-reader"), ("enable.auto.commit", "false"), ("fetch.wait.max.ms", "50")],
         )
         .create()
-        .map_err(|e| ConnectorError::Kafka(format!("creating the feedback reader for `{topic}`: {e}")))?;
+        .map_err(|source| ConnectorError::KafkaClient { what: "creating the feedback reader", source })?;
         let (tx, rx) = crossbeam_channel::bounded(10_000);
         let stop = Arc::new(AtomicBool::new(false));
         let last_message = Arc::new(Mutex::new(Instant::now()));
@@ -1299,7 +1308,7 @@ impl FeedbackReader {
         let handle = std::thread::Builder::new()
             .name("gridwatch-feedback".into())
             .spawn(move || read_feedback(&consumer, &topic, &tx, &stop2, &last2))
-            .map_err(|e| ConnectorError::Kafka(format!("starting the feedback reader: {e}")))?;
+            .map_err(|_| ConnectorError::Internal("cannot start the feedback reader thread"))?;
         Ok(FeedbackReader { rx, stop, last_message, handle: Some(handle) })
     }
 
@@ -1322,7 +1331,7 @@ impl FeedbackReader {
 }
 
 impl gridwatch_runtime::FeedbackInput for FeedbackReader {
-    fn poll(&mut self) -> Vec<std::result::Result<gridwatch_cases::Feedback, DeadLetter>> {
+    fn poll(&mut self) -> Vec<std::result::Result<gridwatch_cases::Feedback, Box<DeadLetter>>> {
         self.try_iter()
             .map(|(payload, origin)| {
                 gridwatch_cases::Feedback::parse(&payload).map_err(|why| {

@@ -11,7 +11,9 @@ pub mod error;
 pub mod file;
 pub mod generator;
 pub mod kafka;
+pub mod net;
 pub mod sinks;
+pub mod sources;
 pub mod store;
 pub mod webhook;
 

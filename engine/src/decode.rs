@@ -17,6 +17,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
+use crate::reject::{Reject, RejectKind};
 use crate::schema::{EpochUnit, FieldDef, FieldType, StreamDef};
 
 #[derive(Clone, Copy, Debug)]
@@ -201,7 +202,7 @@ impl Decoder {
 
     /// Decodes one payload and appends it. On error nothing is appended and the reason is
     /// returned (for the dead-letter output).
-    pub fn push(&mut self, payload: &[u8]) -> Result<(), String> {
+    pub fn push(&mut self, payload: &[u8]) -> Result<(), Reject> {
         self.parse(payload)?;
         self.commit();
         Ok(())
@@ -210,27 +211,29 @@ impl Decoder {
     /// Decodes one payload into the row scratch and returns its event time, without
     /// appending it: the caller decides (e.g. after a lateness check) whether to
     /// [`Decoder::commit`] it.
-    pub fn parse(&mut self, payload: &[u8]) -> Result<i64, String> {
+    pub fn parse(&mut self, payload: &[u8]) -> Result<i64, Reject> {
         self.slots.fill(Slot::Missing);
         self.strings.clear();
         let mut de = sonic_rs::Deserializer::from_slice(payload);
+        let mut failed_field = None;
         let seed = RowSeed {
             fields: &self.def.fields,
             needed: &self.needed,
             slots: &mut self.slots,
             strings: &mut self.strings,
+            failed_field: &mut failed_field,
         };
         if let Err(e) = seed.deserialize(&mut de).and_then(|()| de.end()) {
-            return Err(describe_json_error(&e));
+            return Err(describe_json_error(&e, failed_field.map(|i| &*self.def.fields[i].name)));
         }
         for ((field, slot), &needed) in self.def.fields.iter().zip(&self.slots).zip(&self.needed) {
             if needed && field.required && matches!(slot, Slot::Missing | Slot::Null) {
-                return Err(format!("missing required field `{}`", field.name));
+                return Err(missing(&field.name, "missing required field"));
             }
         }
         match self.slots[self.def.time_field] {
             Slot::Ts(time) => Ok(time),
-            _ => Err(format!("missing event time field `{}`", self.def.fields[self.def.time_field].name)),
+            _ => Err(missing(&self.def.fields[self.def.time_field].name, "missing event time field")),
         }
     }
 
@@ -285,11 +288,23 @@ impl Decoder {
     }
 }
 
-fn describe_json_error(e: &sonic_rs::Error) -> String {
+#[cold]
+fn missing(field: &str, what: &str) -> Reject {
+    Reject::field(RejectKind::MissingField, field, format!("{what} `{field}`"))
+}
+
+/// The class comes from where the error arose: inside a declared field's value (the
+/// decoder noted which), a JSON syntax error, or a document that is not an object.
+#[cold]
+fn describe_json_error(e: &sonic_rs::Error, failed_field: Option<&str>) -> Reject {
     // sonic-rs appends a multi-line snippet; the first line has the message and position.
     let full = e.to_string();
     let msg = full.lines().next().unwrap_or_default().trim();
-    if e.is_syntax() || e.is_eof() { format!("invalid JSON: {msg}") } else { msg.to_string() }
+    match failed_field {
+        _ if e.is_syntax() || e.is_eof() => Reject::new(RejectKind::InvalidJson, format!("invalid JSON: {msg}")),
+        Some(field) => Reject::field(RejectKind::BadField, field, msg),
+        None => Reject::new(RejectKind::NotAnObject, msg),
+    }
 }
 
 struct RowSeed<'a> {
@@ -297,6 +312,8 @@ struct RowSeed<'a> {
     needed: &'a [bool],
     slots: &'a mut [Slot],
     strings: &'a mut String,
+    /// The declared field whose value failed to decode, for the rejection's class.
+    failed_field: &'a mut Option<usize>,
 }
 
 impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
@@ -316,7 +333,13 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
             match idx {
                 Some(i) => {
                     let field = &self.fields[i];
-                    self.slots[i] = map.next_value_seed(ValueSeed { field, strings: self.strings })?;
+                    match map.next_value_seed(ValueSeed { field, strings: self.strings }) {
+                        Ok(slot) => self.slots[i] = slot,
+                        Err(e) => {
+                            *self.failed_field = Some(i);
+                            return Err(e);
+                        }
+                    }
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -468,15 +491,21 @@ mod tests {
         d.push(br#"{"ts":"2026-01-01T00:00:00Z","device_id":"a","value":1.5,"extra":{"x":[1]}}"#).unwrap();
         d.push(br#"{"ts":1000,"device_id":"b","value":2,"ok":true}"#).unwrap();
         let e = d.push(br#"{"ts":1000,"device_id":"c","value":"high"}"#).unwrap_err();
-        assert_eq!(e, r#"field `value`: expected float, got string "high" at line 1 column 41"#);
+        assert_eq!(e.message, r#"field `value`: expected float, got string "high" at line 1 column 41"#);
+        assert_eq!((e.kind, e.field.as_deref()), (RejectKind::BadField, Some("value")));
         let e = d.push(br#"{"ts":1000,"value":3.0}"#).unwrap_err();
-        assert_eq!(e, "missing required field `device_id`");
+        assert_eq!(e.message, "missing required field `device_id`");
+        assert_eq!((e.kind, e.field.as_deref()), (RejectKind::MissingField, Some("device_id")));
         let e = d.push(br#"{"ts":1000,"device_id":"c""#).unwrap_err();
-        assert!(e.starts_with("invalid JSON"), "{e}");
+        assert!(e.message.starts_with("invalid JSON"), "{e}");
+        assert_eq!(e.kind, RejectKind::InvalidJson);
+        let e = d.push(br#"[1,2]"#).unwrap_err();
+        assert_eq!(e.kind, RejectKind::NotAnObject, "{e}");
         let e = d.push(br#"{"ts":9223372036854775807,"device_id":"c","value":1}"#).unwrap_err();
-        assert!(e.contains("outside years 1-9999"), "{e}");
+        assert!(e.message.contains("outside years 1-9999"), "{e}");
+        assert_eq!((e.kind, e.field.as_deref()), (RejectKind::BadField, Some("ts")));
         let e = d.push(br#"{"ts":"yesterday","device_id":"c","value":1}"#).unwrap_err();
-        assert!(e.contains("not RFC 3339"), "{e}");
+        assert!(e.message.contains("not RFC 3339"), "{e}");
         let out = d.finish();
         assert_eq!(out.batch.num_rows(), 2);
         assert_eq!(out.event_time, vec![1_767_225_600_000, 1000]);
@@ -496,7 +525,7 @@ mod tests {
             let def = Arc::new(def);
             let mut d = Decoder::new(def, 8);
             let row = format!(r#"{{"ts":{ts},"device_id":"a","value":1}}"#);
-            d.push(row.as_bytes()).map(|()| d.finish().event_time[0])
+            d.push(row.as_bytes()).map(|()| d.finish().event_time[0]).map_err(|e| e.message)
         };
         assert_eq!(at(EpochUnit::Seconds, "1700000000"), Ok(1_700_000_000_000));
         assert_eq!(at(EpochUnit::Seconds, "1700000000.25"), Ok(1_700_000_000_250));
@@ -520,7 +549,7 @@ mod tests {
         d.push(br#"{"ts":1000,"device_id":"a","value":"high","ok":true}"#).unwrap();
         d.push(br#"{"ts":2000,"device_id":"b"}"#).unwrap();
         let e = d.push(br#"{"ts":3000,"value":1}"#).unwrap_err();
-        assert_eq!(e, "missing required field `device_id`", "needed fields are still validated");
+        assert_eq!(e.message, "missing required field `device_id`", "needed fields are still validated");
         let out = d.finish();
         assert_eq!(out.batch.num_rows(), 2);
         assert_eq!(out.event_time, vec![1000, 2000], "the event time is always decoded");

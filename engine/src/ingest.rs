@@ -31,6 +31,7 @@ use crate::decode::{DecodedBatch, Decoder};
 use crate::error::{EngineError, Result};
 use crate::keys::{partition_of, write_key};
 use crate::plan::{KeyGroup, Plan};
+use crate::reject::Reject;
 
 /// The arrival time of a payload from a replay (no arrival time).
 pub(crate) const NO_ARRIVAL: i64 = i64::MIN;
@@ -50,6 +51,9 @@ pub(crate) struct RawChunk {
     /// When each payload arrived (ms since the epoch), for live sources; [`NO_ARRIVAL`]
     /// for replays (see [`crate::future`]).
     pub arrivals: Vec<i64>,
+    /// The topic of payloads that came with one (MQTT), by payload index, ascending: their
+    /// dead letters name it.
+    pub topics: Vec<(u32, Arc<str>)>,
     /// Cut while its stream was restoring state (see [`crate::Pipeline::replay_split`]):
     /// every payload is input acknowledged before a restart.
     pub replayed: bool,
@@ -73,6 +77,18 @@ impl RawChunk {
         self.ends.len()
     }
 
+    /// Labels the payload pushed last with the topic it came from.
+    pub fn label_last(&mut self, topic: Arc<str>) {
+        if let Some(last) = self.ends.len().checked_sub(1) {
+            self.topics.push((last as u32, topic));
+        }
+    }
+
+    /// The topic payload `i` came from, if it was labelled.
+    pub fn topic_of(&self, i: usize) -> Option<&Arc<str>> {
+        self.topics.binary_search_by_key(&(i as u32), |(j, _)| *j).ok().map(|k| &self.topics[k].1)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
@@ -89,6 +105,7 @@ impl RawChunk {
         self.offsets.clear();
         self.positions.clear();
         self.arrivals.clear();
+        self.topics.clear();
         self.replayed = false;
     }
 
@@ -115,7 +132,7 @@ pub(crate) struct DecodedChunk {
     pub raw: RawChunk,
     pub decoded: DecodedBatch,
     /// Payloads that failed to decode: index in the chunk, reason. Ascending.
-    pub errors: Vec<(u32, String)>,
+    pub errors: Vec<(u32, Reject)>,
     /// Per key group: the non-empty partitions. Empty when there is one partition (every
     /// group then takes the whole batch).
     pub routed: Vec<Vec<PartitionRows>>,
@@ -216,13 +233,13 @@ impl Decoding {
 
     /// Decodes one payload of `stream` on the caller's thread, as it arrives (see
     /// [`Decoding::finish_here`]).
-    pub fn decode_one_here(&mut self, stream: usize, payload: &[u8]) -> Result<(), String> {
+    pub fn decode_one_here(&mut self, stream: usize, payload: &[u8]) -> Result<(), Reject> {
         self.decoders[stream].push(payload)
     }
 
     /// The payloads of `raw` already decoded one by one with [`Decoding::decode_one_here`]
     /// (`errors`: those that failed), as a decoded chunk.
-    pub fn finish_here(&mut self, raw: RawChunk, errors: Vec<(u32, String)>) -> Result<DecodedChunk> {
+    pub fn finish_here(&mut self, raw: RawChunk, errors: Vec<(u32, Reject)>) -> Result<DecodedChunk> {
         let s = raw.stream;
         let started = Instant::now();
         let decoded = self.decoders[s].finish();

@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod alert;
+pub mod clock;
 pub mod decode;
 pub mod error;
 pub mod future;
@@ -34,6 +35,7 @@ pub mod keys;
 pub mod operator;
 pub mod pipeline;
 pub mod plan;
+pub mod reject;
 pub mod schema;
 pub mod time;
 pub mod zones;
@@ -46,6 +48,8 @@ mod split_tests;
 pub(crate) mod testutil;
 
 pub use alert::{Alert, AlertState};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, Result};
 pub use pipeline::{DeadLetter, Origin, Output, Pipeline, PipelineOptions, PipelineReport};
 pub use plan::Plan;
+pub use reject::{Reject, RejectKind};

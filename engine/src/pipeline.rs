@@ -28,10 +28,12 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use serde::Serialize;
 
 use crate::alert::Alert;
+use crate::clock::{Clock, SystemClock};
 use crate::error::{EngineError, Result};
 use crate::ingest::{Decoding, NO_ARRIVAL, RawChunk};
 use crate::operator::{self, BatchInput, Operator, WhereCache};
 use crate::plan::{KeyGroup, Plan};
+use crate::reject::{Reject, RejectKind};
 use crate::schema::StreamDef;
 use crate::time::{Millis, SplitWatermarks, WATERMARK_START};
 
@@ -59,6 +61,9 @@ pub struct PipelineOptions {
     /// are sent again (a stage behind the workers may not have processed them). Empty:
     /// nothing is suppressed.
     pub replay_until: Vec<Millis>,
+    /// Processing time: lingering batches, idle streams, stalled replays (see
+    /// [`crate::clock`]). The system's clock unless a test drives one.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for PipelineOptions {
@@ -71,6 +76,7 @@ impl Default for PipelineOptions {
             queue_depth: 8,
             linger: std::time::Duration::from_millis(5),
             replay_until: Vec::new(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -80,13 +86,37 @@ impl Default for PipelineOptions {
 pub struct DeadLetter {
     /// Stream the payload was meant for.
     pub stream: String,
-    /// Why it was rejected.
+    /// The class of the rejection (for counters, routing, alerting on data quality).
+    pub kind: RejectKind,
+    /// The declared field at fault, for bad and missing fields.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<Arc<str>>,
+    /// Why it was rejected, for people.
     pub reason: String,
     /// The raw payload (lossy UTF-8).
     pub payload: String,
     /// Where the payload came from, when the source has positions (Kafka).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+}
+
+impl DeadLetter {
+    /// The dead letter of `payload`, meant for `stream`, rejected for `reject`.
+    pub fn new(stream: impl Into<String>, reject: Reject, payload: String, origin: Option<Origin>) -> Self {
+        DeadLetter {
+            stream: stream.into(),
+            kind: reject.kind,
+            field: reject.field,
+            reason: reject.message,
+            payload,
+            origin,
+        }
+    }
+
+    /// The summary's group of this dead letter ("late", "bad field `ts`", …).
+    pub fn class(&self) -> String {
+        Reject::class(self.kind, self.field.as_deref())
+    }
 }
 
 /// Position of a record in its source: topic, partition and offset for Kafka.
@@ -221,7 +251,7 @@ struct StreamIngest {
     /// thread (low rates: the rows are ready when the chunk lingers), not at its cut.
     eager: bool,
     /// Payloads of an eager chunk that failed to decode.
-    eager_errors: Vec<(u32, String)>,
+    eager_errors: Vec<(u32, Reject)>,
     /// The last chunk lingered (low rate): decode the next one eagerly if the pool is idle.
     /// A chunk that fills up clears it, handing decoding back to the pool.
     prefer_eager: bool,
@@ -369,6 +399,12 @@ impl Pipeline {
         &self.plan
     }
 
+    /// The clock the pipeline reads processing time from ([`PipelineOptions::clock`]):
+    /// drivers pass its `now()` to [`Pipeline::flush_lingering`] and [`Pipeline::on_idle`].
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.options.clock
+    }
+
     /// Queues one payload of `stream` (an index into the plan's streams) for decoding.
     pub fn push(&mut self, stream: usize, payload: &[u8]) -> Result<()> {
         self.push_split(stream, 0, payload, -1)
@@ -381,7 +417,7 @@ impl Pipeline {
         let s = &mut self.streams[stream];
         s.tracker.declare(splits);
         if splits > 0 && s.tracker.watermark() == WATERMARK_START {
-            s.awaited_since.get_or_insert_with(Instant::now);
+            s.awaited_since.get_or_insert_with(|| self.options.clock.now());
         }
     }
 
@@ -410,7 +446,7 @@ impl Pipeline {
         let gate = self.streams[stream].replay.get_or_insert_with(|| ReplayGate {
             pending: Vec::new(),
             held: RawChunk::new(stream),
-            progress: Instant::now(),
+            progress: self.options.clock.now(),
         });
         if gate.pending.len() <= split {
             gate.pending.resize(split + 1, None);
@@ -438,7 +474,8 @@ impl Pipeline {
         tracing::debug!(stream = %self.streams[stream].def.name, held = held.len(), "replay of acknowledged input done");
         for i in 0..held.len() {
             let arrival = (held.arrivals[i] != NO_ARRIVAL).then_some(held.arrivals[i]);
-            self.push_arrived(stream, held.splits[i] as usize, held.payload(i), held.offsets[i], arrival)?;
+            let topic = held.topic_of(i).cloned();
+            self.push_from(stream, held.splits[i] as usize, held.payload(i), held.offsets[i], arrival, topic)?;
         }
         Ok(())
     }
@@ -469,6 +506,20 @@ impl Pipeline {
         offset: i64,
         arrival: Option<Millis>,
     ) -> Result<()> {
+        self.push_from(stream, split, payload, offset, arrival, None)
+    }
+
+    /// Like [`Pipeline::push_arrived`], for a payload that came from `topic` (an MQTT
+    /// topic): if it becomes a dead letter, its [`Origin`] names that topic.
+    pub fn push_from(
+        &mut self,
+        stream: usize,
+        split: usize,
+        payload: &[u8],
+        offset: i64,
+        arrival: Option<Millis>,
+        topic: Option<Arc<str>>,
+    ) -> Result<()> {
         let arrival = arrival.unwrap_or(NO_ARRIVAL);
         if let Some(gate) = self.streams[stream].replay.as_mut() {
             let acked = gate.pending.get(split).copied().flatten();
@@ -479,31 +530,45 @@ impl Pipeline {
                 gate.pending[split] = None;
             }
             if acked.is_some() {
-                gate.progress = Instant::now();
+                gate.progress = self.options.clock.now();
             }
             if !replayed {
                 gate.held.push(payload, split, offset, 0, arrival);
+                if let Some(t) = topic {
+                    gate.held.label_last(t);
+                }
                 if gate.done() || gate.held.bytes_len() >= ReplayGate::MAX_HELD_BYTES {
                     return self.end_replay(stream);
                 }
                 return Ok(());
             }
             let done = gate.done();
-            self.push_acked(stream, split, payload, offset, arrival)?;
+            self.push_acked(stream, split, payload, offset, arrival, topic)?;
             return if done { self.end_replay(stream) } else { Ok(()) };
         }
-        self.push_acked(stream, split, payload, offset, arrival)
+        self.push_acked(stream, split, payload, offset, arrival, topic)
     }
 
     /// [`Pipeline::push_arrived`] past the replay gate.
-    fn push_acked(&mut self, stream: usize, split: usize, payload: &[u8], offset: i64, arrival: Millis) -> Result<()> {
+    fn push_acked(
+        &mut self,
+        stream: usize,
+        split: usize,
+        payload: &[u8],
+        offset: i64,
+        arrival: Millis,
+        topic: Option<Arc<str>>,
+    ) -> Result<()> {
         let s = &mut self.streams[stream];
         if s.pending.is_empty() {
-            s.pending_since = Some(Instant::now());
+            s.pending_since = Some(self.options.clock.now());
             s.eager = self.decoding.pool.is_none() || (s.prefer_eager && self.decoding.pool_idle());
         }
         let index = s.pending.len() as u32;
         s.pending.push(payload, split, offset, self.pushed, arrival);
+        if let Some(t) = topic {
+            s.pending.label_last(t);
+        }
         self.pushed += 1;
         if s.eager
             && let Err(reason) = self.decoding.decode_one_here(stream, payload)
@@ -519,13 +584,13 @@ impl Pipeline {
 
     /// Sends a payload that never reached a stream (e.g. it names no known stream) to the
     /// dead-letter output, so nothing is lost silently.
-    pub fn reject(&mut self, stream: &str, reason: String, payload: &[u8]) -> Result<()> {
+    pub fn reject(&mut self, stream: &str, reason: Reject, payload: &[u8]) -> Result<()> {
         self.reject_from(stream, reason, payload, None)
     }
 
     /// Like [`Pipeline::reject`], with the payload's source position.
-    pub fn reject_from(&mut self, stream: &str, reason: String, payload: &[u8], origin: Option<Origin>) -> Result<()> {
-        let dl = DeadLetter { stream: stream.to_string(), reason, payload: lossy(payload), origin };
+    pub fn reject_from(&mut self, stream: &str, reason: Reject, payload: &[u8], origin: Option<Origin>) -> Result<()> {
+        let dl = DeadLetter::new(stream, reason, lossy(payload), origin);
         self.held_dead.insert(self.pushed, dl);
         self.pushed += 1;
         self.release_dead()

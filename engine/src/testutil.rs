@@ -8,6 +8,7 @@ use datafusion::common::DFSchema;
 use datafusion::prelude::SessionContext;
 
 use crate::alert::{Alert, AlertState};
+use crate::clock::Clock;
 use crate::pipeline::{DeadLetter, Output, Pipeline, PipelineOptions};
 use crate::plan::{
     AbsencePlan, AggFunc, Aggregate, Plan, Predicate, RuleKind, RuleMeta, RulePlan, Severity, ThresholdPlan, WindowPlan,
@@ -153,6 +154,10 @@ pub fn run_with(
     linger_every: Option<usize>,
 ) -> Outcome {
     let plan = Arc::new(Plan { streams: vec![stream], rules: rules.into_iter().map(Arc::new).collect() });
+    // Processing time is driven, not slept: the pipeline reads this clock.
+    let clock = Arc::new(crate::clock::ManualClock::new());
+    let linger = options.linger;
+    let options = PipelineOptions { clock: clock.clone(), ..options };
     let (mut p, rx) = Pipeline::start(plan, options);
     let collector = std::thread::spawn(move || {
         let mut out = Outcome::default();
@@ -166,17 +171,17 @@ pub fn run_with(
         }
         out
     });
-    let later = std::time::Instant::now() + std::time::Duration::from_secs(3600);
     for (i, payload) in payloads.iter().enumerate() {
         p.push(0, payload.as_bytes()).expect("push");
         if linger_every.is_some_and(|n| (i + 1) % n == 0) {
-            p.flush_lingering(later).expect("flush_lingering");
+            clock.advance(linger);
+            p.flush_lingering(clock.now()).expect("flush_lingering");
         }
     }
     if let Some(ms) = idle_ms {
         p.flush().expect("flush");
-        let later = std::time::Instant::now() + std::time::Duration::from_millis(ms);
-        p.on_idle(later).expect("idle");
+        clock.advance(std::time::Duration::from_millis(ms));
+        p.on_idle(clock.now()).expect("idle");
     }
     p.finish().expect("finish");
     let mut out = collector.join().expect("collector");

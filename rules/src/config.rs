@@ -74,6 +74,10 @@ pub enum SourceConfig {
     },
     /// Kafka topics, as set in [`Config::kafka`].
     Kafka,
+    /// An MQTT broker's topics.
+    Mqtt(crate::sources::MqttConfig),
+    /// HTTP ingest: `POST /ingest/{stream}`.
+    Http(crate::sources::HttpIngestConfig),
 }
 
 /// Engine tuning.
@@ -190,7 +194,7 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
         cfg.rule_paths = list.into_iter().map(|(p, _)| base.join(p)).collect();
     }
     if let Some(src) = top.get("source") {
-        cfg.source = parse_source(src, &base, r, diags);
+        cfg.source = parse_source(src, &base, &cfg.streams, r, diags);
         if cfg.source == SourceConfig::Kafka && cfg.kafka.as_ref().is_none_or(|k| k.topics.is_empty()) {
             diags.push(
                 r.error(Code::MissingKey, src, "the source is Kafka, but no stream names a topic")
@@ -258,14 +262,34 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
     cfg
 }
 
-fn parse_source(node: &Node, base: &Path, r: &Reader, diags: &mut Diagnostics) -> SourceConfig {
+fn parse_source(
+    node: &Node,
+    base: &Path,
+    streams: &[Arc<StreamDef>],
+    r: &Reader,
+    diags: &mut Diagnostics,
+) -> SourceConfig {
     let default = SourceConfig::Generator(GeneratorConfig::default());
     if matches!(&node.kind, Kind::Str(s) if s == "kafka") {
         return SourceConfig::Kafka;
     }
-    let Some(m) = r.map(node, "`source`", &["generator", "file", "kafka"], diags) else { return default };
+    let Some(m) = r.map(node, "`source`", &["generator", "file", "kafka", "mqtt", "http"], diags) else {
+        return default;
+    };
+    if m.entries().len() > 1 {
+        diags.push(
+            r.error(Code::BadValue, node, "`source` names more than one source")
+                .with_hint("one source per run: generator, file, kafka, mqtt or http"),
+        );
+    }
     if m.get("kafka").is_some() {
         return SourceConfig::Kafka;
+    }
+    if let Some(n) = m.get("mqtt") {
+        return crate::sources::parse_mqtt(n, base, streams, r, diags).map_or(default, SourceConfig::Mqtt);
+    }
+    if let Some(n) = m.get("http") {
+        return crate::sources::parse_http(n, r, diags).map_or(default, SourceConfig::Http);
     }
     if let Some(file) = m.get("file") {
         return match r.string(file, "file", diags) {

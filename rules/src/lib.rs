@@ -20,6 +20,7 @@ pub mod expr;
 pub mod kafka;
 pub mod rule;
 pub mod sinks;
+pub mod sources;
 pub mod table;
 pub mod yaml;
 pub mod zones;

@@ -17,6 +17,10 @@
 //!   acknowledged when every sink delivered what came before it and the case store
 //!   recorded the stage's checkpoint. Sources commit input positions only up to the
 //!   acknowledged barrier ([`acks::Progress`]). One tracker serves every sink.
+//! * **Sources** ([`source::Source`]) read their input and push it; one driver
+//!   ([`source::drive`]) owns the rest of a run's life: barriers, linger, idle streams,
+//!   acknowledging the source's input once every sink delivered it, and the end (the end of
+//!   a bounded input, idleness, or a graceful stop).
 //! * **Errors** ([`error`]) are classed by who can fix them: the config's author, the input
 //!   data, an external system, or gridwatch itself.
 
@@ -27,6 +31,7 @@ pub mod error;
 pub mod metrics;
 pub mod outputs;
 pub mod sink;
+pub mod source;
 pub mod stage;
 
 pub use acks::Progress;
@@ -34,4 +39,5 @@ pub use error::{ErrorClass, RuntimeError, SinkError};
 pub use metrics::RunMetrics;
 pub use outputs::{Outputs, OutputsReport, RuleCounts};
 pub use sink::{Health, OutputReport, Record, RecordKind, Resume, Routes, Sink, SinkFilter};
+pub use source::{DriveOptions, Driven, Ingest, Polled, Source, SourceError, drive};
 pub use stage::{CaseStageRunner, FeedbackInput, Preloaded};

@@ -202,7 +202,7 @@ impl Outputs {
     fn write_dead_letter(&mut self, d: &DeadLetter) -> Result<(), SinkError> {
         self.report.dead_letters += 1;
         self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
-        *self.report.dead_letter_reasons.entry(reason_class(&d.reason)).or_default() += 1;
+        *self.report.dead_letter_reasons.entry(d.class()).or_default() += 1;
         self.send(Record::DeadLetter(d))
     }
 
@@ -238,6 +238,9 @@ impl Outputs {
             s.checkpoint(frontier)?;
             s.close()?;
         }
+        // Everything is delivered and checkpointed: the last barrier is acknowledged (a
+        // live source waits for it to acknowledge its input).
+        self.acks.poll(&mut self.sinks, &self.progress)?;
         self.publish_health();
         if let Some(stage) = &self.stage {
             let stats = stage.stats();
@@ -268,23 +271,4 @@ fn publish_stage(m: &RunMetrics, s: &StageStats) {
     m.cases_open.store(s.open_cases, Ordering::Relaxed);
     m.case_escalations.store(s.escalations, Ordering::Relaxed);
     m.feedback_rejected.store(s.feedback_rejected, Ordering::Relaxed);
-}
-
-/// Groups dead-letter reasons for the summary ("invalid JSON", "late", "field `x`").
-fn reason_class(reason: &str) -> String {
-    if reason.starts_with("late") {
-        "late".into()
-    } else if reason.starts_with("future") {
-        "future".into()
-    } else if reason.starts_with("invalid JSON") {
-        "invalid JSON".into()
-    } else if let Some(rest) = reason.strip_prefix("field `") {
-        format!("bad field `{}`", rest.split('`').next().unwrap_or(""))
-    } else if reason.starts_with("missing") {
-        "missing field".into()
-    } else if reason.contains("stream") {
-        "unknown stream".into()
-    } else {
-        "other".into()
-    }
 }

@@ -12,15 +12,20 @@ use crate::sink::Resume;
 pub const FEEDBACK_STREAM: &str = "case_feedback";
 
 /// A feedback record that could not be used, for the dead-letter sinks.
-pub fn feedback_dead_letter(reason: String, payload: String, origin: Option<gridwatch_engine::Origin>) -> DeadLetter {
-    DeadLetter { stream: FEEDBACK_STREAM.into(), reason, payload, origin }
+pub fn feedback_dead_letter(
+    reason: String,
+    payload: String,
+    origin: Option<gridwatch_engine::Origin>,
+) -> Box<DeadLetter> {
+    let reject = gridwatch_engine::Reject::new(gridwatch_engine::RejectKind::BadFeedback, reason);
+    Box::new(DeadLetter::new(FEEDBACK_STREAM, reject, payload, origin))
 }
 
 /// Where case feedback comes from (a file read at the start, a Kafka topic…).
 pub trait FeedbackInput: Send {
     /// What arrived since the last call: feedback events, or records that are not feedback
     /// (as dead letters).
-    fn poll(&mut self) -> Vec<Result<Feedback, DeadLetter>>;
+    fn poll(&mut self) -> Vec<Result<Feedback, Box<DeadLetter>>>;
 
     /// End of a bounded run: waits (bounded) until the input has been quiet for a moment.
     fn settle(&mut self) {}
@@ -28,10 +33,10 @@ pub trait FeedbackInput: Send {
 
 /// Feedback read in full before the run (a file).
 #[derive(Debug, Default)]
-pub struct Preloaded(pub Vec<Result<Feedback, DeadLetter>>);
+pub struct Preloaded(pub Vec<Result<Feedback, Box<DeadLetter>>>);
 
 impl FeedbackInput for Preloaded {
-    fn poll(&mut self) -> Vec<Result<Feedback, DeadLetter>> {
+    fn poll(&mut self) -> Vec<Result<Feedback, Box<DeadLetter>>> {
         std::mem::take(&mut self.0)
     }
 }
@@ -79,7 +84,7 @@ impl CaseStageRunner {
             for item in input.poll() {
                 match item {
                     Ok(f) => self.stage.push_feedback(f),
-                    Err(d) => bad.push(d),
+                    Err(d) => bad.push(*d),
                 }
             }
         }

@@ -57,13 +57,13 @@ impl EndProbe {
     pub fn start(kafka: &KafkaOptions) -> Result<EndProbe> {
         let client: BaseConsumer = client_config(kafka, Role::Consumer, &[("group.id", &kafka.group_id)])
             .create()
-            .map_err(|e| ConnectorError::Kafka(format!("creating the end-of-partition probe: {e}")))?;
+            .map_err(|source| ConnectorError::KafkaClient { what: "creating the end-of-partition probe", source })?;
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
         let handle = std::thread::Builder::new()
             .name("gridwatch-kafka-ends".into())
             .spawn(move || probe(&client, &s))
-            .map_err(|e| ConnectorError::Kafka(format!("starting the end-of-partition probe: {e}")))?;
+            .map_err(|_| ConnectorError::Internal("cannot start the end-of-partition probe thread"))?;
         Ok(EndProbe { shared, handle: Some(handle) })
     }
 

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use gridwatch_runtime::{ErrorClass, Health, OutputReport, Record, Routes, Sink, SinkError};
+use gridwatch_runtime::{Health, OutputReport, Record, Routes, Sink, SinkError};
 
 use crate::error::ConnectorError;
 use crate::kafka::{KafkaOptions, KafkaSink, KafkaStatus};
@@ -36,7 +36,7 @@ impl KafkaTopicSink {
 }
 
 fn error(name: &str, e: ConnectorError) -> SinkError {
-    SinkError::caused(name, ErrorClass::External, "the Kafka producer", e)
+    SinkError::caused(name, e.class(), "the Kafka producer", e)
 }
 
 impl Sink for KafkaTopicSink {

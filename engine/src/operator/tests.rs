@@ -218,7 +218,7 @@ fn bad_rows_are_dead_lettered_with_a_reason_and_never_panic() {
 fn dead_letters_keep_input_order_and_source_positions() {
     use std::sync::Arc;
 
-    use crate::{Output, Pipeline, PipelineOptions, Plan};
+    use crate::{Output, Pipeline, PipelineOptions, Plan, Reject, RejectKind};
     let s = stream(0, None);
     for decoders in [0, 1, 3] {
         let plan =
@@ -230,13 +230,13 @@ fn dead_letters_keep_input_order_and_source_positions() {
         let good = ev(5, "a", 1.0);
         p.push_split(0, 0, good.as_bytes(), 100).unwrap();
         p.push_split(0, 1, b"{bad 1", 200).unwrap();
-        p.reject("nowhere", "rejected 2".into(), b"x").unwrap();
+        p.reject("nowhere", Reject::new(RejectKind::UnknownStream, "rejected 2"), b"x").unwrap();
         p.push_split(0, 0, b"{bad 3", 101).unwrap();
         for i in 0..7 {
             p.push_split(0, 1, ev(10 + i, "b", 1.0).as_bytes(), 201 + i).unwrap();
         }
         p.push_split(0, 1, b"{bad 4", 208).unwrap();
-        p.reject("nowhere", "rejected 5".into(), b"y").unwrap();
+        p.reject("nowhere", Reject::new(RejectKind::UnknownStream, "rejected 5"), b"y").unwrap();
         p.finish().unwrap();
         let dead: Vec<_> = rx
             .iter()

@@ -22,6 +22,7 @@ use super::{DeadLetter, Origin, Pipeline, StreamIngest, WorkerMsg, lossy, send_t
 use crate::error::Result;
 use crate::future::{self, Verdict};
 use crate::ingest::{DecodedChunk, NO_ARRIVAL};
+use crate::reject::{Reject, RejectKind};
 use crate::schema::LatePolicy;
 use crate::time::{Millis, Observed, format_timestamp};
 
@@ -141,17 +142,21 @@ impl Pipeline {
     fn drain_sequencer(&mut self, stream: usize, complete: bool) -> Result<()> {
         while !self.streams[stream].queue.is_empty() {
             let from = self.streams[stream].queue[0].next_row;
-            let dead = sequence_pass(&mut self.streams[stream], complete);
+            let now = self.options.clock.now();
+            let dead = sequence_pass(&mut self.streams[stream], complete, now);
             let s = &mut self.streams[stream];
             let head = &mut s.queue[0];
             for (i, reason) in dead {
                 let raw = &head.chunk.raw;
-                let origin = s
-                    .split_origins
-                    .get(raw.splits[i] as usize)
-                    .and_then(Option::as_ref)
-                    .map(|(topic, p)| Origin { topic: topic.clone(), partition: *p, offset: raw.offsets[i] });
-                let dl = DeadLetter { stream: s.stats.stream.clone(), reason, payload: lossy(raw.payload(i)), origin };
+                let origin = match raw.topic_of(i) {
+                    Some(topic) => Some(Origin { topic: topic.clone(), partition: 0, offset: raw.offsets[i] }),
+                    None => s
+                        .split_origins
+                        .get(raw.splits[i] as usize)
+                        .and_then(Option::as_ref)
+                        .map(|(topic, p)| Origin { topic: topic.clone(), partition: *p, offset: raw.offsets[i] }),
+                };
+                let dl = DeadLetter::new(s.stats.stream.clone(), reason, lossy(raw.payload(i)), origin);
                 self.held_dead.insert(raw.positions[i], dl);
             }
             let done = head.done();
@@ -273,11 +278,11 @@ impl Pipeline {
 /// One pass over the stream's head chunk, from where the last one stopped: until the chunk
 /// ends, or a doubtful row must wait for more rows after it (unless `complete`). Returns
 /// the dead letters of the pass (payload index in the chunk, reason).
-fn sequence_pass(s: &mut StreamIngest, complete: bool) -> Vec<(usize, String)> {
+fn sequence_pass(s: &mut StreamIngest, complete: bool, now: Instant) -> Vec<(usize, Reject)> {
     let queue = s.queue.make_contiguous();
     let (head, later) = queue.split_first_mut().expect("the caller checked the queue is not empty");
     if std::mem::take(&mut head.fresh) {
-        s.last_arrival = Some(Instant::now());
+        s.last_arrival = Some(now);
         s.idle_base = None;
         s.stats.received += head.chunk.raw.len() as u64;
     }
@@ -353,7 +358,7 @@ fn sequence_pass(s: &mut StreamIngest, complete: bool) -> Vec<(usize, String)> {
                 split_watermarks.push(tracker.watermark());
                 rejected.push(row);
                 if dead_late {
-                    dead.push((i, format!("late: {behind_ms} ms behind the watermark")));
+                    dead.push((i, late_reason(behind_ms)));
                 }
             }
         }
@@ -374,21 +379,28 @@ fn sequence_pass(s: &mut StreamIngest, complete: bool) -> Vec<(usize, String)> {
 }
 
 #[cold]
-fn ahead_of_arrival_reason(t: Millis, arrival: Millis, max_future: Millis) -> String {
-    format!(
-        "future: {} ms ahead of its arrival at {} (max_future {max_future} ms)",
-        t.saturating_sub(arrival),
-        format_timestamp(arrival)
-    )
+fn late_reason(behind_ms: Millis) -> Reject {
+    Reject::new(RejectKind::Late, format!("late: {behind_ms} ms behind the watermark"))
 }
 
 #[cold]
-fn judged_future_reason(t: Millis, max_future: Millis) -> String {
-    format!(
+fn ahead_of_arrival_reason(t: Millis, arrival: Millis, max_future: Millis) -> Reject {
+    let message = format!(
+        "future: {} ms ahead of its arrival at {} (max_future {max_future} ms)",
+        t.saturating_sub(arrival),
+        format_timestamp(arrival)
+    );
+    Reject::new(RejectKind::Future, message)
+}
+
+#[cold]
+fn judged_future_reason(t: Millis, max_future: Millis) -> Reject {
+    let message = format!(
         "future: {} is more than max_future ({max_future} ms) ahead of most of the {} events after it",
         format_timestamp(t),
         future::EVIDENCE_ROWS
-    )
+    );
+    Reject::new(RejectKind::Future, message)
 }
 
 #[cold]

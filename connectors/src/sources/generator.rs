@@ -1,0 +1,64 @@
+//! The generator source: the example city's seeded events (see [`crate::generator`]).
+
+use std::time::Duration;
+
+use gridwatch_runtime::{Ingest, Polled, Source, SourceError};
+
+use crate::generator::{self, CityGenerator, GeneratorSettings};
+use gridwatch_engine::{Reject, RejectKind};
+
+/// Events generated per poll.
+const EVENTS_PER_POLL: usize = 4096;
+
+/// See the module docs.
+pub struct GeneratorSource {
+    generator: CityGenerator,
+    /// Plan stream index of each generated stream (`None`: not declared by the config).
+    index: Option<Vec<Option<usize>>>,
+    received: u64,
+    unknown: u64,
+}
+
+impl GeneratorSource {
+    /// A generator with these settings.
+    pub fn new(settings: GeneratorSettings) -> GeneratorSource {
+        GeneratorSource { generator: CityGenerator::new(settings), index: None, received: 0, unknown: 0 }
+    }
+}
+
+impl Source for GeneratorSource {
+    fn name(&self) -> &str {
+        "generator"
+    }
+
+    fn bounded(&self) -> bool {
+        true
+    }
+
+    fn poll(&mut self, ingest: &mut Ingest<'_>, _wait: Duration) -> Result<Polled, SourceError> {
+        let index = self
+            .index
+            .get_or_insert_with(|| generator::STREAMS.iter().map(|s| ingest.plan().stream_index(s)).collect());
+        for _ in 0..EVENTS_PER_POLL {
+            let Some((stream, payload)) = self.generator.next_event() else { return Ok(Polled::End) };
+            self.received += 1;
+            match index[stream] {
+                Some(i) => ingest.push(i, payload)?,
+                None => {
+                    self.unknown += 1;
+                    let reason = Reject::new(RejectKind::UnknownStream, "unknown stream: not declared in the config");
+                    ingest.reject(generator::STREAMS[stream], reason, payload)?;
+                }
+            }
+        }
+        Ok(Polled::Data)
+    }
+
+    fn received(&self) -> u64 {
+        self.received
+    }
+
+    fn unknown_stream(&self) -> u64 {
+        self.unknown
+    }
+}
