@@ -24,6 +24,8 @@ pub struct AdminState {
     pub kafka: Option<Arc<KafkaStatus>>,
     /// Set once the engine runs (for sources without their own readiness).
     pub started: Arc<AtomicBool>,
+    /// A broker-connected source (MQTT): its kind and whether it is connected.
+    pub source: Option<(String, Arc<AtomicBool>)>,
 }
 
 /// Serves the admin endpoints on `addr` from a background thread; returns the bound address
@@ -54,6 +56,14 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
             return (StatusCode::SERVICE_UNAVAILABLE, "not ready: no partitions assigned yet\n".into());
         }
         return (StatusCode::OK, "ready\n".into());
+    }
+    if let Some((kind, connected)) = &s.source
+        && !connected.load(Ordering::Relaxed)
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready (external): {kind} broker unreachable (retrying)\n"),
+        );
     }
     let failing = s.sink.failing_sinks();
     if !failing.is_empty() {

@@ -191,7 +191,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let started_flag = Arc::new(AtomicBool::new(false));
     if let Some(addr) = args.admin {
         let kafka = kafka_opts.as_ref().map(|_| kafka_status.clone());
-        let bound = admin::serve(addr, AdminState { sink: metrics.clone(), kafka, started: started_flag.clone() })?;
+        let source = source.as_ref().and_then(|s| Some((s.name().to_string(), s.connected()?)));
+        let bound =
+            admin::serve(addr, AdminState { sink: metrics.clone(), kafka, started: started_flag.clone(), source })?;
         eprintln!("admin HTTP on http://{bound} (/healthz /readyz /metrics)");
     }
     let (out_tx, out_rx) = crossbeam_channel::bounded(Pipeline::output_capacity(&options));

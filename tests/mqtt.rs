@@ -336,3 +336,45 @@ fn an_oversized_message_is_dead_lettered_and_a_filter_added_later_is_subscribed(
     assert_eq!(dead.len(), 1, "only the new topic's message:\n{dead:?}\n{}", log.join("\n"));
     assert_eq!((dead[0]["stream"].as_str(), dead[0]["kind"].as_str()), (Some("gps"), Some("missing_field")));
 }
+
+#[test]
+fn an_unreachable_broker_shows_on_readiness_and_a_signal_still_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = |()| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (nobody, admin) = (free(()), free(()));
+    let config = city_with_source(dir.path(), &mqtt_source(nobody, "gw-nobody", ""));
+    let mut child = Command::new(util::bin())
+        .args(["run", "--config", config.to_str().unwrap(), "--quiet", "--no-cases"])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .arg("--alerts-out")
+        .arg(dir.path().join("a.ndjson"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let readyz = || -> Option<(u16, String)> {
+        let r = reqwest::blocking::get(format!("http://127.0.0.1:{admin}/readyz")).ok()?;
+        Some((r.status().as_u16(), r.text().unwrap_or_default()))
+    };
+    let started = Instant::now();
+    let answer = loop {
+        if let Some(a) = readyz() {
+            break a;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the admin server did not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(answer.0, 503, "{answer:?}");
+    assert!(answer.1.contains("mqtt broker unreachable"), "{answer:?}");
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
+    assert!(ok);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "a graceful stop is bounded without a broker");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}

@@ -103,6 +103,12 @@ pub trait Source: Send {
         true
     }
 
+    /// For sources connected to a broker: a flag that is true while connected, which
+    /// readiness checks (`/readyz`) read from another thread.
+    fn connected(&self) -> Option<std::sync::Arc<AtomicBool>> {
+        None
+    }
+
     /// Messages (or lines) received, for the summary.
     fn received(&self) -> u64;
 

@@ -20,7 +20,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
 
-use super::{KafkaOptions, PartitionId, Role, client_config, lock};
+use super::commit::PartitionId;
+use super::{KafkaOptions, Role, client_config, lock};
 use crate::error::{ConnectorError, Result};
 
 /// The end of one partition, as last asked.

@@ -280,6 +280,9 @@ fn event_loop(
     broker: &str,
 ) {
     let mut backoff = Duration::from_millis(100);
+    // Failed attempts since the last connection: the first few are quiet (a broker
+    // starting beside gridwatch), then one warning per outage.
+    let mut failures = 0u32;
     for notification in connection.iter() {
         // Stopping: keep running the connection until DISCONNECT is written (it follows
         // the last PUBACKs), take nothing new, and never reconnect.
@@ -298,6 +301,7 @@ fn event_loop(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 connected.store(true, Ordering::Relaxed);
                 backoff = Duration::from_millis(100);
+                failures = 0;
                 tracing::info!(%broker, session_present = ack.session_present, "MQTT connected");
                 // At every connection, session or not: a filter added to the config since
                 // the session was made is subscribed too (subscribing again is harmless).
@@ -325,8 +329,11 @@ fn event_loop(
             }
             Err(e) => {
                 let was = connected.swap(false, Ordering::Relaxed);
+                failures += 1;
                 if was {
                     tracing::warn!(%broker, error = %e, "MQTT connection lost: reconnecting");
+                } else if failures == 5 {
+                    tracing::warn!(%broker, error = %e, "MQTT: cannot reach the broker; retrying every few seconds (/readyz says not ready)");
                 } else {
                     tracing::debug!(%broker, error = %e, "MQTT: cannot connect yet");
                 }
@@ -382,6 +389,10 @@ impl Source for MqttSource {
 
     fn silence_counts(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
+    }
+
+    fn connected(&self) -> Option<Arc<AtomicBool>> {
+        Some(self.connected.clone())
     }
 
     fn received(&self) -> u64 {
