@@ -131,6 +131,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if let Some(d) = args.decoders.or(config.engine.decoders) {
         options.decoders = d;
     }
+    if let Some(bytes) = config.engine.max_event_bytes {
+        options.max_event_bytes = bytes;
+    }
     if let Some(ms) = config.engine.linger_ms {
         options.linger = Duration::from_millis(ms.max(0) as u64);
     }

@@ -239,3 +239,32 @@ fn a_fifo_nobody_writes_to_still_stops_on_a_signal() {
     let status = wait_exit(&mut child, std::time::Duration::from_secs(15));
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn an_oversized_event_and_an_impossible_position_are_dead_lettered_and_cost_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.ndjson");
+    let huge = format!(
+        r#"{{"stream":"sensor","ts":1000,"device_id":"gas-1","kind":"gas","metric":"ch4_lel","value":1,"note":"{}"}}"#,
+        "x".repeat(3 << 20)
+    );
+    let lines = [
+        huge.as_str(),
+        r#"{"stream":"gps","ts":"2026-11-23T00:00:00Z","vehicle_id":"muck-001","kind":"muck_truck","lat":91.5,"lon":120.38,"speed_kmh":10}"#,
+        r#"{"stream":"sensor","ts":"2026-11-23T00:00:00Z","device_id":"gas-1","kind":"gas","metric":"ch4_lel","value":55}"#,
+    ];
+    std::fs::write(&events, lines.join("\n") + "\n").unwrap();
+    let (alerts, summary) = run_city(dir.path(), "big", &["--events", events.to_str().unwrap()]);
+    assert_eq!(alerts.len(), 1, "the good event still raises its alert: {alerts:?}");
+    assert_eq!(summary["dead_lettered"], 2, "{summary}");
+    let dead: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("big-dead.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead[0]["kind"], "too_large");
+    assert_eq!(dead[0]["stream"], "sensor");
+    assert_eq!(dead[0]["payload"].as_str().unwrap().len(), 1024, "only the first KiB is kept");
+    assert!(dead[0]["reason"].as_str().unwrap().contains("max_event_size (1048576 bytes)"), "{}", dead[0]);
+    assert_eq!((dead[1]["kind"].as_str(), dead[1]["field"].as_str()), (Some("bad_field"), Some("lat")), "{}", dead[1]);
+}

@@ -231,6 +231,10 @@ impl Decoder {
                 return Err(missing(&field.name, "missing required field"));
             }
         }
+        if let Some((lat, lon)) = self.def.location {
+            check_coordinate(&self.slots, &self.def.fields, lat, 90.0, "latitude")?;
+            check_coordinate(&self.slots, &self.def.fields, lon, 180.0, "longitude")?;
+        }
         match self.slots[self.def.time_field] {
             Slot::Ts(time) => Ok(time),
             _ => Err(missing(&self.def.fields[self.def.time_field].name, "missing event time field")),
@@ -286,6 +290,22 @@ impl Decoder {
             .expect("builders follow the stream schema by construction");
         DecodedBatch { batch, event_time: std::mem::take(&mut self.time_values) }
     }
+}
+
+/// A position field must hold a coordinate: |value| ≤ `limit` (NaN and infinities are
+/// not JSON numbers, so finite values are all that can arrive).
+#[inline]
+fn check_coordinate(slots: &[Slot], fields: &[FieldDef], i: usize, limit: f64, what: &str) -> Result<(), Reject> {
+    match slots.get(i) {
+        Some(&Slot::Float(v)) if v.abs() > limit => Err(out_of_range(&fields[i].name, v, limit, what)),
+        Some(&Slot::Int(v)) if (v as f64).abs() > limit => Err(out_of_range(&fields[i].name, v as f64, limit, what)),
+        _ => Ok(()),
+    }
+}
+
+#[cold]
+fn out_of_range(field: &str, v: f64, limit: f64, what: &str) -> Reject {
+    Reject::field(RejectKind::BadField, field, format!("field `{field}`: {v} is not a {what} (-{limit}..{limit})"))
 }
 
 #[cold]
@@ -602,5 +622,25 @@ mod enrichment_tests {
         assert!(zone.is_null(4));
         let limit = b.column(5).as_primitive::<Float64Type>();
         assert!(limit.is_null(0), "speed_limit_kmh is not a property of the test zones");
+    }
+
+    #[test]
+    fn positions_outside_the_globe_are_rejected_as_bad_fields() {
+        let fields = vec![
+            FieldDef::new("ts", FieldType::Timestamp, true),
+            FieldDef::new("id", FieldType::String, true),
+            FieldDef::new("lat", FieldType::Float, false),
+            FieldDef::new("lon", FieldType::Float, false),
+        ];
+        let def = Arc::new(StreamDef { location: Some((2, 3)), ..StreamDef::new("gps", fields, 0, vec![1]) });
+        let mut d = Decoder::new(def, 8);
+        d.push(br#"{"ts":1,"id":"a","lat":-90,"lon":180}"#).unwrap();
+        let e = d.push(br#"{"ts":2,"id":"b","lat":91.5,"lon":120}"#).unwrap_err();
+        assert_eq!(e.message, "field `lat`: 91.5 is not a latitude (-90..90)");
+        assert_eq!((e.kind, e.field.as_deref()), (RejectKind::BadField, Some("lat")));
+        let e = d.push(br#"{"ts":3,"id":"c","lat":36,"lon":500}"#).unwrap_err();
+        assert_eq!(e.message, "field `lon`: 500 is not a longitude (-180..180)");
+        d.push(br#"{"ts":4,"id":"d"}"#).unwrap();
+        assert_eq!(d.finish().batch.num_rows(), 2, "only the rows with real positions (or none)");
     }
 }

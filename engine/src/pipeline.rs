@@ -64,7 +64,13 @@ pub struct PipelineOptions {
     /// Processing time: lingering batches, idle streams, stalled replays (see
     /// [`crate::clock`]). The system's clock unless a test drives one.
     pub clock: Arc<dyn Clock>,
+    /// Payloads larger than this are dead-lettered (`too_large`, their first KiB kept)
+    /// before any parsing: one huge line must not cost the memory of many.
+    pub max_event_bytes: usize,
 }
+
+/// How much of an oversized payload its dead letter keeps.
+const TOO_LARGE_KEPT: usize = 1024;
 
 impl Default for PipelineOptions {
     fn default() -> Self {
@@ -77,6 +83,7 @@ impl Default for PipelineOptions {
             linger: std::time::Duration::from_millis(5),
             replay_until: Vec::new(),
             clock: Arc::new(SystemClock),
+            max_event_bytes: 1 << 20,
         }
     }
 }
@@ -559,6 +566,9 @@ impl Pipeline {
         arrival: Millis,
         topic: Option<Arc<str>>,
     ) -> Result<()> {
+        if payload.len() > self.options.max_event_bytes {
+            return self.reject_too_large(stream, split, payload, offset);
+        }
         let s = &mut self.streams[stream];
         if s.pending.is_empty() {
             s.pending_since = Some(self.options.clock.now());
@@ -580,6 +590,24 @@ impl Pipeline {
             self.cut(stream)?;
         }
         Ok(())
+    }
+
+    #[cold]
+    fn reject_too_large(&mut self, stream: usize, split: usize, payload: &[u8], offset: i64) -> Result<()> {
+        let s = &self.streams[stream];
+        let message = format!(
+            "event of {} bytes is above engine.max_event_size ({} bytes); its first {TOO_LARGE_KEPT} bytes are kept",
+            payload.len(),
+            self.options.max_event_bytes
+        );
+        let origin = s.split_origins.get(split).and_then(Option::as_ref).map(|(topic, partition)| Origin {
+            topic: topic.clone(),
+            partition: *partition,
+            offset,
+        });
+        let name = s.def.name.clone();
+        let kept = &payload[..payload.len().min(TOO_LARGE_KEPT)];
+        self.reject_from(&name, Reject::new(RejectKind::TooLarge, message), kept, origin)
     }
 
     /// Sends a payload that never reached a stream (e.g. it names no known stream) to the

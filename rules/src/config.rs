@@ -91,6 +91,9 @@ pub struct EngineConfig {
     pub batch_size: Option<usize>,
     /// How long a partly filled batch may wait for more rows (default 5 ms).
     pub linger_ms: Option<Millis>,
+    /// Largest event (one line, one message) accepted; larger ones are dead-lettered
+    /// (default 1 MiB).
+    pub max_event_bytes: Option<usize>,
 }
 
 /// A parsed config file.
@@ -251,8 +254,11 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
         }
     }
     if let Some(engine) = top.get("engine")
-        && let Some(m) = r.map(engine, "`engine`", &["workers", "decoders", "batch_size", "linger"], diags)
+        && let Some(m) =
+            r.map(engine, "`engine`", &["workers", "decoders", "batch_size", "linger", "max_event_size"], diags)
     {
+        cfg.engine.max_event_bytes =
+            m.get("max_event_size").and_then(|n| crate::sources::byte_size(n, "max_event_size", r, diags));
         cfg.engine.linger_ms = m.get("linger").and_then(|n| r.duration(n, "linger", diags));
         cfg.engine.workers = m.get("workers").and_then(|n| r.uint(n, "workers", diags)).map(|v| v.max(1) as usize);
         cfg.engine.decoders = m.get("decoders").and_then(|n| r.uint(n, "decoders", diags)).map(|v| v as usize);

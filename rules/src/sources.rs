@@ -233,7 +233,7 @@ pub fn parse_http(node: &Node, r: &Reader, diags: &mut Diagnostics) -> Option<Ht
 }
 
 /// `512`, `64KiB`, `8MiB`, `1GiB` (also kB/MB/GB as powers of ten).
-fn byte_size(n: &Node, what: &str, r: &Reader, diags: &mut Diagnostics) -> Option<usize> {
+pub(crate) fn byte_size(n: &Node, what: &str, r: &Reader, diags: &mut Diagnostics) -> Option<usize> {
     let text = r.string(n, what, diags)?;
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
