@@ -95,6 +95,22 @@ async fn metrics(State(s): State<AdminState>) -> String {
         "Delivery barriers acknowledged by every sink.",
         s.sink.barriers_acked.load(Ordering::Relaxed),
     );
+    {
+        let by_rule = s.sink.rule_errors_by_rule.lock().unwrap_or_else(|p| p.into_inner());
+        if !by_rule.is_empty() {
+            let _ = writeln!(
+                gauges,
+                "# HELP gridwatch_rule_evaluation_failures_total Batches a rule could not evaluate, by rule.\n# TYPE gridwatch_rule_evaluation_failures_total counter"
+            );
+            for (rule, n) in by_rule.iter() {
+                let _ = writeln!(
+                    gauges,
+                    "gridwatch_rule_evaluation_failures_total{{rule=\"{}\"}} {n}",
+                    rule.replace(['\\', '"'], "_")
+                );
+            }
+        }
+    }
     if s.sink.cases_enabled.load(Ordering::Relaxed) {
         let m = &s.sink;
         counter(

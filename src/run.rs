@@ -258,6 +258,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         w.write(&summary)?;
         w.commit()?;
     }
+    if summary.rule_errors > 0 {
+        // The run finished, but some rule never evaluated: a config that cannot work must
+        // not look like a quiet day.
+        eprintln!("error: {} rule evaluation failures (see the summary); exiting with status 3", summary.rule_errors);
+        return Ok(ExitCode::from(3));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

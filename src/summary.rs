@@ -26,6 +26,8 @@ pub struct Summary {
     pub alerts: BTreeMap<String, RuleCounts>,
     pub dead_letter_reasons: BTreeMap<String, u64>,
     pub rule_errors: u64,
+    /// Per rule: (failures, the first failure's message).
+    pub rule_errors_by_rule: BTreeMap<String, (u64, String)>,
     pub streams: Vec<gridwatch_engine::pipeline::StreamStats>,
     pub keys_per_rule: Vec<(String, usize)>,
     pub interrupted: bool,
@@ -67,6 +69,7 @@ pub fn summarize(
         alerts: sink.alerts,
         dead_letter_reasons: sink.dead_letter_reasons,
         rule_errors: sink.rule_errors,
+        rule_errors_by_rule: sink.rule_errors_by_rule,
         streams: report.streams,
         keys_per_rule: report.keys_per_rule,
         interrupted,
@@ -102,7 +105,11 @@ pub fn print_summary(s: &Summary) {
         let _ = writeln!(e, "  no alerts: {}", silent.join(", "));
     }
     if s.rule_errors > 0 {
-        let _ = writeln!(e, "rule errors    {:>12}   (see log)", s.rule_errors);
+        let _ =
+            writeln!(e, "rule errors    {:>12}   (batches a rule could not evaluate; exit status 3)", s.rule_errors);
+        for (rule, (n, first)) in &s.rule_errors_by_rule {
+            let _ = writeln!(e, "  {rule:<32} {n:>8}   first: {first}");
+        }
     }
     for w in s.streams.iter().filter_map(|st| st.time_warning.as_deref()) {
         let _ = writeln!(e, "warning: {w}");

@@ -268,3 +268,33 @@ fn an_oversized_event_and_an_impossible_position_are_dead_lettered_and_cost_noth
     assert!(dead[0]["reason"].as_str().unwrap().contains("max_event_size (1048576 bytes)"), "{}", dead[0]);
     assert_eq!((dead[1]["kind"].as_str(), dead[1]["field"].as_str()), (Some("bad_field"), Some("lat")), "{}", dead[1]);
 }
+
+#[test]
+fn a_rule_that_cannot_evaluate_is_counted_per_rule_and_fails_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = util::copy_city(dir.path());
+    let city = config.parent().unwrap();
+    std::fs::write(
+        city.join("broken.yaml"),
+        "rules:\n  - id: broken-cast\n    name: A cast that fails on every row\n    kind: threshold\n    source: sensor\n    condition: \"CAST(device_id AS INT) > 3\"\n    severity: warning\n    category: test/broken\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace("rules: [rules/]", "rules: [rules/, broken.yaml]");
+    std::fs::write(&config, text).unwrap();
+    let summary = dir.path().join("summary.json");
+    let out = std::process::Command::new(util::bin())
+        .args(["run", "--config", config.to_str().unwrap(), "--duration", "10m", "--no-cases", "--quiet"])
+        .arg("--summary-json")
+        .arg(&summary)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "a run whose rule never evaluated fails:\n{stderr}");
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let (n, first) = (&s["rule_errors_by_rule"]["broken-cast"][0], &s["rule_errors_by_rule"]["broken-cast"][1]);
+    assert!(n.as_u64().unwrap() > 0 && s["rule_errors"] == *n, "{s}");
+    assert!(first.as_str().unwrap().contains("Cannot cast string"), "{s}");
+    assert_eq!(stderr.matches("rule evaluation failed").count(), 1, "logged once, then counted:\n{stderr}");
+    // The other rules ran as usual.
+    assert!(s["alerts_total"].as_u64().unwrap() > 0, "{s}");
+}

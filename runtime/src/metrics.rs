@@ -36,9 +36,22 @@ pub struct RunMetrics {
     pub webhook_failing: AtomicBool,
     /// Each sink's health: (name, kind, health).
     pub sinks: Mutex<Vec<(String, &'static str, Health)>>,
+    /// Rule evaluation failures per rule id (a metric labelled by rule).
+    pub rule_errors_by_rule: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl RunMetrics {
+    /// Counts an evaluation failure of `rule`.
+    pub fn note_rule_error(&self, rule: &str) {
+        let mut m = self.rule_errors_by_rule.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(rule) {
+            Some(n) => *n += 1,
+            None => {
+                m.insert(rule.to_string(), 1);
+            }
+        }
+    }
+
     /// Sinks failing now, with their reasons, for `/readyz`.
     pub fn failing_sinks(&self) -> Vec<String> {
         let sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());

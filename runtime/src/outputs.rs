@@ -48,6 +48,8 @@ pub struct OutputsReport {
     pub dead_letter_reasons: BTreeMap<String, u64>,
     /// Rule evaluation failures.
     pub rule_errors: u64,
+    /// Per rule: evaluation failures and the first failure's message.
+    pub rule_errors_by_rule: BTreeMap<String, (u64, String)>,
     /// Where output went.
     pub outputs: Vec<OutputReport>,
 }
@@ -166,7 +168,19 @@ impl Outputs {
             Output::RuleError { rule, message } => {
                 self.report.rule_errors += 1;
                 self.metrics.rule_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(rule = %rule, error = %message, "rule evaluation failed");
+                self.metrics.note_rule_error(&rule);
+                // The first failure of a rule is logged; the rest are counted (a failing
+                // condition fails on every batch).
+                match self.report.rule_errors_by_rule.get_mut(rule.as_str()) {
+                    Some(entry) => {
+                        entry.0 += 1;
+                        tracing::debug!(rule = %rule, error = %message, "rule evaluation failed");
+                    }
+                    None => {
+                        tracing::error!(rule = %rule, error = %message, "rule evaluation failed (later failures of this rule are counted, not logged)");
+                        self.report.rule_errors_by_rule.insert(rule.clone(), (1, message.clone()));
+                    }
+                }
             }
         }
         Ok(())
