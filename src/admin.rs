@@ -34,6 +34,13 @@ pub fn serve(addr: SocketAddr, state: AdminState) -> Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding the admin address {addr}"))?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
+    if !bound.ip().is_loopback() {
+        // The admin endpoints have no authentication: reachable from the network, they
+        // show the engine's state to anyone who can connect.
+        eprintln!(
+            "warning: admin HTTP listens on {bound}, which is not a loopback address: anyone who can reach it reads /metrics and /readyz; bind 127.0.0.1 (the sidecar's own host) unless a network policy protects it"
+        );
+    }
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

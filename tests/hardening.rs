@@ -298,3 +298,22 @@ fn a_rule_that_cannot_evaluate_is_counted_per_rule_and_fails_the_run() {
     // The other rules ran as usual.
     assert!(s["alerts_total"].as_u64().unwrap() > 0, "{s}");
 }
+
+#[test]
+fn an_admin_address_reachable_from_the_network_is_warned_about() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |addr: &str| {
+        let out = std::process::Command::new(util::bin())
+            .args(["run", "--config", util::copy_city(dir.path()).to_str().unwrap(), "--duration", "1m"])
+            .args(["--no-cases", "--quiet", "--admin", addr])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let open = run("0.0.0.0:0");
+    assert!(open.contains("warning: admin HTTP listens on 0.0.0.0:"), "{open}");
+    assert!(open.contains("bind 127.0.0.1"), "the warning says how to fix it: {open}");
+    let local = run("127.0.0.1:0");
+    assert!(!local.contains("not a loopback address"), "{local}");
+}
