@@ -59,33 +59,79 @@ fn read_source(path: &Path, diags: &mut Diagnostics) -> Option<Arc<Source>> {
     }
 }
 
-/// Expands files and directories (their `*.yaml`/`*.yml`, recursively, sorted).
+/// Expands files and directories (their `*.yaml`/`*.yml`, recursively, sorted). Each file
+/// is loaded once, however many paths or symlinks lead to it; a directory reached again
+/// through a symlink inside itself (a loop) is reported and not followed.
 pub fn expand_rule_paths(paths: &[PathBuf], diags: &mut Diagnostics) -> Vec<PathBuf> {
-    let mut out = Vec::new();
+    let mut walk = Walk::default();
     for p in paths {
         if p.is_dir() {
             let mut found = Vec::new();
-            collect_yaml(p, &mut found);
+            walk.collect_yaml(p, &mut found, diags);
             found.sort();
-            out.extend(found);
+            walk.keep_new(found);
         } else if p.exists() {
-            out.push(p.clone());
+            walk.keep_new(vec![p.clone()]);
         } else {
             diags.push(Diagnostic::global(Code::Io, format!("rule path `{}` does not exist", p.display())));
         }
     }
-    out
+    walk.out
 }
 
-fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            collect_yaml(&p, out);
-        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
-            out.push(p);
+/// The state of one expansion: what was loaded and which directories are open.
+#[derive(Default)]
+struct Walk {
+    out: Vec<PathBuf>,
+    /// Canonical paths of the files taken.
+    files: std::collections::HashSet<PathBuf>,
+    /// Canonical paths of the directories read (each is read once).
+    dirs: std::collections::HashSet<PathBuf>,
+    /// Canonical paths of the directories being read, outermost first.
+    open: Vec<PathBuf>,
+}
+
+impl Walk {
+    fn keep_new(&mut self, found: Vec<PathBuf>) {
+        for p in found {
+            let canon = std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
+            if self.files.insert(canon) {
+                self.out.push(p);
+            }
         }
+    }
+
+    fn collect_yaml(&mut self, dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Diagnostics) {
+        let Ok(canon) = std::fs::canonicalize(dir) else { return };
+        if self.open.contains(&canon) {
+            diags.push(
+                Diagnostic::global(
+                    Code::Io,
+                    format!(
+                        "`{}` leads back to `{}`, which contains it: a symlink loop",
+                        dir.display(),
+                        canon.display()
+                    ),
+                )
+                .with_hint("remove the symlink; the directory's rules are loaded once without it"),
+            );
+            return;
+        }
+        if !self.dirs.insert(canon.clone()) {
+            return; // reached again through another link: already loaded
+        }
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        self.open.push(canon);
+        let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                self.collect_yaml(&p, out, diags);
+            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                out.push(p);
+            }
+        }
+        self.open.pop();
     }
 }
 
@@ -232,4 +278,30 @@ fn rule_nodes<'a>(root: &'a Node, r: &Reader, diags: &mut Diagnostics) -> Vec<&'
         }
     };
     list.iter().collect()
+}
+
+#[cfg(test)]
+mod walk_tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn symlink_loops_are_reported_once_and_every_file_is_loaded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules");
+        std::fs::create_dir_all(rules.join("sub")).unwrap();
+        std::fs::write(rules.join("a.yaml"), "rules: []\n").unwrap();
+        std::fs::write(rules.join("sub/b.yaml"), "rules: []\n").unwrap();
+        // Two loops (to the root and to itself) and a second way to the same directory.
+        std::os::unix::fs::symlink(&rules, rules.join("sub/back")).unwrap();
+        std::os::unix::fs::symlink(rules.join("sub"), rules.join("sub/self")).unwrap();
+        std::os::unix::fs::symlink(rules.join("sub"), rules.join("again")).unwrap();
+        let mut diags = Diagnostics::default();
+        let files = expand_rule_paths(&[rules.clone(), rules.join("a.yaml")], &mut diags);
+        let names: Vec<String> = files.iter().map(|p| p.strip_prefix(&rules).unwrap().display().to_string()).collect();
+        assert_eq!(names, ["a.yaml", "again/b.yaml"], "each file once");
+        let errors: Vec<String> = diags.into_sorted().into_iter().map(|d| d.message).collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors.iter().all(|e| e.contains("a symlink loop")), "{errors:?}");
+    }
 }
