@@ -222,7 +222,16 @@ pub fn parse_http(node: &Node, r: &Reader, diags: &mut Diagnostics) -> Option<Ht
     }
     let token = m.get("token").and_then(|n| {
         let s = r.string(n, "token", diags)?;
-        expand_env(&s, n, r, diags)
+        let token = expand_env(&s, n, r, diags)?;
+        if token.is_empty() {
+            // An empty token would refuse every request (no client can send it): say so.
+            diags.push(
+                r.error(Code::BadValue, n, "`token` is empty (the environment variable it reads is empty?)")
+                    .with_hint("set the token, or remove `token` to accept requests without one"),
+            );
+            return None;
+        }
+        Some(token)
     });
     let max_body_bytes = match m.get("max_body") {
         Some(n) => byte_size(n, "max_body", r, diags),
@@ -289,5 +298,27 @@ mod tests {
         assert!(check_filter("city/#/x").is_err());
         assert!(check_filter("city/se+").is_err());
         assert!(check_filter("").is_err());
+    }
+
+    #[test]
+    fn an_empty_token_is_a_config_error_not_a_lock_out() {
+        let config = "
+streams:
+  sensor:
+    time_field: ts
+    key: [device_id]
+    fields: {ts: timestamp, device_id: string}
+source:
+  http:
+    listen: 127.0.0.1:8088
+    token: ${GRIDWATCH_TEST_SURELY_UNSET_TOKEN:-}
+";
+        let loaded = crate::compile::load_from_strings("gridwatch.yaml", config, &[]);
+        let messages: Vec<&str> = loaded.diagnostics.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(messages, ["`token` is empty (the environment variable it reads is empty?)"]);
+        assert_eq!(
+            loaded.diagnostics[0].hint.as_deref(),
+            Some("set the token, or remove `token` to accept requests without one")
+        );
     }
 }
