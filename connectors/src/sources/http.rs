@@ -227,8 +227,7 @@ impl Source for HttpIngestSource {
                 return Err(SourceError::new("http", ErrorClass::Internal, "the HTTP ingest server stopped"));
             }
         };
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now = crate::net::wall_clock_ms();
         let rx = self.rx.clone();
         for batch in std::iter::once(first).chain(rx.try_iter().take(64)) {
             let name = ingest.plan().streams[batch.stream].name.clone();

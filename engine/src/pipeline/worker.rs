@@ -1,0 +1,124 @@
+//! A partition worker: owns its keys' operator state and evaluates the batches routed to it.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+pub(super) enum WorkerMsg {
+    Batch {
+        stream: usize,
+        group: usize,
+        batch: RecordBatch,
+        clocks: RowClocks,
+        end_watermark: Millis,
+        /// Replayed input, acknowledged before a restart (see [`ReplayGate`]).
+        replayed: bool,
+    },
+    /// Advance the rules of `stream` (only of key group `group`, if given).
+    Watermark {
+        stream: usize,
+        group: Option<usize>,
+        watermark: Millis,
+        /// Moved by replayed input.
+        replayed: bool,
+    },
+    Barrier(u64, Millis),
+}
+
+pub(super) struct WorkerReport {
+    pub(super) keys_per_rule: Vec<usize>,
+    pub(super) replay_suppressed: u64,
+    pub(super) busy_ns: u64,
+}
+
+/// Restore mode: of the alerts from `from` on, raised by replayed input (see
+/// [`ReplayGate`]), drops those with an event time before `until`; returns how many.
+///
+/// Replayed input was processed before the restart and everything it raised was delivered
+/// to the sinks; of that, a stage ordering by event time (the case stage) had processed
+/// what lies before the frontier it was given, which `until` does not exceed. The rest is
+/// sent again.
+fn suppress_replayed(alerts: &mut Vec<Alert>, from: usize, until: Millis) -> u64 {
+    let raised = alerts.split_off(from);
+    let count = raised.len();
+    alerts.extend(raised.into_iter().filter(|a| a.event_time >= until));
+    (count - (alerts.len() - from)) as u64
+}
+
+pub(super) fn run_worker(
+    plan: &Plan,
+    rx: &Receiver<WorkerMsg>,
+    out: &Sender<Output>,
+    replay_until: &[Millis],
+    (worker, workers): (usize, usize),
+) -> WorkerReport {
+    let mut replay_suppressed = 0;
+    let mut busy_ns = 0u64;
+    let mut ops: Vec<Box<dyn Operator>> =
+        plan.rules.iter().map(|r| operator::build(r.clone(), &plan.streams[r.stream])).collect();
+    let groups: Vec<Vec<KeyGroup>> = (0..plan.streams.len()).map(|s| plan.key_groups(s)).collect();
+    let mut alerts = Vec::new();
+    let where_cache = WhereCache::default();
+    for msg in rx {
+        let started = Instant::now();
+        match msg {
+            WorkerMsg::Batch { stream, group, batch, clocks, end_watermark, replayed } => {
+                where_cache.clear();
+                let input = BatchInput {
+                    batch: &batch,
+                    times: &clocks.times,
+                    watermarks: &clocks.watermarks,
+                    split_watermarks: &clocks.split_watermarks,
+                    end_watermark,
+                    shared_where: Some(&where_cache),
+                };
+                for &r in &groups[stream][group].rules {
+                    let from = alerts.len();
+                    let result = ops[r].process(&input, &mut alerts);
+                    if replayed {
+                        replay_suppressed += suppress_replayed(&mut alerts, from, replay_until[stream]);
+                    }
+                    if let Err(e) = result {
+                        let _ = out.send(Output::RuleError {
+                            rule: plan.rules[r].meta.id.to_string(),
+                            message: e.to_string(),
+                        });
+                    }
+                }
+            }
+            WorkerMsg::Watermark { stream, group, watermark, replayed } => {
+                let selected = match group {
+                    Some(g) => std::slice::from_ref(&groups[stream][g]),
+                    None => &groups[stream][..],
+                };
+                for g in selected {
+                    for &r in &g.rules {
+                        let from = alerts.len();
+                        let result = ops[r].advance(watermark, &mut alerts);
+                        if replayed {
+                            replay_suppressed += suppress_replayed(&mut alerts, from, replay_until[stream]);
+                        }
+                        if let Err(e) = result {
+                            let _ = out.send(Output::RuleError {
+                                rule: plan.rules[r].meta.id.to_string(),
+                                message: e.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+            WorkerMsg::Barrier(seq, watermark) => {
+                if !alerts.is_empty() && out.send(Output::Alerts(std::mem::take(&mut alerts))).is_err() {
+                    break;
+                }
+                if out.send(Output::Barrier { seq, worker, workers, watermark }).is_err() {
+                    break;
+                }
+            }
+        }
+        busy_ns += started.elapsed().as_nanos() as u64;
+        if !alerts.is_empty() && out.send(Output::Alerts(std::mem::take(&mut alerts))).is_err() {
+            break;
+        }
+    }
+    WorkerReport { keys_per_rule: ops.iter().map(|o| o.key_count()).collect(), replay_suppressed, busy_ns }
+}
