@@ -388,6 +388,12 @@ fn merge_reports(reports: Vec<PipelineReport>) -> PipelineReport {
             }
         }
         merged.keys_per_rule = r.keys_per_rule;
+        for (rule, d) in r.partials_dropped {
+            match merged.partials_dropped.iter_mut().find(|(m, _)| *m == rule) {
+                Some((_, m)) => *m += d,
+                None => merged.partials_dropped.push((rule, d)),
+            }
+        }
         merged.replay_suppressed += r.replay_suppressed;
     }
     merged

@@ -104,7 +104,7 @@ fn rule_evaluation(c: &mut Criterion) {
     group.throughput(Throughput::Elements(rows));
     group.bench_function("inside_50k_polygons", |b| {
         b.iter_batched(
-            || operator::build(rule.clone(), &def),
+            || operator::build(rule.clone(), std::slice::from_ref(&def)),
             |mut op| drive(op.as_mut(), &batches),
             criterion::BatchSize::LargeInput,
         );

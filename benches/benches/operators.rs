@@ -71,7 +71,7 @@ fn operators(c: &mut Criterion) {
     for rule in &plan.rules {
         group.bench_function(BenchmarkId::from_parameter(&*rule.meta.id), |b| {
             b.iter_batched(
-                || operator::build(rule.clone(), &def),
+                || operator::build(rule.clone(), &plan.streams),
                 |mut op| drive(op.as_mut(), &data),
                 criterion::BatchSize::LargeInput,
             );

@@ -109,11 +109,22 @@ pub fn random_points(n: usize, seed: u64) -> Vec<(f64, f64)> {
 /// A decoded batch with its per-row watermarks and closing watermark, as operators get it.
 pub type OperatorBatch = (gridwatch_engine::decode::DecodedBatch, Vec<i64>, i64);
 
-/// Feeds `batches` to `op`; returns the number of alerts raised.
+/// Feeds `batches` (of the plan's first stream) to `op`; returns the number of alerts raised.
 pub fn drive(op: &mut dyn gridwatch_engine::operator::Operator, batches: &[OperatorBatch]) -> usize {
+    drive_stream(op, 0, batches)
+}
+
+/// Feeds `batches` of plan stream `stream` to `op`, then ends the input; returns the number
+/// of alerts raised.
+pub fn drive_stream(
+    op: &mut dyn gridwatch_engine::operator::Operator,
+    stream: usize,
+    batches: &[OperatorBatch],
+) -> usize {
     let mut alerts = Vec::new();
     for (batch, wms, end) in batches {
         let input = gridwatch_engine::operator::BatchInput {
+            stream,
             batch: &batch.batch,
             times: &batch.event_time,
             watermarks: wms,
@@ -123,5 +134,6 @@ pub fn drive(op: &mut dyn gridwatch_engine::operator::Operator, batches: &[Opera
         };
         op.process(&input, &mut alerts).expect("process");
     }
+    op.end_of_input(&mut alerts).expect("end of input");
     alerts.len()
 }

@@ -164,6 +164,16 @@ impl SlabRef {
     pub fn is_some(self) -> bool {
         self != Self::NONE
     }
+
+    /// The reference as 4 bytes, to be stored inside another entry (a chain of entries).
+    pub fn to_bits(self) -> u32 {
+        self.0
+    }
+
+    /// The reference stored by [`SlabRef::to_bits`].
+    pub fn from_bits(bits: u32) -> SlabRef {
+        SlabRef(bits)
+    }
 }
 
 impl ByteSlab {
@@ -284,6 +294,71 @@ pub fn compact_row_to_json(mut bytes: &[u8], names: &[String]) -> serde_json::Va
         obj.insert(name, value);
     }
     Value::Object(obj)
+}
+
+/// One cell of a compact row, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CellRef<'a> {
+    /// Text.
+    Str(&'a str),
+    /// Integer.
+    Int(i64),
+    /// Float.
+    Float(f64),
+    /// Boolean.
+    Bool(bool),
+    /// Timestamp, epoch milliseconds.
+    Time(i64),
+}
+
+/// The cell of `column` in a row encoded by [`compact_row_into`]; None when it is null (or
+/// the row is cut short). Rows are a few cells long, so a scan is cheaper than an index.
+pub fn compact_cell(mut bytes: &[u8], column: usize) -> Option<CellRef<'_>> {
+    while let Some(c) = take_varint(&mut bytes) {
+        let (&tag, rest) = bytes.split_first()?;
+        bytes = rest;
+        let cell = match tag {
+            CELL_STR => {
+                let len = take_varint(&mut bytes)? as usize;
+                let (text, rest) = bytes.split_at_checked(len)?;
+                bytes = rest;
+                CellRef::Str(std::str::from_utf8(text).ok()?)
+            }
+            CELL_INT | CELL_FLOAT | CELL_TIME => {
+                let (w, rest) = bytes.split_first_chunk::<8>()?;
+                bytes = rest;
+                match tag {
+                    CELL_INT => CellRef::Int(i64::from_le_bytes(*w)),
+                    CELL_FLOAT => CellRef::Float(f64::from_le_bytes(*w)),
+                    _ => CellRef::Time(i64::from_le_bytes(*w)),
+                }
+            }
+            CELL_TRUE => CellRef::Bool(true),
+            CELL_FALSE => CellRef::Bool(false),
+            _ => return None,
+        };
+        if c as usize == column {
+            return Some(cell);
+        }
+    }
+    None
+}
+
+/// Encodes cells (column, value) as [`compact_row_into`] would, for tests.
+#[cfg(test)]
+pub(crate) fn compact_cells(cells: &[(usize, CellRef<'_>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &(c, cell) in cells {
+        put_varint(&mut out, c as u64);
+        match cell {
+            CellRef::Str(s) => put_bytes(&mut out, CELL_STR, s.as_bytes()),
+            CellRef::Int(i) => put_word(&mut out, CELL_INT, i.to_le_bytes()),
+            CellRef::Float(f) => put_word(&mut out, CELL_FLOAT, f.to_le_bytes()),
+            CellRef::Time(t) => put_word(&mut out, CELL_TIME, t.to_le_bytes()),
+            CellRef::Bool(b) => out.push(if b { CELL_TRUE } else { CELL_FALSE }),
+        }
+    }
+    out
 }
 
 const CELL_STR: u8 = 0;

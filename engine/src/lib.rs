@@ -36,6 +36,7 @@ pub mod operator;
 pub mod pipeline;
 pub mod plan;
 pub mod reject;
+pub mod rowexpr;
 pub mod schema;
 pub mod time;
 pub mod zones;

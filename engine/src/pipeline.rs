@@ -675,6 +675,9 @@ impl Pipeline {
                 self.advance_watermark(i, max)?;
             }
         }
+        for (w, tx) in self.workers.iter().enumerate() {
+            tx.send(WorkerMsg::EndOfInput).map_err(|_| EngineError::WorkerGone(w))?;
+        }
         if let Some(seq) = seq {
             self.barrier(seq)?;
         }
@@ -706,6 +709,7 @@ impl Pipeline {
         }
         drop(workers);
         let mut keys = vec![0usize; plan.rules.len()];
+        let mut dropped = vec![0u64; plan.rules.len()];
         let mut replay_suppressed = 0;
         let mut worker_busy_ns = Vec::with_capacity(handles.len());
         for (w, h) in handles.into_iter().enumerate() {
@@ -713,12 +717,22 @@ impl Pipeline {
             for (k, c) in keys.iter_mut().zip(report.keys_per_rule) {
                 *k += c;
             }
+            for (d, c) in dropped.iter_mut().zip(report.partials_dropped) {
+                *d += c;
+            }
             replay_suppressed += report.replay_suppressed;
             worker_busy_ns.push(report.busy_ns);
         }
         Ok(PipelineReport {
             streams: streams.into_iter().map(|s| s.stats).collect(),
             keys_per_rule: plan.rules.iter().zip(keys).map(|(r, k)| (r.meta.id.to_string(), k)).collect(),
+            partials_dropped: plan
+                .rules
+                .iter()
+                .zip(dropped)
+                .filter(|&(_, d)| d > 0)
+                .map(|(r, d)| (r.meta.id.to_string(), d))
+                .collect(),
             replay_suppressed,
             route_ns: route_ns.saturating_sub(send_wait_ns),
             send_wait_ns,

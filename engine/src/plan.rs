@@ -259,6 +259,61 @@ pub struct GeofencePlan {
     pub speed_field: Option<usize>,
 }
 
+/// The input streams of a sequence rule, and the key each is correlated by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceInput {
+    /// Index of the stream in [`Plan::streams`].
+    pub stream: usize,
+    /// The key columns in that stream (same arity and types for every input).
+    pub key_fields: Vec<usize>,
+}
+
+/// One step of a sequence.
+#[derive(Debug, Clone)]
+pub struct SequenceStep {
+    /// The step's `as` name (evidence and values are labelled with it).
+    pub name: String,
+    /// Index into [`SequencePlan::inputs`].
+    pub input: usize,
+    /// The part of the step's `where` over the event alone (vectorized); None: every event.
+    pub filter: Option<Predicate>,
+    /// The part that reads earlier steps' events (`value < high.value * 0.8`).
+    pub refs: Option<crate::rowexpr::RowExpr>,
+    /// `not: true`: the step must not happen.
+    pub negated: bool,
+    /// At most this long after the previous step's (last) event.
+    pub within_ms: Option<Millis>,
+    /// Number of events that must match the step (`times`).
+    pub times: u32,
+    /// No non-matching event of the key on the step's stream in between (`contiguous`).
+    pub contiguous: bool,
+    /// Columns reported as `values` (`name.field`).
+    pub values: Vec<usize>,
+    /// Every column of the step's stream this rule reads from its events (filters,
+    /// references from later steps, values): the decoder parses them.
+    pub columns: Vec<usize>,
+}
+
+/// Sequence rule: steps matched in event-time order across streams, by a shared key.
+#[derive(Debug, Clone)]
+pub struct SequencePlan {
+    /// First step's event to last step's event.
+    pub within_ms: Option<Millis>,
+    /// Partial matches kept per key; the oldest are dropped beyond it.
+    pub max_partial: usize,
+    /// Distinct input streams, in the order the steps first read them.
+    pub inputs: Vec<SequenceInput>,
+    /// The steps, in order.
+    pub steps: Vec<SequenceStep>,
+}
+
+impl SequencePlan {
+    /// The longest event-time span of a match (its state horizon).
+    pub fn span_ms(&self) -> Millis {
+        self.within_ms.unwrap_or_else(|| self.steps.iter().filter_map(|s| s.within_ms).fold(0, Millis::saturating_add))
+    }
+}
+
 /// The kind-specific part of a rule.
 #[derive(Debug, Clone)]
 pub enum RuleKind {
@@ -270,6 +325,8 @@ pub enum RuleKind {
     Absence(AbsencePlan),
     /// See [`GeofencePlan`].
     Geofence(GeofencePlan),
+    /// See [`SequencePlan`].
+    Sequence(SequencePlan),
 }
 
 /// One compiled rule.
@@ -285,6 +342,22 @@ pub struct RulePlan {
     pub filter: Option<Predicate>,
     /// Kind-specific plan.
     pub kind: RuleKind,
+}
+
+impl RulePlan {
+    /// The streams the rule reads, each with its key columns there: one for most kinds,
+    /// every input of a sequence.
+    pub fn inputs(&self) -> Vec<(usize, &[usize])> {
+        match &self.kind {
+            RuleKind::Sequence(s) => s.inputs.iter().map(|i| (i.stream, i.key_fields.as_slice())).collect(),
+            _ => vec![(self.stream, self.key_fields.as_slice())],
+        }
+    }
+
+    /// True when the rule reads `stream`.
+    pub fn reads(&self, stream: usize) -> bool {
+        self.inputs().iter().any(|&(s, _)| s == stream)
+    }
 }
 
 /// Everything the runtime needs: streams and rules.
@@ -308,12 +381,13 @@ impl Plan {
     pub fn state_horizon_ms(&self, stream: usize) -> Millis {
         self.rules
             .iter()
-            .filter(|r| r.stream == stream)
+            .filter(|r| r.reads(stream))
             .map(|r| match &r.kind {
                 RuleKind::Threshold(t) => t.for_ms,
                 RuleKind::Window(w) => w.size_ms.saturating_add(w.slide_ms),
                 RuleKind::Absence(a) => a.absent_for_ms,
                 RuleKind::Geofence(g) => g.for_ms.saturating_add(g.confirm_for_ms),
+                RuleKind::Sequence(q) => q.span_ms(),
             })
             .max()
             .unwrap_or(0)
@@ -335,7 +409,16 @@ impl Plan {
         let mark_expr = |p: &Predicate, mark: &mut dyn FnMut(usize)| {
             collect_columns(&p.expr).iter().for_each(|c| mark(c.index()));
         };
-        for rule in self.rules.iter().filter(|r| r.stream == stream) {
+        for rule in self.rules.iter().filter(|r| r.reads(stream)) {
+            if let RuleKind::Sequence(q) = &rule.kind {
+                for input in q.inputs.iter().filter(|i| i.stream == stream) {
+                    input.key_fields.iter().for_each(|&k| mark(k));
+                }
+                for step in q.steps.iter().filter(|s| q.inputs[s.input].stream == stream) {
+                    step.columns.iter().for_each(|&c| mark(c));
+                }
+                continue;
+            }
             rule.key_fields.iter().for_each(|&k| mark(k));
             if let Some(f) = &rule.filter {
                 mark_expr(f, &mut mark);
@@ -349,7 +432,7 @@ impl Plan {
                     t.observed.iter().for_each(|&c| mark(c));
                 }
                 RuleKind::Window(w) => w.aggregates.iter().filter_map(|a| a.field).for_each(&mut mark),
-                RuleKind::Absence(_) => {}
+                RuleKind::Absence(_) | RuleKind::Sequence(_) => {}
                 RuleKind::Geofence(g) => {
                     mark(g.lat);
                     mark(g.lon);
@@ -366,10 +449,12 @@ impl Plan {
     /// Rules of `stream` grouped by key columns: one routing pass per group.
     pub fn key_groups(&self, stream: usize) -> Vec<KeyGroup> {
         let mut groups: Vec<KeyGroup> = Vec::new();
-        for (i, rule) in self.rules.iter().enumerate().filter(|(_, r)| r.stream == stream) {
-            match groups.iter_mut().find(|g| g.key_fields == rule.key_fields) {
-                Some(g) => g.rules.push(i),
-                None => groups.push(KeyGroup { key_fields: rule.key_fields.clone(), rules: vec![i] }),
+        for (i, rule) in self.rules.iter().enumerate() {
+            for (_, key_fields) in rule.inputs().into_iter().filter(|&(s, _)| s == stream) {
+                match groups.iter_mut().find(|g| g.key_fields == key_fields) {
+                    Some(g) => g.rules.push(i),
+                    None => groups.push(KeyGroup { key_fields: key_fields.to_vec(), rules: vec![i] }),
+                }
             }
         }
         groups

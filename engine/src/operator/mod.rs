@@ -10,6 +10,7 @@
 
 mod absence;
 mod geofence;
+mod sequence;
 mod threshold;
 mod window;
 
@@ -24,6 +25,7 @@ use arrow::record_batch::RecordBatch;
 
 pub use absence::AbsenceOperator;
 pub use geofence::GeofenceOperator;
+pub use sequence::SequenceOperator;
 pub use threshold::ThresholdOperator;
 pub use window::WindowOperator;
 
@@ -36,6 +38,8 @@ use crate::time::Millis;
 /// One batch as an operator sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchInput<'a> {
+    /// Index of the rows' stream in the plan (rules that read several streams need it).
+    pub stream: usize,
     /// Rows of the rule's stream routed to this partition.
     pub batch: &'a RecordBatch,
     /// Event time per row.
@@ -77,17 +81,35 @@ pub trait Operator: Send {
     }
     /// Fires timers due at watermark `wm`.
     fn advance(&mut self, wm: Millis, out: &mut Vec<Alert>) -> Result<()>;
+    /// The watermark of `stream` (one the rule reads) reached `wm`: fires what is due. A
+    /// rule over one stream does what [`Operator::advance`] does.
+    fn advance_stream(&mut self, stream: usize, wm: Millis, out: &mut Vec<Alert>) -> Result<()> {
+        let _ = stream;
+        self.advance(wm, out)
+    }
+    /// The input ended (a bounded run): no row of any stream can come any more. Operators
+    /// that hold rows back until every stream they read has passed them evaluate the rest.
+    fn end_of_input(&mut self, out: &mut Vec<Alert>) -> Result<()> {
+        let _ = out;
+        Ok(())
+    }
     /// Number of keys with state.
     fn key_count(&self) -> usize;
+    /// Partial matches dropped because a key had too many (sequence rules' `max_partial`).
+    fn partials_dropped(&self) -> u64 {
+        0
+    }
 }
 
-/// Builds the operator for a rule.
-pub fn build(rule: Arc<RulePlan>, stream: &StreamDef) -> Box<dyn Operator> {
+/// Builds the operator for a rule; `streams` are the plan's streams.
+pub fn build(rule: Arc<RulePlan>, streams: &[Arc<StreamDef>]) -> Box<dyn Operator> {
+    let stream = &streams[rule.stream];
     match &rule.kind {
         RuleKind::Threshold(_) => Box::new(ThresholdOperator::new(rule, stream)),
         RuleKind::Window(_) => Box::new(WindowOperator::new(rule, stream)),
         RuleKind::Absence(_) => Box::new(AbsenceOperator::new(rule, stream)),
         RuleKind::Geofence(_) => Box::new(GeofenceOperator::new(rule, stream)),
+        RuleKind::Sequence(_) => Box::new(SequenceOperator::new(rule, streams)),
     }
 }
 
@@ -116,13 +138,23 @@ pub(crate) fn eval_predicate(
 /// The rows of `batch` that pass the rule's `where` (all rows if it has none).
 pub(crate) fn selected_rows(rule: &RulePlan, input: &BatchInput<'_>) -> Result<Option<BooleanBuffer>> {
     let Some(p) = &rule.filter else { return Ok(None) };
-    let Some(cache) = input.shared_where else { return eval_predicate(rule, "where", p, input.batch).map(Some) };
+    shared_mask(rule, "where", p, input).map(Some)
+}
+
+/// The rows of `input` for which `p` is true, through the batch's [`WhereCache`].
+pub(crate) fn shared_mask(
+    rule: &RulePlan,
+    which: &'static str,
+    p: &Predicate,
+    input: &BatchInput<'_>,
+) -> Result<BooleanBuffer> {
+    let Some(cache) = input.shared_where else { return eval_predicate(rule, which, p, input.batch) };
     if let Some(mask) = cache.masks.borrow().get(&p.sql) {
-        return Ok(Some(mask.clone()));
+        return Ok(mask.clone());
     }
-    let mask = eval_predicate(rule, "where", p, input.batch)?;
+    let mask = eval_predicate(rule, which, p, input.batch)?;
     cache.masks.borrow_mut().insert(p.sql.clone(), mask.clone());
-    Ok(Some(mask))
+    Ok(mask)
 }
 
 /// Key columns of the rule in this batch.
@@ -181,5 +213,7 @@ impl Timers {
     }
 }
 
+#[cfg(test)]
+mod sequence_tests;
 #[cfg(test)]
 mod tests;

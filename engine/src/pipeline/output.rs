@@ -112,6 +112,8 @@ pub struct PipelineReport {
     pub streams: Vec<StreamStats>,
     /// Keys with state per rule id, summed over workers.
     pub keys_per_rule: Vec<(String, usize)>,
+    /// Per sequence rule with any: partial matches dropped at its `max_partial`.
+    pub partials_dropped: Vec<(String, u64)>,
     /// Alerts dropped in restore mode (see [`PipelineOptions::replay_until`]).
     pub replay_suppressed: u64,
     /// Time the ingest thread spent sequencing decoded batches (watermarks, lateness, dead

@@ -22,10 +22,13 @@ pub(super) enum WorkerMsg {
         replayed: bool,
     },
     Barrier(u64, Millis),
+    /// A bounded input ended: operators that hold rows back evaluate the rest.
+    EndOfInput,
 }
 
 pub(super) struct WorkerReport {
     pub(super) keys_per_rule: Vec<usize>,
+    pub(super) partials_dropped: Vec<u64>,
     pub(super) replay_suppressed: u64,
     pub(super) busy_ns: u64,
 }
@@ -54,7 +57,7 @@ pub(super) fn run_worker(
     let mut replay_suppressed = 0;
     let mut busy_ns = 0u64;
     let mut ops: Vec<Box<dyn Operator>> =
-        plan.rules.iter().map(|r| operator::build(r.clone(), &plan.streams[r.stream])).collect();
+        plan.rules.iter().map(|r| operator::build(r.clone(), &plan.streams)).collect();
     let groups: Vec<Vec<KeyGroup>> = (0..plan.streams.len()).map(|s| plan.key_groups(s)).collect();
     let mut alerts = Vec::new();
     let where_cache = WhereCache::default();
@@ -64,6 +67,7 @@ pub(super) fn run_worker(
             WorkerMsg::Batch { stream, group, batch, clocks, end_watermark, replayed } => {
                 where_cache.clear();
                 let input = BatchInput {
+                    stream,
                     batch: &batch,
                     times: &clocks.times,
                     watermarks: &clocks.watermarks,
@@ -93,7 +97,7 @@ pub(super) fn run_worker(
                 for g in selected {
                     for &r in &g.rules {
                         let from = alerts.len();
-                        let result = ops[r].advance(watermark, &mut alerts);
+                        let result = ops[r].advance_stream(stream, watermark, &mut alerts);
                         if replayed {
                             replay_suppressed += suppress_replayed(&mut alerts, from, replay_until[stream]);
                         }
@@ -103,6 +107,16 @@ pub(super) fn run_worker(
                                 message: e.to_string(),
                             });
                         }
+                    }
+                }
+            }
+            WorkerMsg::EndOfInput => {
+                for (r, op) in ops.iter_mut().enumerate() {
+                    if let Err(e) = op.end_of_input(&mut alerts) {
+                        let _ = out.send(Output::RuleError {
+                            rule: plan.rules[r].meta.id.to_string(),
+                            message: e.to_string(),
+                        });
                     }
                 }
             }
@@ -120,5 +134,10 @@ pub(super) fn run_worker(
             break;
         }
     }
-    WorkerReport { keys_per_rule: ops.iter().map(|o| o.key_count()).collect(), replay_suppressed, busy_ns }
+    WorkerReport {
+        keys_per_rule: ops.iter().map(|o| o.key_count()).collect(),
+        partials_dropped: ops.iter().map(|o| o.partials_dropped()).collect(),
+        replay_suppressed,
+        busy_ns,
+    }
 }
