@@ -95,3 +95,24 @@ mod tests {
         assert!(duration_hint("5 minuts").starts_with("did you mean `5m`?"));
     }
 }
+
+/// A duration in milliseconds as the largest whole unit that fits (`90m`, `2h`, `1500ms`),
+/// for messages.
+pub fn format_ms(ms: i64) -> String {
+    const UNITS: [(i64, &str); 5] = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s"), (1, "ms")];
+    UNITS
+        .iter()
+        .find(|&&(unit, _)| ms % unit == 0 && ms != 0)
+        .map_or_else(|| format!("{ms}ms"), |&(unit, name)| format!("{}{name}", ms / unit))
+}
+
+#[cfg(test)]
+mod format_tests {
+    #[test]
+    fn formats_in_the_largest_whole_unit() {
+        assert_eq!(super::format_ms(2 * 3_600_000), "2h");
+        assert_eq!(super::format_ms(90 * 60_000), "90m");
+        assert_eq!(super::format_ms(1500), "1500ms");
+        assert_eq!(super::format_ms(0), "0ms");
+    }
+}

@@ -132,11 +132,27 @@ impl ExprPlanner {
     }
 }
 
+impl ExprPlanner {
+    /// The logical expression of `sql` over `schema` (already validated by
+    /// [`ExprPlanner::predicate`]), for callers that split it before planning parts of it.
+    pub fn logical(&self, sql: &str, schema: &SchemaRef) -> Option<Expr> {
+        let df_schema = DFSchema::try_from(schema.as_ref().clone()).ok()?;
+        self.ctx.parse_sql_expr(sql, &df_schema).ok()
+    }
+
+    /// Plans a logical expression over `schema` as a predicate labelled `sql`.
+    pub fn physical(&self, expr: Expr, sql: String, schema: &SchemaRef) -> Option<Predicate> {
+        let df_schema = DFSchema::try_from(schema.as_ref().clone()).ok()?;
+        let expr = self.ctx.create_physical_expr(expr, &df_schema).ok()?;
+        Some(Predicate { sql, expr })
+    }
+}
+
 type Locate<'a> = dyn Fn(&str) -> Diagnostic + 'a;
 
 /// A diagnostic pointing at `needle` inside the expression if it can be found on the same
 /// line, else at the whole expression.
-fn locate_in(reader: &Reader, node: &Node, sql: &str, needle: &str) -> Diagnostic {
+pub(crate) fn locate_in(reader: &Reader, node: &Node, sql: &str, needle: &str) -> Diagnostic {
     let offset = find_word(sql, needle);
     match offset {
         Some(off)

@@ -19,6 +19,7 @@ pub mod duration;
 pub mod expr;
 pub mod kafka;
 pub mod rule;
+mod sequence;
 pub mod sinks;
 pub mod sources;
 pub mod table;

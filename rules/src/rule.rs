@@ -51,7 +51,7 @@ const GEOFENCE_KEYS: [&str; 12] = [
     "max_distance_m",
     "speed_field",
 ];
-const KINDS: [&str; 4] = ["threshold", "window", "absence", "geofence"];
+const KINDS: [&str; 5] = ["threshold", "window", "absence", "geofence", "sequence"];
 
 /// A compiled rule with the position of its id (for duplicate detection).
 #[derive(Debug)]
@@ -81,6 +81,7 @@ pub fn compile_rule(
     };
     let mut allowed: Vec<&str> = COMMON_KEYS.to_vec();
     match kind_text.as_deref() {
+        Some("sequence") => allowed = crate::sequence::SEQUENCE_KEYS.to_vec(),
         Some("threshold") => allowed.extend(THRESHOLD_KEYS),
         Some("window") => allowed.extend(WINDOW_KEYS),
         Some("absence") => allowed.extend(ABSENCE_KEYS),
@@ -121,7 +122,9 @@ pub fn compile_rule(
             None
         }
     });
-    let stream = m.require("source", &what, r, diags).and_then(|n| {
+    let is_sequence = kind.as_deref() == Some("sequence");
+    let source = if is_sequence { None } else { m.require("source", &what, r, diags) };
+    let stream = source.and_then(|n| {
         let s = r.string(n, "source", diags)?;
         match streams.iter().position(|d| d.name == s) {
             Some(i) => Some(i),
@@ -161,6 +164,26 @@ pub fn compile_rule(
         && ms <= 0
     {
         diags.push(r.error(Code::BadDuration, n, "`renotify` must be longer than zero"));
+    }
+
+    if is_sequence {
+        let compiled = crate::sequence::compile(&m, r, streams, planner, &what, diags);
+        if diags.len() > before {
+            return None;
+        }
+        let compiled = compiled?;
+        let meta =
+            RuleMeta { id: id?.as_str().into(), name, description, severity: severity?, category, labels, renotify_ms };
+        return Some(CompiledRule {
+            plan: RulePlan {
+                meta: Arc::new(meta),
+                stream: compiled.stream,
+                key_fields: compiled.key_fields,
+                filter: None,
+                kind: RuleKind::Sequence(compiled.plan),
+            },
+            id_node: id_node?.clone(),
+        });
     }
 
     // Everything below needs the stream's schema.
