@@ -158,7 +158,8 @@ pub(crate) fn compile(
             input_streams.push(s.stream);
         }
     }
-    let inputs = compile_key(m.get("key"), &input_streams, &raw, streams, r, what, diags)?;
+    // Key problems do not stop the steps' checks: every problem is reported at once.
+    let inputs = compile_key(m.get("key"), &input_streams, &raw, streams, r, what, diags);
     let mut steps = Vec::with_capacity(raw.len());
     // (step, column) pairs read by later steps: their stream must decode them.
     let mut referenced: Vec<(usize, usize)> = Vec::new();
@@ -207,6 +208,7 @@ pub(crate) fn compile(
         step.columns.sort_unstable();
         step.values.sort_unstable();
     }
+    let inputs = inputs?;
     let (stream, key_fields) = (inputs[0].stream, inputs[0].key_fields.clone());
     Some(CompiledSequence { stream, key_fields, plan: SequencePlan { within_ms, max_partial, inputs, steps } })
 }
@@ -297,23 +299,32 @@ fn check_times(
         && first.negated
     {
         diags.push(
-            r.error(Code::BadValue, first.not_node.unwrap_or(first.node), format!("the first step of {what} cannot be `not`"))
-                .with_hint("a sequence starts with the event that opens a match, e.g. the excavator's detection"),
+            r.error(
+                Code::BadValue,
+                first.not_node.unwrap_or(first.node),
+                format!("the first step of {what} cannot be `not`"),
+            )
+            .with_hint("a sequence starts with the event that opens a match, e.g. the excavator's detection"),
         );
     }
     let last_positive = raw.iter().rposition(|s| !s.negated).unwrap_or(0);
     for (k, s) in raw.iter().enumerate() {
         if s.negated && k > last_positive && s.within_ms.is_none() && within_ms.is_none() {
             diags.push(
-                r.error(Code::MissingKey, s.not_node.unwrap_or(s.node), format!("`not` step `{}` has no `within`", s.name))
-                    .with_hint("say how long it must not happen after the previous step, e.g. `within: 2h`"),
+                r.error(
+                    Code::MissingKey,
+                    s.not_node.unwrap_or(s.node),
+                    format!("`not` step `{}` has no `within`", s.name),
+                )
+                .with_hint("say how long it must not happen after the previous step, e.g. `within: 2h`"),
             );
         }
         let bounded = s.within_ms.is_some() || within_ms.is_some();
         if !s.negated && (k > 0 || s.times > 1) && !bounded {
             diags.push(
-                r.error(Code::MissingKey, s.node, format!("step `{}` of {what} has no time limit", s.name))
-                    .with_hint("add `within` to the rule (first to last event) or to the step (after the previous one)"),
+                r.error(Code::MissingKey, s.node, format!("step `{}` of {what} has no time limit", s.name)).with_hint(
+                    "add `within` to the rule (first to last event) or to the step (after the previous one)",
+                ),
             );
         }
         if let (Some(step), Some(rule), Some(n)) = (s.within_ms, within_ms, s.within_node)
@@ -330,7 +341,7 @@ fn check_times(
                 ),
             );
             let d = match within_node {
-                Some(rn) => d.with_hint(format!("the rule's `within` at {} bounds the whole match", r.location(rn))),
+                Some(rn) => d.with_hint(format!("the rule's `within` (line {}) bounds the whole match", rn.pos.line)),
                 None => d,
             };
             diags.push(d);
@@ -350,7 +361,9 @@ fn compile_key(
     diags: &mut Diagnostics,
 ) -> Option<Vec<SequenceInput>> {
     let before = diags.len();
-    let mut per_stream: BTreeMap<usize, (Vec<(String, Node)>, Option<Node>)> = BTreeMap::new();
+    // Per input stream: the key's field names (with their nodes) and where they were given.
+    type Names = (Vec<(String, Node)>, Option<Node>);
+    let mut per_stream: BTreeMap<usize, Names> = BTreeMap::new();
     match node.map(|n| (&n.kind, n)) {
         None => {
             for &s in input_streams {
@@ -382,8 +395,12 @@ fn compile_key(
             for &s in input_streams {
                 if !per_stream.contains_key(&s) {
                     diags.push(
-                        r.error(Code::MissingKey, n, format!("`key` of {what} has no entry for stream `{}`", streams[s].name))
-                            .with_hint(format!("add `{}: [field, …]`", streams[s].name)),
+                        r.error(
+                            Code::MissingKey,
+                            n,
+                            format!("`key` of {what} has no entry for stream `{}`", streams[s].name),
+                        )
+                        .with_hint(format!("add `{}: [field, …]`", streams[s].name)),
                     );
                 }
             }
@@ -412,15 +429,12 @@ fn compile_key(
                         format!("key field `{name}` of {what} is not a field of stream `{}` (step `{step}`)", def.name),
                     );
                     let d = d.suggest(name, &field_names, "declared fields");
-                    let d = if d.hint.is_none() {
-                        d.with_hint(format!(
-                            "declare it in stream `{}` (or enrich it from zones), or name the key per stream: `key: {{{}: [field]}}`",
-                            def.name, def.name
-                        ))
-                    } else {
-                        d
-                    };
-                    diags.push(d);
+                    let hint = format!(
+                        "{}; or name the key per stream: `key: {{{}: [field], …}}`",
+                        d.hint.clone().unwrap_or_default(),
+                        def.name
+                    );
+                    diags.push(d.with_hint(hint));
                 }
             }
         }
@@ -510,7 +524,8 @@ fn step_condition(
     }
     let extended: SchemaRef = Arc::new(Schema::new(fields));
     let schema_name = format!("stream `{}` (step `{}`)", def.name, raw[k].name);
-    let planned = planner.predicate(&rewritten, &extended, &schema_name, Site { reader: r, node, what: "where" }, diags)?;
+    let planned =
+        planner.predicate(&rewritten, &extended, &schema_name, Site { reader: r, node, what: "where" }, diags)?;
     let own = def.fields.len();
     let columns: Vec<usize> = planned.columns.iter().copied().filter(|&c| c < own).collect();
     if refs.is_empty() {
@@ -617,10 +632,8 @@ fn rewrite_references(
                 }
             }
             Some(_) => {
-                let mut d = at(format!(
-                    "step `{}` reads `{text}`, but step `{alias}` does not come before it",
-                    raw[k].name
-                ));
+                let mut d =
+                    at(format!("step `{}` reads `{text}`, but step `{alias}` does not come before it", raw[k].name));
                 d.code = Code::BadExpression;
                 diags.push(d.with_hint("a step can read only the steps before it (references cannot go in a cycle)"));
             }
