@@ -30,6 +30,9 @@ pub struct Summary {
     pub rule_errors_by_rule: BTreeMap<String, (u64, String)>,
     pub streams: Vec<gridwatch_engine::pipeline::StreamStats>,
     pub keys_per_rule: Vec<(String, usize)>,
+    /// Per sequence rule that dropped any: partial matches dropped at its `max_partial`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partials_dropped: Vec<(String, u64)>,
     pub interrupted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka_messages: Option<u64>,
@@ -72,6 +75,7 @@ pub fn summarize(
         rule_errors_by_rule: sink.rule_errors_by_rule,
         streams: report.streams,
         keys_per_rule: report.keys_per_rule,
+        partials_dropped: report.partials_dropped,
         interrupted,
         kafka_messages: None,
         replay_suppressed: 0,
