@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use serde::Serialize;
 
 use crate::alert::Alert;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::error::{EngineError, Result};
 use crate::ingest::{Decoding, NO_ARRIVAL, RawChunk};
 use crate::operator::{self, BatchInput, Operator, WhereCache};
@@ -37,61 +37,18 @@ use crate::reject::{Reject, RejectKind};
 use crate::schema::StreamDef;
 use crate::time::{Millis, SplitWatermarks, WATERMARK_START};
 
+mod options;
 mod output;
 mod sequencer;
 mod worker;
 
+pub use options::PipelineOptions;
 pub use output::{DeadLetter, Origin, Output, PipelineReport, StreamStats};
 use sequencer::{RowClocks, Sequencing};
 use worker::{WorkerMsg, WorkerReport, run_worker};
 
-/// Tuning knobs of a pipeline.
-#[derive(Debug, Clone)]
-pub struct PipelineOptions {
-    /// Number of partition workers (threads).
-    pub workers: usize,
-    /// Number of decoder threads; 0 decodes on the thread that calls [`Pipeline::push`].
-    pub decoders: usize,
-    /// Payloads per stream gathered before a batch is cut, decoded and routed.
-    pub batch_size: usize,
-    /// Batches queued per worker before `push` blocks.
-    pub queue_depth: usize,
-    /// How long a partly filled batch may wait for more rows before
-    /// [`Pipeline::flush_lingering`] sends it: the latency bound a slow stream adds.
-    pub linger: std::time::Duration,
-    /// Restore mode, per stream (index as in the plan): while a stream replays input that
-    /// was acknowledged before a restart (see [`Pipeline::replay_split`]), the alerts that
-    /// input raises with an event time before this instant are dropped (and counted): they
-    /// were delivered before and are only recomputed while state is rebuilt. Later ones
-    /// are sent again (a stage behind the workers may not have processed them). Empty:
-    /// nothing is suppressed.
-    pub replay_until: Vec<Millis>,
-    /// Processing time: lingering batches, idle streams, stalled replays (see
-    /// [`crate::clock`]). The system's clock unless a test drives one.
-    pub clock: Arc<dyn Clock>,
-    /// Payloads larger than this are dead-lettered (`too_large`, their first KiB kept)
-    /// before any parsing: one huge line must not cost the memory of many.
-    pub max_event_bytes: usize,
-}
-
 /// How much of an oversized payload its dead letter keeps.
 const TOO_LARGE_KEPT: usize = 1024;
-
-impl Default for PipelineOptions {
-    fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        PipelineOptions {
-            workers: cores,
-            decoders: if cores > 1 { cores } else { 0 },
-            batch_size: 4096,
-            queue_depth: 8,
-            linger: std::time::Duration::from_millis(5),
-            replay_until: Vec::new(),
-            clock: Arc::new(SystemClock),
-            max_event_bytes: 1 << 20,
-        }
-    }
-}
 
 struct StreamIngest {
     def: Arc<StreamDef>,
@@ -502,9 +459,7 @@ impl Pipeline {
     pub fn barrier(&mut self, seq: u64) -> Result<Vec<Millis>> {
         self.flush()?;
         let watermark = self.frontier();
-        for (w, tx) in self.workers.iter().enumerate() {
-            tx.send(WorkerMsg::Barrier(seq, watermark)).map_err(|_| EngineError::WorkerGone(w))?;
-        }
+        self.broadcast(|| WorkerMsg::Barrier(seq, watermark))?;
         Ok(self.watermarks())
     }
 
@@ -675,9 +630,7 @@ impl Pipeline {
                 self.advance_watermark(i, max)?;
             }
         }
-        for (w, tx) in self.workers.iter().enumerate() {
-            tx.send(WorkerMsg::EndOfInput).map_err(|_| EngineError::WorkerGone(w))?;
-        }
+        self.broadcast(|| WorkerMsg::EndOfInput)?;
         if let Some(seq) = seq {
             self.barrier(seq)?;
         }
@@ -746,9 +699,13 @@ impl Pipeline {
     }
 
     fn broadcast_watermark(&self, stream: usize, watermark: Millis) -> Result<()> {
+        self.broadcast(|| WorkerMsg::Watermark { stream, group: None, watermark, replayed: false })
+    }
+
+    /// Sends one `msg()` to every worker.
+    fn broadcast(&self, msg: impl Fn() -> WorkerMsg) -> Result<()> {
         for (w, tx) in self.workers.iter().enumerate() {
-            let msg = WorkerMsg::Watermark { stream, group: None, watermark, replayed: false };
-            tx.send(msg).map_err(|_| EngineError::WorkerGone(w))?;
+            tx.send(msg()).map_err(|_| EngineError::WorkerGone(w))?;
         }
         Ok(())
     }

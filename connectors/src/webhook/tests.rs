@@ -2,6 +2,7 @@ use std::collections::VecDeque;
 
 use serde_json::json;
 
+use super::http::{truncate, utf8_prefix};
 use super::*;
 
 fn at(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {
