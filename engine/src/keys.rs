@@ -255,45 +255,14 @@ pub fn compact_row_into(batch: &RecordBatch, row: usize, out: &mut Vec<u8>) {
 }
 
 /// The JSON object of a row encoded by [`compact_row`]; `names` are the batch's field names.
-pub fn compact_row_to_json(mut bytes: &[u8], names: &[String]) -> serde_json::Value {
-    use serde_json::Value;
-    let mut obj = serde_json::Map::new();
-    // Rows are only ever decoded from what `compact_row` wrote; a short read ends the row.
-    while let Some(column) = take_varint(&mut bytes) {
-        let Some((&tag, rest)) = bytes.split_first() else { break };
-        bytes = rest;
-        let word = |bytes: &mut &[u8]| -> Option<[u8; 8]> {
-            let (w, rest) = bytes.split_first_chunk::<8>()?;
-            *bytes = rest;
-            Some(*w)
-        };
-        let value = match tag {
-            CELL_STR => {
-                let Some(len) = take_varint(&mut bytes) else { break };
-                let Some((text, rest)) = bytes.split_at_checked(len as usize) else { break };
-                bytes = rest;
-                Value::from(String::from_utf8_lossy(text).into_owned())
-            }
-            CELL_INT => match word(&mut bytes) {
-                Some(w) => Value::from(i64::from_le_bytes(w)),
-                None => break,
-            },
-            CELL_FLOAT => match word(&mut bytes) {
-                Some(w) => Value::from(f64::from_le_bytes(w)),
-                None => break,
-            },
-            CELL_TIME => match word(&mut bytes) {
-                Some(w) => Value::from(format_timestamp(i64::from_le_bytes(w))),
-                None => break,
-            },
-            CELL_TRUE => Value::Bool(true),
-            CELL_FALSE => Value::Bool(false),
-            _ => break,
-        };
-        let name = names.get(column as usize).cloned().unwrap_or_else(|| format!("column_{column}"));
-        obj.insert(name, value);
-    }
-    Value::Object(obj)
+pub fn compact_row_to_json(bytes: &[u8], names: &[String]) -> serde_json::Value {
+    let obj = compact_cells_of(bytes)
+        .map(|(column, cell)| {
+            let name = names.get(column).cloned().unwrap_or_else(|| format!("column_{column}"));
+            (name, cell.to_json())
+        })
+        .collect();
+    serde_json::Value::Object(obj)
 }
 
 /// One cell of a compact row, borrowed.
@@ -311,22 +280,50 @@ pub enum CellRef<'a> {
     Time(i64),
 }
 
-/// The cell of `column` in a row encoded by [`compact_row_into`]; None when it is null (or
-/// the row is cut short). Rows are a few cells long, so a scan is cheaper than an index.
-pub fn compact_cell(mut bytes: &[u8], column: usize) -> Option<CellRef<'_>> {
-    while let Some(c) = take_varint(&mut bytes) {
+impl CellRef<'_> {
+    /// The cell as it appears in alert JSON (timestamps as RFC 3339 text).
+    pub fn to_json(self) -> serde_json::Value {
+        match self {
+            CellRef::Str(s) => s.into(),
+            CellRef::Int(i) => i.into(),
+            CellRef::Float(f) => f.into(),
+            CellRef::Bool(b) => b.into(),
+            CellRef::Time(t) => format_timestamp(t).into(),
+        }
+    }
+}
+
+/// The non-null cells of a row encoded by [`compact_row_into`], as (column, cell), in column
+/// order. Rows are only ever decoded from what `compact_row_into` wrote; a short read ends
+/// the row.
+pub fn compact_cells_of(bytes: &[u8]) -> CompactCells<'_> {
+    CompactCells { bytes }
+}
+
+/// Iterator of [`compact_cells_of`].
+#[derive(Debug, Clone)]
+pub struct CompactCells<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Iterator for CompactCells<'a> {
+    type Item = (usize, CellRef<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let bytes = &mut self.bytes;
+        let column = take_varint(bytes)? as usize;
         let (&tag, rest) = bytes.split_first()?;
-        bytes = rest;
+        *bytes = rest;
         let cell = match tag {
             CELL_STR => {
-                let len = take_varint(&mut bytes)? as usize;
+                let len = take_varint(bytes)? as usize;
                 let (text, rest) = bytes.split_at_checked(len)?;
-                bytes = rest;
+                *bytes = rest;
                 CellRef::Str(std::str::from_utf8(text).ok()?)
             }
             CELL_INT | CELL_FLOAT | CELL_TIME => {
                 let (w, rest) = bytes.split_first_chunk::<8>()?;
-                bytes = rest;
+                *bytes = rest;
                 match tag {
                     CELL_INT => CellRef::Int(i64::from_le_bytes(*w)),
                     CELL_FLOAT => CellRef::Float(f64::from_le_bytes(*w)),
@@ -337,11 +334,14 @@ pub fn compact_cell(mut bytes: &[u8], column: usize) -> Option<CellRef<'_>> {
             CELL_FALSE => CellRef::Bool(false),
             _ => return None,
         };
-        if c as usize == column {
-            return Some(cell);
-        }
+        Some((column, cell))
     }
-    None
+}
+
+/// The cell of `column` in a row encoded by [`compact_row_into`]; None when it is null (or
+/// the row is cut short). Rows are a few cells long, so a scan is cheaper than an index.
+pub fn compact_cell(bytes: &[u8], column: usize) -> Option<CellRef<'_>> {
+    compact_cells_of(bytes).find(|&(c, _)| c == column).map(|(_, cell)| cell)
 }
 
 /// Encodes cells (column, value) as [`compact_row_into`] would, for tests.

@@ -287,10 +287,9 @@ pub struct SequenceStep {
     pub times: u32,
     /// No non-matching event of the key on the step's stream in between (`contiguous`).
     pub contiguous: bool,
-    /// Columns reported as `values` (`name.field`).
-    pub values: Vec<usize>,
     /// Every column of the step's stream this rule reads from its events (filters,
-    /// references from later steps, values): the decoder parses them.
+    /// references from later steps): the decoder parses them, and a matched (not negated)
+    /// step reports them as `values` (`name.field`).
     pub columns: Vec<usize>,
 }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema};
 use gridwatch_engine::plan::{
-    AbsencePlan, AggFunc, Aggregate, GeofenceEvent, GeofencePlan, RuleKind, RuleMeta, RulePlan, Severity,
+    AbsencePlan, AggFunc, Aggregate, GeofenceEvent, GeofencePlan, Predicate, RuleKind, RuleMeta, RulePlan, Severity,
     ThresholdPlan, WindowPlan,
 };
 use gridwatch_engine::schema::StreamDef;
@@ -166,28 +166,41 @@ pub fn compile_rule(
         diags.push(r.error(Code::BadDuration, n, "`renotify` must be longer than zero"));
     }
 
-    if is_sequence {
-        let compiled = crate::sequence::compile(&m, r, streams, planner, &what, diags);
-        if diags.len() > before {
-            return None;
-        }
-        let compiled = compiled?;
-        let meta =
-            RuleMeta { id: id?.as_str().into(), name, description, severity: severity?, category, labels, renotify_ms };
-        return Some(CompiledRule {
-            plan: RulePlan {
-                meta: Arc::new(meta),
-                stream: compiled.stream,
-                key_fields: compiled.key_fields,
-                filter: None,
-                kind: RuleKind::Sequence(compiled.plan),
-            },
-            id_node: id_node?.clone(),
-        });
+    // The stream the rule is keyed on, its key, its filter and its kind.
+    let body = if is_sequence {
+        crate::sequence::compile(&m, r, streams, planner, &what, diags)
+            .map(|c| (c.stream, c.key_fields, None, RuleKind::Sequence(c.plan)))
+    } else {
+        stream.and_then(|stream| {
+            compile_single_stream(&m, r, streams, zones, planner, &what, stream, kind.as_deref(), diags)
+        })
+    };
+    if diags.len() > before {
+        return None;
     }
+    let (stream, key_fields, filter, kind) = body?;
+    let meta =
+        RuleMeta { id: id?.as_str().into(), name, description, severity: severity?, category, labels, renotify_ms };
+    Some(CompiledRule {
+        plan: RulePlan { meta: Arc::new(meta), stream, key_fields, filter, kind },
+        id_node: id_node?.clone(),
+    })
+}
 
-    // Everything below needs the stream's schema.
-    let stream = stream?;
+/// The body of a rule over one stream (threshold, window, absence, geofence): its key, its
+/// `where` and its kind. Reports every error it finds.
+#[allow(clippy::too_many_arguments)]
+fn compile_single_stream(
+    m: &crate::yaml::Fields<'_>,
+    r: &Reader,
+    streams: &[Arc<StreamDef>],
+    zones: &BTreeMap<String, Arc<ZoneSet>>,
+    planner: &ExprPlanner,
+    what: &str,
+    stream: usize,
+    kind: Option<&str>,
+    diags: &mut Diagnostics,
+) -> Option<(usize, Vec<usize>, Option<Predicate>, RuleKind)> {
     let def = &streams[stream];
     let schema = def.arrow_schema();
     let schema_name = format!("stream `{}`", def.name);
@@ -216,9 +229,9 @@ pub fn compile_rule(
         let sql = r.string(n, "where", diags)?;
         planner.predicate(&sql, &schema, &schema_name, Site { reader: r, node: n, what: "where" }, diags)
     });
-    let kind = match kind.as_deref() {
+    let kind = match kind {
         Some("threshold") => {
-            let cond_node = m.require("condition", &what, r, diags);
+            let cond_node = m.require("condition", what, r, diags);
             let condition = cond_node.and_then(|n| {
                 let sql = r.string(n, "condition", diags)?;
                 planner.predicate(&sql, &schema, &schema_name, Site { reader: r, node: n, what: "condition" }, diags)
@@ -269,7 +282,7 @@ pub fn compile_rule(
             })
         }
         Some("absence") => m
-            .require("absent_for", &what, r, diags)
+            .require("absent_for", what, r, diags)
             .and_then(|n| {
                 let ms = r.duration(n, "absent_for", diags)?;
                 if ms <= 0 {
@@ -279,26 +292,11 @@ pub fn compile_rule(
                 Some(ms)
             })
             .map(|absent_for_ms| RuleKind::Absence(AbsencePlan { absent_for_ms })),
-        Some("window") => compile_window(&m, r, def, planner, &what, diags).map(RuleKind::Window),
-        Some("geofence") => compile_geofence(&m, r, def, zones, planner, &what, diags).map(RuleKind::Geofence),
+        Some("window") => compile_window(m, r, def, planner, what, diags).map(RuleKind::Window),
+        Some("geofence") => compile_geofence(m, r, def, zones, planner, what, diags).map(RuleKind::Geofence),
         _ => None,
     };
-    if diags.len() > before {
-        return None;
-    }
-    let id = id?;
-    let meta =
-        RuleMeta { id: id.as_str().into(), name, description, severity: severity?, category, labels, renotify_ms };
-    Some(CompiledRule {
-        plan: RulePlan {
-            meta: Arc::new(meta),
-            stream,
-            key_fields: key_fields?,
-            filter: filter.map(|f| f.predicate),
-            kind: kind?,
-        },
-        id_node: id_node?.clone(),
-    })
+    Some((stream, key_fields?, filter.map(|f| f.predicate), kind?))
 }
 
 fn compile_window(

@@ -188,7 +188,6 @@ pub(crate) fn compile(
             within_ms: s.within_ms,
             times: s.times,
             contiguous: s.contiguous,
-            values: if s.negated { Vec::new() } else { columns.clone() },
             columns,
         });
     }
@@ -200,13 +199,9 @@ pub(crate) fn compile(
         if !step.columns.contains(&column) {
             step.columns.push(column);
         }
-        if !step.negated && !step.values.contains(&column) {
-            step.values.push(column);
-        }
     }
     for step in &mut steps {
         step.columns.sort_unstable();
-        step.values.sort_unstable();
     }
     let inputs = inputs?;
     let (stream, key_fields) = (inputs[0].stream, inputs[0].key_fields.clone());

@@ -350,11 +350,8 @@ impl SequenceOperator {
         for (j, step) in steps.iter().enumerate().filter(|(_, s)| !s.negated) {
             let row = step_row(&self.evidence, p.head, j);
             let names = &self.shape.names[step.input];
-            for &c in &step.values {
-                let v = match compact_cell(row, c) {
-                    None => serde_json::Value::Null,
-                    Some(cell) => cell_json(cell),
-                };
+            for &c in &step.columns {
+                let v = compact_cell(row, c).map_or(serde_json::Value::Null, |cell| cell.to_json());
                 values.insert(format!("{}.{}", step.name, names[c]), v);
             }
         }
@@ -495,17 +492,6 @@ fn free_chain(evidence: &mut ByteSlab, mut head: SlabRef) {
         let (prev, _, _) = link_parts(evidence.get(head));
         evidence.remove(head);
         head = prev;
-    }
-}
-
-fn cell_json(cell: crate::keys::CellRef<'_>) -> serde_json::Value {
-    use crate::keys::CellRef;
-    match cell {
-        CellRef::Str(s) => s.into(),
-        CellRef::Int(i) => i.into(),
-        CellRef::Float(f) => f.into(),
-        CellRef::Bool(b) => b.into(),
-        CellRef::Time(t) => crate::time::format_timestamp(t).into(),
     }
 }
 

@@ -39,7 +39,6 @@ fn step(name: &str, input: usize, kind: Option<&str>) -> SequenceStep {
         within_ms: None,
         times: 1,
         contiguous: false,
-        values: vec![3],
         columns: vec![2, 3],
     }
 }
@@ -66,12 +65,7 @@ fn rule(within_ms: Option<Millis>, steps: Vec<SequenceStep>, max_partial: usize)
 
 /// Runs (stream, payload) pairs in order; returns the alerts sorted.
 fn run(rule: &RulePlan, events: &[(usize, String)], workers: usize, batch_size: usize) -> Vec<Alert> {
-    run_ooo(rule, events, workers, batch_size, 0)
-}
-
-fn run_ooo(rule: &RulePlan, events: &[(usize, String)], workers: usize, batch_size: usize, ooo: Millis) -> Vec<Alert> {
-    let plan =
-        Arc::new(Plan { streams: vec![stream("a", ooo), stream("b", ooo)], rules: vec![Arc::new(rule.clone())] });
+    let plan = Arc::new(Plan { streams: vec![stream("a", 0), stream("b", 0)], rules: vec![Arc::new(rule.clone())] });
     let options = PipelineOptions { workers, batch_size, queue_depth: 4, ..Default::default() };
     let (mut p, rx) = Pipeline::start(plan, options);
     let collector = std::thread::spawn(move || {
