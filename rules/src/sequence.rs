@@ -604,6 +604,18 @@ fn rewrite_references(
             d
         };
         match raw.iter().position(|s| s.name == alias) {
+            Some(step) if step < k && raw[step].negated => {
+                let mut d = at(format!(
+                    "step `{}` reads `{text}`, but `{alias}` is a `not` step: it matches no event",
+                    raw[k].name
+                ));
+                d.code = Code::BadExpression;
+                let d = match raw[..step].iter().rev().find(|s| !s.negated) {
+                    Some(s) => d.with_hint(format!("read a step that happens, e.g. `{}.{field}`", s.name)),
+                    None => d.with_hint("read a step that happens"),
+                };
+                diags.push(d);
+            }
             Some(step) if step < k => {
                 let def = &streams[raw[step].stream];
                 match def.field_index(&field) {
