@@ -37,6 +37,7 @@ use crate::reject::{Reject, RejectKind};
 use crate::schema::StreamDef;
 use crate::time::{Millis, SplitWatermarks, WATERMARK_START};
 
+mod idle;
 mod options;
 mod output;
 mod sequencer;
@@ -62,6 +63,8 @@ struct StreamIngest {
     last_arrival: Option<Instant>,
     idle_base: Option<(Instant, Millis)>,
     last_split_check: Option<Instant>,
+    /// `stats.received` at the last [`Pipeline::advance_idle_by_event_time`].
+    received_at_idle_check: u64,
     /// When the first payload of the pending chunk was pushed.
     pending_since: Option<Instant>,
     /// The pending chunk is decoded payload by payload as it is pushed, on the ingest
@@ -125,6 +128,8 @@ pub struct Pipeline {
     free_chunks: Vec<RawChunk>,
     /// Payloads pushed or rejected so far: the next one's position.
     pushed: u64,
+    /// When the pipeline started (its clock): how long a stream has been unheard.
+    started: Instant,
     /// Dead letters waiting for every earlier payload to be decoded, so that they leave in
     /// input order, by position.
     held_dead: std::collections::BTreeMap<u64, DeadLetter>,
@@ -155,6 +160,7 @@ impl Pipeline {
     /// Kafka assignment) can share one sink.
     pub fn start_with_output(plan: Arc<Plan>, options: PipelineOptions, out_tx: Sender<Output>) -> Pipeline {
         let workers_n = options.workers.max(1);
+        let started = options.clock.now();
         let replay_until: Arc<[Millis]> =
             (0..plan.streams.len()).map(|i| options.replay_until.get(i).copied().unwrap_or(WATERMARK_START)).collect();
         let mut workers = Vec::with_capacity(workers_n);
@@ -184,6 +190,7 @@ impl Pipeline {
                 stats: StreamStats { stream: def.name.clone(), watermark: WATERMARK_START, ..Default::default() },
                 last_arrival: None,
                 idle_base: None,
+                received_at_idle_check: 0,
                 last_split_check: None,
                 pending_since: None,
                 eager: false,
@@ -205,6 +212,7 @@ impl Pipeline {
             decoding,
             free_chunks: Vec::new(),
             pushed: 0,
+            started,
             held_dead: Default::default(),
             route_ns: 0,
             send_wait_ns: 0,
@@ -595,7 +603,7 @@ impl Pipeline {
                 self.broadcast_watermark(i, wm)?;
             }
         }
-        Ok(())
+        self.unheard_follow(now, &may_advance)
     }
 
     /// Moves `stream`'s watermark to `wm` (never backwards) and fires due timers.

@@ -18,22 +18,26 @@ use gridwatch_engine::time::Millis;
 use crate::error::SinkError;
 use crate::sink::Sink;
 
-/// Counts the workers' barriers.
+/// Counts the workers' barriers and the lowest watermark they carry.
 #[derive(Debug, Default)]
 pub struct BarrierCount {
-    seen: HashMap<u64, usize>,
+    seen: HashMap<u64, (usize, Millis)>,
 }
 
 impl BarrierCount {
-    /// Records one worker's barrier `seq`; true when it was the last of `workers`.
-    pub fn arrived(&mut self, seq: u64, workers: usize) -> bool {
-        let n = self.seen.entry(seq).or_default();
+    /// Records one worker's barrier `seq` with its `watermark`; when it was the last of
+    /// `workers`, the lowest watermark of them all (each worker lowers it to what its
+    /// held rows may still raise).
+    pub fn arrived(&mut self, seq: u64, workers: usize, watermark: Millis) -> Option<Millis> {
+        let (n, low) = self.seen.entry(seq).or_insert((0, Millis::MAX));
         *n += 1;
+        *low = (*low).min(watermark);
         if *n >= workers {
+            let low = *low;
             self.seen.remove(&seq);
-            return true;
+            return Some(low);
         }
-        false
+        None
     }
 }
 
@@ -170,9 +174,9 @@ mod tests {
     #[test]
     fn barriers_complete_when_every_worker_passed() {
         let mut c = BarrierCount::default();
-        assert!(!c.arrived(1, 2));
-        assert!(!c.arrived(2, 2));
-        assert!(c.arrived(1, 2));
-        assert!(c.arrived(2, 2));
+        assert_eq!(c.arrived(1, 2, 500), None);
+        assert_eq!(c.arrived(2, 2, 900), None);
+        assert_eq!(c.arrived(1, 2, 300), Some(300), "the lowest of the workers' watermarks");
+        assert_eq!(c.arrived(2, 2, 1000), Some(900));
     }
 }

@@ -148,7 +148,7 @@ impl Outputs {
             }
             Output::DeadLetter(d) => self.write_dead_letter(&d)?,
             Output::Barrier { seq, workers, watermark, .. } => {
-                if self.barriers.arrived(seq, workers) {
+                if let Some(watermark) = self.barriers.arrived(seq, workers, watermark) {
                     // Everything before the watermark has arrived: the stage may process it.
                     if let Some(stage) = self.stage.as_mut() {
                         let staged = stage.advance(watermark);

@@ -246,6 +246,10 @@ pub fn drive(
         };
         if due {
             seq += 1;
+            if bounded {
+                // A recording's silent streams follow its event time (see the method).
+                pipeline.advance_idle_by_event_time()?;
+            }
             pipeline.barrier(seq)?;
             source.barrier(seq);
             since_barrier = 0;

@@ -479,6 +479,9 @@ pub fn run_source(
                 }
                 let up = status.broker_up.load(Ordering::Relaxed) && !paused;
                 p.on_idle_where(now, up, |s| ups[s]).map_err(engine_err)?;
+                // A stream read to its end follows the others' event time, so a sparse or
+                // empty topic does not hold back the case stage during a catch-up.
+                p.advance_caught_up(|s| ups[s]).map_err(engine_err)?;
             }
         }
     }

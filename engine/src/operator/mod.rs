@@ -93,6 +93,13 @@ pub trait Operator: Send {
         let _ = out;
         Ok(())
     }
+    /// The earliest event time an alert this operator may still raise could carry, if
+    /// that can be behind its streams' watermarks: an operator that holds rows back until
+    /// every stream it reads has passed them (sequences) raises alerts dated at those rows.
+    /// Stages behind the workers order alerts by event time and must not pass it.
+    fn alert_floor(&self) -> Option<Millis> {
+        None
+    }
     /// Number of keys with state.
     fn key_count(&self) -> usize;
     /// Partial matches dropped because a key had too many (sequence rules' `max_partial`).
@@ -204,6 +211,12 @@ impl Timers {
             Some(Reverse((due, _))) if *due <= wm => self.heap.pop().map(|Reverse(t)| t),
             _ => None,
         }
+    }
+
+    /// The earliest timer (possibly one no longer current).
+    #[inline]
+    pub(crate) fn earliest(&self) -> Option<Millis> {
+        self.heap.peek().map(|Reverse((due, _))| *due)
     }
 
     /// True if a timer is due at or before `wm`.

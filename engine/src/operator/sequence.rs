@@ -576,6 +576,13 @@ impl Operator for SequenceOperator {
         Ok(())
     }
 
+    fn alert_floor(&self) -> Option<Millis> {
+        // A held row can complete a match dated at it; a timer can fire a trailing `not`
+        // dated at its deadline (stale timers only make the floor lower, never wrong).
+        let held = self.pending.peek().map(|Reverse(p)| p.t);
+        held.into_iter().chain(self.timers.earliest()).min()
+    }
+
     fn key_count(&self) -> usize {
         self.keys.len()
     }

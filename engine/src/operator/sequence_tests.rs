@@ -265,3 +265,29 @@ proptest! {
         prop_assert_eq!(ids(&reference), ids(&other));
     }
 }
+
+#[test]
+fn a_barrier_does_not_carry_the_frontier_past_rows_a_sequence_holds() {
+    // Stream b has not been heard from, so a's rows wait for its watermark, while the
+    // frontier counts only streams heard from: each worker lowers the barrier's frontier
+    // to the earliest row it holds, so the case stage does not pass alerts still to come.
+    let r = rule(Some(60_000), vec![step("x", 0, Some("x")), step("y", 1, Some("y"))], 64);
+    let plan = Arc::new(Plan { streams: vec![stream("a", 0), stream("b", 0)], rules: vec![Arc::new(r)] });
+    let options = PipelineOptions { workers: 2, batch_size: 3, queue_depth: 4, ..Default::default() };
+    let (mut p, rx) = Pipeline::start(plan, options);
+    for (i, t) in (10_000..=200_000).step_by(1000).enumerate() {
+        p.push(0, ev(t, &format!("k{}", i % 5), "x", 1.0).as_bytes()).expect("push");
+    }
+    p.barrier(1).expect("barrier");
+    assert!(p.frontier() > 100_000, "the pipeline's own frontier is far ahead: {}", p.frontier());
+    let mut frontier = Millis::MAX;
+    let mut seen = 0;
+    while seen < 2 {
+        if let Output::Barrier { watermark, .. } = rx.recv().expect("output") {
+            frontier = frontier.min(watermark);
+            seen += 1;
+        }
+    }
+    assert_eq!(frontier, 10_000, "the earliest held row");
+    drop(rx);
+}

@@ -70,8 +70,10 @@ pub enum Output {
         /// Number of workers (barriers to expect for `seq`).
         workers: usize,
         /// The pipeline's watermark at the barrier (the minimum over streams that have
-        /// seen data): every alert received after all workers passed the barrier has an
-        /// event time at or after it, so stages behind the workers can order by event time.
+        /// seen data), lowered to the earliest event time the worker's held rows may
+        /// still raise (see [`crate::operator::Operator::alert_floor`]): every alert
+        /// received after all workers passed the barrier has an event time at or after the
+        /// minimum over the workers, so stages behind the workers can order by event time.
         watermark: Millis,
     },
     /// A rule failed on a batch; its other batches and the other rules go on.

@@ -121,6 +121,10 @@ pub(super) fn run_worker(
                 }
             }
             WorkerMsg::Barrier(seq, watermark) => {
+                // Rows held back by a sequence rule raise alerts dated before the
+                // watermark: the barrier's frontier must not pass them.
+                let floor = ops.iter().filter_map(|o| o.alert_floor()).min();
+                let watermark = floor.map_or(watermark, |f| f.min(watermark));
                 if !alerts.is_empty() && out.send(Output::Alerts(std::mem::take(&mut alerts))).is_err() {
                     break;
                 }
