@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const STREAMS: [&str; 3] = ["sensor", "gps", "detection"];
+const STREAMS: [&str; 6] = ["sensor", "gps", "detection", "permits", "leak", "closed_cases"];
 
 fn city_with_http(dir: &Path, port: u16, extra: &str) -> std::path::PathBuf {
     let config = util::copy_city(dir);
@@ -111,7 +111,7 @@ fn the_city_posted_by_concurrent_clients_gives_the_embedded_alerts() {
     let events = dir.path().join("events.ndjson");
     util::generate_events(&events, "30m", &["--seed", "6"]);
     let (expected, _) = util::run_city(dir.path(), "embedded", &["--events", events.to_str().unwrap(), "--no-cases"]);
-    let mut by_stream = vec![Vec::new(); 3];
+    let mut by_stream = vec![Vec::new(); STREAMS.len()];
     for line in std::fs::read_to_string(&events).unwrap().lines() {
         if let Some(i) = STREAMS.iter().position(|s| line.starts_with(&format!(r#"{{"stream":"{s}""#))) {
             by_stream[i].push(line.to_string());
@@ -175,7 +175,7 @@ fn answers_name_rejected_lines_and_refuse_what_they_must() {
     assert_eq!(post(&c, port, "sensor", good.into(), Some("wrong")).0, 401, "wrong token");
     let (status, answer, _) = post(&c, port, "parking", good.into(), Some("t0ken"));
     assert_eq!(status, 404);
-    assert_eq!(answer["streams"], serde_json::json!(["sensor", "gps", "detection"]));
+    assert_eq!(answer["streams"], serde_json::json!(STREAMS));
     let big = std::iter::repeat_n(good, 1000).collect::<Vec<_>>().join("\n");
     assert_eq!(post(&c, port, "sensor", big, Some("t0ken")).0, 413, "above max_body");
     // Under load (queue: 1): every answer is 202, or 429 with Retry-After; nothing is lost.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use mosquitto::Mosquitto;
 
-const STREAMS: [&str; 3] = ["sensor", "gps", "detection"];
+const STREAMS: [&str; 6] = ["sensor", "gps", "detection", "permits", "leak", "closed_cases"];
 
 /// The city's events of `duration`, recorded, split by stream.
 fn recorded(dir: &Path, duration: &str) -> (PathBuf, Vec<Vec<String>>) {
@@ -53,7 +53,7 @@ fn city_with_source(dir: &Path, source: &str) -> PathBuf {
 
 fn mqtt_source(port: u16, client: &str, extra: &str) -> String {
     format!(
-        "source:\n  mqtt:\n    broker: 127.0.0.1:{port}\n    client_id: {client}\n    topics: {{\"city/sensor\": sensor, \"city/gps\": gps, \"city/detection\": detection}}\n{extra}"
+        "source:\n  mqtt:\n    broker: 127.0.0.1:{port}\n    client_id: {client}\n    topics: {{\"city/sensor\": sensor, \"city/gps\": gps, \"city/detection\": detection, \"city/permits\": permits, \"city/leak\": leak, \"city/closed_cases\": closed_cases}}\n{extra}"
     )
 }
 

@@ -4,10 +4,8 @@
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use gridwatch_benches::{OperatorBatch, drive, plan_with_rules, stream_events};
-use gridwatch_engine::decode::Decoder;
+use gridwatch_benches::{OperatorBatch, decode_batches, drive, plan_with_rules, stream_events};
 use gridwatch_engine::operator;
-use gridwatch_engine::time::{Observed, WatermarkTracker};
 
 const RULES: &str = r#"
 rules:
@@ -42,23 +40,7 @@ rules:
 
 /// Decoded consecutive batches of sensor events with their per-row watermarks.
 fn batches(def: &Arc<gridwatch_engine::schema::StreamDef>, n_batches: usize) -> Vec<OperatorBatch> {
-    let payloads = stream_events("sensor", 4096 * n_batches);
-    let mut tracker = WatermarkTracker::new(def.max_out_of_orderness_ms);
-    let mut out = Vec::new();
-    for chunk in payloads.chunks(4096) {
-        let mut d = Decoder::new(def.clone(), 4096);
-        let mut wms = Vec::new();
-        for p in chunk {
-            if let Ok(t) = d.parse(p)
-                && let Observed::OnTime(wm) = tracker.observe(t)
-            {
-                d.commit();
-                wms.push(wm);
-            }
-        }
-        out.push((d.finish(), wms, tracker.watermark()));
-    }
-    out
+    decode_batches(def, &stream_events("sensor", 4096 * n_batches), 4096)
 }
 
 fn operators(c: &mut Criterion) {

@@ -109,6 +109,33 @@ pub fn random_points(n: usize, seed: u64) -> Vec<(f64, f64)> {
 /// A decoded batch with its per-row watermarks and closing watermark, as operators get it.
 pub type OperatorBatch = (gridwatch_engine::decode::DecodedBatch, Vec<i64>, i64);
 
+/// Decodes `payloads` of stream `def` into consecutive batches of `batch_size` rows, with
+/// each row's watermark and the watermark at the batch's end, as the pipeline hands them
+/// to operators.
+pub fn decode_batches(
+    def: &std::sync::Arc<gridwatch_engine::schema::StreamDef>,
+    payloads: &[Vec<u8>],
+    batch_size: usize,
+) -> Vec<OperatorBatch> {
+    use gridwatch_engine::time::{Observed, WatermarkTracker};
+    let mut tracker = WatermarkTracker::new(def.max_out_of_orderness_ms);
+    let mut out = Vec::new();
+    for chunk in payloads.chunks(batch_size) {
+        let mut d = gridwatch_engine::decode::Decoder::new(def.clone(), batch_size);
+        let mut wms = Vec::new();
+        for p in chunk {
+            if let Ok(t) = d.parse(p)
+                && let Observed::OnTime(wm) = tracker.observe(t)
+            {
+                d.commit();
+                wms.push(wm);
+            }
+        }
+        out.push((d.finish(), wms, tracker.watermark()));
+    }
+    out
+}
+
 /// Feeds `batches` (of the plan's first stream) to `op`; returns the number of alerts raised.
 pub fn drive(op: &mut dyn gridwatch_engine::operator::Operator, batches: &[OperatorBatch]) -> usize {
     drive_stream(op, 0, batches)

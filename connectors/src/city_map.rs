@@ -93,6 +93,19 @@ pub fn parking_fences() -> Vec<(Rect, u32)> {
     (0..6).map(|i| (Rect { lon: 120.34 + 0.015 * i as f64, lat: 36.10, half_w: 0.0003, half_h: 0.0002 }, 15)).collect()
 }
 
+/// Gas-pipeline buffer zones: 5 m either side of six 400 m main segments, where digging
+/// needs an excavation permit (domain.md §2 #2).
+pub fn gas_buffers() -> Vec<Rect> {
+    (0..6)
+        .map(|i| Rect {
+            lon: 120.31 + 0.03 * i as f64,
+            lat: 36.11 - 0.01 * (i % 2) as f64,
+            half_w: 0.0022,
+            half_h: 0.000045,
+        })
+        .collect()
+}
+
 /// Unit grid: 0.02° cells over the city with the responsible unit and road chief.
 pub fn unit_grid() -> Vec<Value> {
     let districts = ["Shinan", "Shibei", "Licang", "Laoshan"];
@@ -173,6 +186,7 @@ pub fn geojson_files() -> Vec<(&'static str, String)> {
         ("no_parking.geojson", collection(rect_features("no-parking", "no_parking", &no_parking()))),
         ("parking_fences.geojson", collection(fences)),
         ("unit_grid.geojson", collection(unit_grid())),
+        ("gas_buffers.geojson", collection(rect_features("gas-buffer", "gas_pipeline_buffer", &gas_buffers()))),
     ]
 }
 

@@ -19,6 +19,17 @@
 //! | #12 sweeping too fast              | sanitation vehicles at 20–30 km/h for 3 min        |
 //! | bad input                          | ~0.05 % malformed rows, some late rows             |
 //!
+//! and, for the sequence rules, from a random stream of their own ([`extras`]):
+//!
+//! | scenario (domain.md §2)            | injected as                                        |
+//! |------------------------------------|----------------------------------------------------|
+//! | #4/#5 rain then ponding            | rain gauges beside the ponding points: 35–60 mm/h before the storm |
+//! | #2 digging without a permit        | six site cameras see an excavator on a gas-pipeline buffer; four permits check in, one too late, one never |
+//! | #3 hidden leak                     | leak-logger nights: one logger high three nights in a row, two neighbours the same night |
+//! | #7 heating pressure collapse       | three of 40 pressure sensors fall 30 % in 2 min    |
+//! | #11 no disposal site               | two muck trucks leave their site and drive 1.1 km north of their route for 150 min |
+//! | #16 repeat offence                 | the case archive's closed cases (one older than 12 months) |
+//!
 //! Sizes (scale 1): 800 sensors every 30 s, 133 vehicles every 10 s, 133 cameras with a
 //! people count and a detection a minute each — 60 % sensor, 30 % GPS and 10 % detection
 //! events, about 44 events per second of event time.
@@ -30,8 +41,10 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::city_map::{self, CENTER};
 
+mod extras;
+
 /// Streams the generator produces, in this order of indexes.
-pub const STREAMS: [&str; 3] = ["sensor", "gps", "detection"];
+pub const STREAMS: [&str; 6] = ["sensor", "gps", "detection", "permits", "leak", "closed_cases"];
 
 const SECOND: i64 = 1000;
 const MINUTE: i64 = 60 * SECOND;
@@ -181,6 +194,7 @@ pub struct CityGenerator {
     generated: u64,
     routes: Vec<(String, Vec<[f64; 2]>)>,
     route_len: Vec<f64>,
+    extras: extras::Extras,
 }
 
 const DETECTION_CLASSES: [&str; 5] =
@@ -263,6 +277,7 @@ impl CityGenerator {
         }
 
         let routes: Vec<(String, Vec<[f64; 2]>)> = city_map::routes();
+        let route_len: Vec<f64> = routes.iter().map(|(_, l)| city_map::length_m(l)).collect();
         let mut vehicles = Vec::new();
         for (kind, n) in [("muck_truck", 70 * s), ("sanitation", 40 * s), ("bike", 23 * s)] {
             for i in 0..n {
@@ -305,6 +320,26 @@ impl CityGenerator {
                 }),
                 _ => {}
             }
+        }
+        // Two trucks load at their construction site until `leave`, then drive 1.1 km north
+        // of their route for 150 minutes: they never reach a disposal site ("two points one
+        // line", #11). Their route is phased so that they leave from its start, the site.
+        for (n, v) in vehicles.iter_mut().filter(|v| v.kind == "muck_truck").enumerate() {
+            let leave = match n {
+                1 => at(0.03),
+                41 => at(0.08),
+                _ => continue,
+            };
+            let Some((r, offset)) = &mut v.route else { continue };
+            *offset = (-35.0 / 3.6 * ((leave - start) as f64 / 1000.0)).rem_euclid(2.0 * route_len[*r]);
+            let site = routes[*r].1[0];
+            v.overrides.push(Override { start, end: leave, place: Place::Fixed(site), speed: 0.0 });
+            v.overrides.push(Override {
+                start: leave,
+                end: leave + 150 * MINUTE,
+                place: Place::OffRoute(0.01),
+                speed: 35.0,
+            });
         }
         // Shared bikes: some left in no-parking zones, and a crowd in one parking fence.
         let no_parking = city_map::no_parking();
@@ -369,7 +404,9 @@ impl CityGenerator {
             c.silent_from = Some(at(0.5));
         }
 
-        let route_len = routes.iter().map(|(_, l)| city_map::length_m(l)).collect();
+        let ponding: Vec<(f64, f64)> =
+            sensors.iter().filter(|d| d.kind == SensorKind::Ponding).map(|d| (d.lat, d.lon)).collect();
+        let extras = extras::Extras::new(&settings, &ponding, storm);
         CityGenerator {
             rng,
             settings,
@@ -383,6 +420,7 @@ impl CityGenerator {
             generated: 0,
             routes,
             route_len,
+            extras,
         }
     }
 
@@ -397,6 +435,7 @@ impl CityGenerator {
         (self.sensors.len() as u64 * secs / 30)
             + (self.vehicles.len() as u64 * secs / 10)
             + (self.cameras.len() as u64 * secs * 2 / 60)
+            + self.extras.estimated_total(self.settings.duration_ms)
     }
 
     /// The next event as (stream index into [`STREAMS`], JSON payload), or None at the end.
@@ -581,6 +620,7 @@ impl CityGenerator {
                 self.push(2, p, fault);
             }
         }
+        self.extras.fill_tick(t, &mut self.pending);
     }
 
     fn sensor_value(&mut self, i: usize, t: i64) -> f64 {
