@@ -488,18 +488,7 @@ impl CityGenerator {
             let value = self.sensor_value(i, t);
             let (ts, fault) = self.stamp(t);
             let d = &self.sensors[i];
-            let mut p = Vec::with_capacity(160);
-            let _ = write!(
-                p,
-                r#"{{"stream":"sensor","ts":{},"device_id":"{}","kind":"{}","metric":"{}","value":{:.2},"lat":{:.6},"lon":{:.6}}}"#,
-                ts,
-                d.id,
-                d.kind.name(),
-                d.kind.metric(),
-                value,
-                d.lat,
-                d.lon
-            );
+            let p = sensor_payload(ts, &d.id, d.kind.name(), d.kind.metric(), value, (d.lat, d.lon));
             self.push(0, p, fault);
         }
         for i in 0..self.vehicles.len() {
@@ -592,12 +581,7 @@ impl CityGenerator {
                 let count = (c.capacity as f64 * frac) as i64;
                 let (ts, fault) = self.stamp(t);
                 let c = &self.cameras[i];
-                let mut p = Vec::with_capacity(200);
-                let _ = write!(
-                    p,
-                    r#"{{"stream":"detection","ts":{},"camera_id":"{}","class":"people_count","confidence":0.99,"count":{},"capacity":{},"zone_id":"{}","lat":{:.6},"lon":{:.6}}}"#,
-                    ts, c.id, count, c.capacity, c.zone, c.lat, c.lon
-                );
+                let p = people_count_payload(ts, &c.id, count, c.capacity, &c.zone, (c.lat, c.lon));
                 self.push(2, p, fault);
             }
             if (elapsed - phase - 30 * SECOND).rem_euclid(MINUTE) == 0 {
@@ -658,6 +642,26 @@ impl CityGenerator {
         }
         self.pending.push((stream, payload));
     }
+}
+
+/// A sensor reading's JSON line.
+fn sensor_payload(ts: i64, id: &str, kind: &str, metric: &str, value: f64, (lat, lon): (f64, f64)) -> Vec<u8> {
+    let mut p = Vec::with_capacity(160);
+    let _ = write!(
+        p,
+        r#"{{"stream":"sensor","ts":{ts},"device_id":"{id}","kind":"{kind}","metric":"{metric}","value":{value:.2},"lat":{lat:.6},"lon":{lon:.6}}}"#
+    );
+    p
+}
+
+/// A camera's people-count detection as a JSON line.
+fn people_count_payload(ts: i64, id: &str, count: i64, capacity: i64, zone: &str, (lat, lon): (f64, f64)) -> Vec<u8> {
+    let mut p = Vec::with_capacity(200);
+    let _ = write!(
+        p,
+        r#"{{"stream":"detection","ts":{ts},"camera_id":"{id}","class":"people_count","confidence":0.99,"count":{count},"capacity":{capacity},"zone_id":"{zone}","lat":{lat:.6},"lon":{lon:.6}}}"#
+    );
+    p
 }
 
 /// Damage injected into a small share of payloads so the dead-letter path is exercised.

@@ -13,7 +13,7 @@ use std::io::Write;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{GeneratorSettings, MINUTE, SECOND};
+use super::{GeneratorSettings, MINUTE, SECOND, people_count_payload, sensor_payload};
 use crate::city_map::{self, CENTER};
 
 /// Stream indexes in [`super::STREAMS`].
@@ -167,7 +167,7 @@ impl Extras {
             let value = if raining { self.rng.random_range(35.0..60.0) } else { self.rng.random_range(0.0..3.0) };
             let ts = self.stamp(t);
             let d = &self.rain_gauges[i];
-            pending.push((SENSOR, sensor_payload(ts, d, "rain_gauge", "rain_mm_h", value)));
+            pending.push((SENSOR, sensor_payload(ts, &d.id, "rain_gauge", "rain_mm_h", value, (d.lat, d.lon))));
         }
         for i in 0..self.pressure.len() {
             let p = &self.pressure[i];
@@ -179,21 +179,18 @@ impl Extras {
             let noise = self.rng.random_range(-0.003..0.003);
             let ts = self.stamp(t);
             let value = base * (fraction + noise);
-            pending.push((SENSOR, sensor_payload(ts, &self.pressure[i].device, "heating", "pressure_kpa", value)));
+            let d = &self.pressure[i].device;
+            pending.push((SENSOR, sensor_payload(ts, &d.id, "heating", "pressure_kpa", value, (d.lat, d.lon))));
         }
         for i in 0..self.site_cameras.len() {
             let c = &self.site_cameras[i];
             if (elapsed - c.device.phase).rem_euclid(MINUTE) == 0 {
-                let count = self.rng.random_range(0..6);
+                // i32, as the draw has always been (a wider type draws differently).
+                let count = i64::from(self.rng.random_range(0..6_i32));
                 let ts = self.stamp(t);
                 let c = &self.site_cameras[i];
-                let mut p = Vec::with_capacity(200);
-                let _ = write!(
-                    p,
-                    r#"{{"stream":"detection","ts":{ts},"camera_id":"{}","class":"people_count","confidence":0.99,"count":{count},"capacity":40,"zone_id":"{}","lat":{:.6},"lon":{:.6}}}"#,
-                    c.device.id, c.zone, c.device.lat, c.device.lon
-                );
-                pending.push((DETECTION, p));
+                let at = (c.device.lat, c.device.lon);
+                pending.push((DETECTION, people_count_payload(ts, &c.device.id, count, 40, &c.zone, at)));
             }
             let c = &self.site_cameras[i];
             let since = t - c.dig;
@@ -235,16 +232,6 @@ fn collapse_fraction(dt: i64) -> f64 {
         dt if dt < hold => 0.7,
         dt => 0.7 + 0.3 * (dt - hold) as f64 / (back - hold) as f64,
     }
-}
-
-fn sensor_payload(ts: i64, d: &Device, kind: &str, metric: &str, value: f64) -> Vec<u8> {
-    let mut p = Vec::with_capacity(160);
-    let _ = write!(
-        p,
-        r#"{{"stream":"sensor","ts":{ts},"device_id":"{}","kind":"{kind}","metric":"{metric}","value":{value:.2},"lat":{:.6},"lon":{:.6}}}"#,
-        d.id, d.lat, d.lon
-    );
-    p
 }
 
 /// The first tick's uploads: three nights of leak-logger summaries and the closed cases of

@@ -40,12 +40,17 @@ impl Pipeline {
     /// while the others catch up on a backlog (the clock-driven advance of
     /// [`Pipeline::on_idle`] moves at the clock's pace, far slower than a catch-up).
     pub fn advance_caught_up(&mut self, caught_up: impl Fn(usize) -> bool) -> Result<()> {
-        self.flush()?;
         let idle: Vec<usize> = (0..self.streams.len())
             .filter(|&i| {
                 caught_up(i) && self.streams[i].def.idle_timeout_ms.is_some() && self.streams[i].replay.is_none()
             })
             .collect();
+        if idle.is_empty() {
+            // Called every idle check of a busy consumer: cutting the batches here would
+            // only make them smaller.
+            return Ok(());
+        }
+        self.flush()?;
         self.follow_furthest(&idle)
     }
 
