@@ -98,6 +98,9 @@ pub struct ThresholdPlan {
     pub consecutive: u32,
     /// Columns reported as observed values (those the conditions reference).
     pub observed: Vec<usize>,
+    /// `order: event_time`: a key's rows are evaluated in event-time order once the
+    /// watermark has passed them, rather than in arrival order as they come.
+    pub event_time_order: bool,
 }
 
 /// Aggregate functions over a window.
@@ -119,11 +122,36 @@ pub enum AggFunc {
     Delta,
     /// Delta divided by the seconds between the first and last sample.
     Rate,
+    /// Value of the earliest event (by event time; ties: the first to arrive).
+    First,
+    /// Value of the latest event (by event time; ties: the last to arrive).
+    Last,
+    /// Sample standard deviation (null with fewer than two values).
+    Stddev,
+    /// Exact percentile with linear interpolation (`percentile_cont`); `median` is 0.5.
+    Percentile,
+    /// Number of events for which a condition holds.
+    CountIf,
 }
 
 impl AggFunc {
     /// All function names, for hints.
-    pub const NAMES: [&'static str; 8] = ["count", "sum", "avg", "min", "max", "count_distinct", "delta", "rate"];
+    pub const NAMES: [&'static str; 14] = [
+        "count",
+        "sum",
+        "avg",
+        "min",
+        "max",
+        "count_distinct",
+        "delta",
+        "rate",
+        "first",
+        "last",
+        "stddev",
+        "percentile",
+        "median",
+        "count_if",
+    ];
 
     /// Parses a function name.
     pub fn parse(s: &str) -> Option<AggFunc> {
@@ -136,13 +164,18 @@ impl AggFunc {
             "count_distinct" => AggFunc::CountDistinct,
             "delta" => AggFunc::Delta,
             "rate" => AggFunc::Rate,
+            "first" => AggFunc::First,
+            "last" => AggFunc::Last,
+            "stddev" => AggFunc::Stddev,
+            "percentile" | "median" => AggFunc::Percentile,
+            "count_if" => AggFunc::CountIf,
             _ => return None,
         })
     }
 
     /// True for functions whose result is an integer count.
     pub fn is_count(self) -> bool {
-        matches!(self, AggFunc::Count | AggFunc::CountDistinct)
+        matches!(self, AggFunc::Count | AggFunc::CountDistinct | AggFunc::CountIf)
     }
 }
 
@@ -151,19 +184,70 @@ impl AggFunc {
 pub struct Aggregate {
     /// Function.
     pub func: AggFunc,
-    /// Input column (None for `count`).
+    /// Input column (None for `count` and `count_if`).
     pub field: Option<usize>,
     /// Output column name, usable in the condition.
     pub name: String,
+    /// `percentile`'s fraction in `[0, 1]` (`median`: 0.5); 0 for other functions.
+    pub fraction: f64,
+    /// `count_if`'s condition over the stream's fields.
+    pub filter: Option<Predicate>,
 }
 
-/// Window aggregate rule over tumbling (`slide == size`) or sliding windows.
+impl Aggregate {
+    /// An aggregate of `func` over `field` (no fraction, no condition).
+    pub fn new(func: AggFunc, field: Option<usize>, name: impl Into<String>) -> Aggregate {
+        Aggregate { func, field, name: name.into(), fraction: 0.0, filter: None }
+    }
+}
+
+/// Which events of a key a window holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowShape {
+    /// `[start, start + size)` in event time, `start` a multiple of `slide` (tumbling:
+    /// `slide == size`).
+    Time {
+        /// Window length.
+        size_ms: Millis,
+        /// Distance between window starts; divides `size_ms`.
+        slide_ms: Millis,
+    },
+    /// Events of a key closer than `gap` to each other; closes when the watermark passes the
+    /// last event + `gap`, or its first event + `max_ms`.
+    Session {
+        /// Silence that ends a session.
+        gap_ms: Millis,
+        /// Longest a session lasts.
+        max_ms: Millis,
+    },
+    /// `size` consecutive events of a key in event-time order, a new window every `slide`
+    /// events (tumbling: `slide == size`).
+    Count {
+        /// Events per window.
+        size: u32,
+        /// Events between window starts; divides `size`.
+        slide: u32,
+        /// Events older than this before a key's newest one leave its open windows.
+        max_ms: Millis,
+    },
+}
+
+impl WindowShape {
+    /// How much event time a window's state can span (see [`Plan::state_horizon_ms`]).
+    pub fn horizon_ms(&self) -> Millis {
+        match *self {
+            WindowShape::Time { size_ms, slide_ms } => size_ms.saturating_add(slide_ms),
+            WindowShape::Session { gap_ms, max_ms } => max_ms.saturating_add(gap_ms),
+            WindowShape::Count { max_ms, .. } => max_ms,
+        }
+    }
+}
+
+/// Window aggregate rule: time (tumbling or sliding), session or count windows.
 #[derive(Debug, Clone)]
 pub struct WindowPlan {
-    /// Window length.
-    pub size_ms: Millis,
-    /// Distance between window starts; divides `size_ms`.
-    pub slide_ms: Millis,
+    /// Which events a window holds.
+    pub shape: WindowShape,
     /// Aggregates computed per window and key.
     pub aggregates: Vec<Aggregate>,
     /// Condition over the aggregate columns.
@@ -383,7 +467,7 @@ impl Plan {
             .filter(|r| r.reads(stream))
             .map(|r| match &r.kind {
                 RuleKind::Threshold(t) => t.for_ms,
-                RuleKind::Window(w) => w.size_ms.saturating_add(w.slide_ms),
+                RuleKind::Window(w) => w.shape.horizon_ms(),
                 RuleKind::Absence(a) => a.absent_for_ms,
                 RuleKind::Geofence(g) => g.for_ms.saturating_add(g.confirm_for_ms),
                 RuleKind::Sequence(q) => q.span_ms(),
@@ -430,7 +514,14 @@ impl Plan {
                     }
                     t.observed.iter().for_each(|&c| mark(c));
                 }
-                RuleKind::Window(w) => w.aggregates.iter().filter_map(|a| a.field).for_each(&mut mark),
+                RuleKind::Window(w) => {
+                    for a in &w.aggregates {
+                        a.field.into_iter().for_each(&mut mark);
+                        if let Some(f) = &a.filter {
+                            mark_expr(f, &mut mark);
+                        }
+                    }
+                }
                 RuleKind::Absence(_) | RuleKind::Sequence(_) => {}
                 RuleKind::Geofence(g) => {
                     mark(g.lat);

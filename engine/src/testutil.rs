@@ -11,7 +11,8 @@ use crate::alert::{Alert, AlertState};
 use crate::clock::Clock;
 use crate::pipeline::{DeadLetter, Output, Pipeline, PipelineOptions};
 use crate::plan::{
-    AbsencePlan, AggFunc, Aggregate, Plan, Predicate, RuleKind, RuleMeta, RulePlan, Severity, ThresholdPlan, WindowPlan,
+    AbsencePlan, AggFunc, Aggregate, Plan, Predicate, RuleKind, RuleMeta, RulePlan, Severity, ThresholdPlan,
+    WindowPlan, WindowShape,
 };
 use crate::schema::{FieldDef, FieldType, StreamDef};
 use crate::time::Millis;
@@ -60,6 +61,7 @@ pub fn threshold(s: &StreamDef, cond: &str, clear: Option<&str>, for_ms: Millis)
             for_ms,
             consecutive: 1,
             observed: vec![2],
+            event_time_order: false,
         }),
     }
 }
@@ -67,11 +69,11 @@ pub fn threshold(s: &StreamDef, cond: &str, clear: Option<&str>, for_ms: Millis)
 /// A window rule with aggregates `count` and `delta(value)`, `sum(value)`.
 pub fn window(size_ms: Millis, slide_ms: Millis, cond: &str) -> RulePlan {
     let aggregates = vec![
-        Aggregate { func: AggFunc::Count, field: None, name: "count".into() },
-        Aggregate { func: AggFunc::Sum, field: Some(2), name: "sum_value".into() },
-        Aggregate { func: AggFunc::Delta, field: Some(2), name: "delta_value".into() },
-        Aggregate { func: AggFunc::Rate, field: Some(2), name: "rate_value".into() },
-        Aggregate { func: AggFunc::CountDistinct, field: Some(2), name: "distinct_value".into() },
+        Aggregate::new(AggFunc::Count, None, "count"),
+        Aggregate::new(AggFunc::Sum, Some(2), "sum_value"),
+        Aggregate::new(AggFunc::Delta, Some(2), "delta_value"),
+        Aggregate::new(AggFunc::Rate, Some(2), "rate_value"),
+        Aggregate::new(AggFunc::CountDistinct, Some(2), "distinct_value"),
     ];
     let fields: Vec<arrow::datatypes::Field> = aggregates
         .iter()
@@ -88,8 +90,7 @@ pub fn window(size_ms: Millis, slide_ms: Millis, cond: &str) -> RulePlan {
         key_fields: vec![1],
         filter: None,
         kind: RuleKind::Window(WindowPlan {
-            size_ms,
-            slide_ms,
+            shape: WindowShape::Time { size_ms, slide_ms },
             aggregates,
             condition: predicate(cond, &result_schema),
             result_schema,

@@ -23,6 +23,7 @@ mod sequence;
 pub mod sinks;
 pub mod sources;
 pub mod table;
+mod window;
 pub mod yaml;
 pub mod zones;
 

@@ -20,10 +20,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema};
 use gridwatch_engine::plan::{
-    AbsencePlan, AggFunc, Aggregate, GeofenceEvent, GeofencePlan, Predicate, RuleKind, RuleMeta, RulePlan, Severity,
-    ThresholdPlan, WindowPlan,
+    AbsencePlan, GeofenceEvent, GeofencePlan, Predicate, RuleKind, RuleMeta, RulePlan, Severity, ThresholdPlan,
 };
 use gridwatch_engine::schema::StreamDef;
 use gridwatch_engine::zones::ZoneSet;
@@ -34,7 +32,7 @@ use crate::yaml::{Kind, Node, Reader};
 
 const COMMON_KEYS: [&str; 11] =
     ["id", "name", "description", "kind", "source", "where", "key", "severity", "category", "labels", "renotify"];
-const THRESHOLD_KEYS: [&str; 4] = ["condition", "for", "clear_condition", "consecutive"];
+const THRESHOLD_KEYS: [&str; 5] = ["condition", "for", "clear_condition", "consecutive", "order"];
 const WINDOW_KEYS: [&str; 3] = ["window", "aggregates", "condition"];
 const ABSENCE_KEYS: [&str; 1] = ["absent_for"];
 const GEOFENCE_KEYS: [&str; 12] = [
@@ -265,6 +263,19 @@ fn compile_single_stream(
                 },
                 None => 1,
             };
+            let event_time_order = match m.get("order") {
+                None => false,
+                Some(n) => match r.string(n, "order", diags).as_deref() {
+                    Some("arrival") => false,
+                    Some("event_time") => true,
+                    Some(other) => {
+                        let d = r.error(Code::BadValue, n, format!("unknown order `{other}`"));
+                        diags.push(d.suggest(other, &["arrival", "event_time"], "orders"));
+                        false
+                    }
+                    None => false,
+                },
+            };
             condition.map(|c| {
                 let mut observed = c.columns.clone();
                 if let Some(cl) = &clear {
@@ -278,6 +289,7 @@ fn compile_single_stream(
                     for_ms,
                     consecutive,
                     observed,
+                    event_time_order,
                 })
             })
         }
@@ -292,93 +304,11 @@ fn compile_single_stream(
                 Some(ms)
             })
             .map(|absent_for_ms| RuleKind::Absence(AbsencePlan { absent_for_ms })),
-        Some("window") => compile_window(m, r, def, planner, what, diags).map(RuleKind::Window),
+        Some("window") => crate::window::compile_window(m, r, def, planner, what, diags).map(RuleKind::Window),
         Some("geofence") => compile_geofence(m, r, def, zones, planner, what, diags).map(RuleKind::Geofence),
         _ => None,
     };
     Some((stream, key_fields?, filter.map(|f| f.predicate), kind?))
-}
-
-fn compile_window(
-    m: &crate::yaml::Fields<'_>,
-    r: &Reader,
-    def: &StreamDef,
-    planner: &ExprPlanner,
-    what: &str,
-    diags: &mut Diagnostics,
-) -> Option<WindowPlan> {
-    let wnode = m.require("window", what, r, diags)?;
-    let wm = r.map(wnode, "`window`", &["type", "size", "slide"], diags)?;
-    let size_node = wm.require("size", "`window`", r, diags)?;
-    let size_ms = r.duration(size_node, "size", diags)?;
-    let wtype = wm.get("type").and_then(|n| r.string(n, "type", diags));
-    let slide_ms = match (wtype.as_deref(), wm.get("slide")) {
-        (Some("tumbling"), Some(n)) => {
-            diags.push(
-                r.error(Code::BadValue, n, "a tumbling window has no `slide`")
-                    .with_hint("remove `slide`, or use `type: sliding`"),
-            );
-            return None;
-        }
-        (Some("sliding") | None, Some(n)) => r.duration(n, "slide", diags)?,
-        (Some("sliding"), None) => {
-            diags.push(r.error_at(Code::MissingKey, wm.pos, 1, "a sliding window needs `slide`"));
-            return None;
-        }
-        (Some("tumbling") | None, None) => size_ms,
-        (Some(other), _) => {
-            let n = wm.get("type").unwrap_or(wnode);
-            diags.push(
-                r.error(Code::BadValue, n, format!("unknown window type `{other}`"))
-                    .with_hint("use `tumbling` or `sliding`"),
-            );
-            return None;
-        }
-    };
-    if size_ms <= 0 || slide_ms <= 0 || size_ms % slide_ms != 0 {
-        diags.push(
-            r.error(
-                Code::BadValue,
-                wnode,
-                format!("window size ({size_ms} ms) must be a positive multiple of its slide ({slide_ms} ms)"),
-            )
-            .with_hint("e.g. size: 10m, slide: 1m"),
-        );
-        return None;
-    }
-    let anode = m.require("aggregates", what, r, diags)?;
-    let list = r.string_list(anode, "aggregates", diags)?;
-    let mut aggregates: Vec<Aggregate> = Vec::new();
-    for (text, n) in list {
-        if let Some(a) = parse_aggregate(&text, &n, r, def, diags) {
-            if aggregates.iter().any(|x| x.name == a.name) {
-                diags.push(
-                    r.error(Code::DuplicateId, &n, format!("aggregate `{}` is defined twice", a.name))
-                        .with_hint("rename one with `as`"),
-                );
-                continue;
-            }
-            aggregates.push(a);
-        }
-    }
-    if aggregates.is_empty() {
-        return None;
-    }
-    let fields: Vec<Field> = aggregates
-        .iter()
-        .map(|a| Field::new(&a.name, if a.func.is_count() { DataType::Int64 } else { DataType::Float64 }, true))
-        .collect();
-    let result_schema = Arc::new(Schema::new(fields));
-    let cnode = m.require("condition", what, r, diags)?;
-    let sql = r.string(cnode, "condition", diags)?;
-    let planned = planner.predicate(
-        &sql,
-        &result_schema,
-        "the window's aggregate list",
-        Site { reader: r, node: cnode, what: "condition" },
-        diags,
-    )?;
-    Some(WindowPlan { size_ms, slide_ms, aggregates, condition: planned.predicate, result_schema })
 }
 
 fn compile_geofence(
@@ -565,68 +495,4 @@ fn load_route_table(
         table.insert(row.key, row.value);
     }
     (diags.len() == before).then(|| Arc::new(table))
-}
-
-/// Parses `count`, `avg(value)`, `max(level) as peak`.
-fn parse_aggregate(text: &str, n: &Node, r: &Reader, def: &StreamDef, diags: &mut Diagnostics) -> Option<Aggregate> {
-    let (expr, alias) = match text.split_once(" as ") {
-        Some((e, a)) => (e.trim(), Some(a.trim().to_string())),
-        None => (text.trim(), None),
-    };
-    let (fname, arg) = match expr.split_once('(') {
-        Some((f, rest)) => match rest.strip_suffix(')') {
-            Some(a) => (f.trim(), Some(a.trim())),
-            None => {
-                diags.push(r.error(Code::BadExpression, n, format!("aggregate `{text}` is missing `)`")));
-                return None;
-            }
-        },
-        None => (expr, None),
-    };
-    let Some(func) = AggFunc::parse(fname) else {
-        let d = r.error(Code::UnknownFunction, n, format!("unknown aggregate function `{fname}`"));
-        diags.push(d.suggest(fname, &AggFunc::NAMES, "aggregates"));
-        return None;
-    };
-    let arg = arg.filter(|a| !a.is_empty() && *a != "*");
-    let field = match (func, arg) {
-        (AggFunc::Count, None) => None,
-        (_, None) => {
-            diags.push(r.error(Code::BadExpression, n, format!("`{fname}` needs a field, e.g. `{fname}(value)`")));
-            return None;
-        }
-        (_, Some(a)) => {
-            let names: Vec<&str> = def.fields.iter().map(|f| f.name.as_str()).collect();
-            match def.field_index(a) {
-                Some(i) => {
-                    let numeric = matches!(
-                        def.fields[i].ty,
-                        gridwatch_engine::schema::FieldType::Int | gridwatch_engine::schema::FieldType::Float
-                    );
-                    if !numeric && !matches!(func, AggFunc::Count | AggFunc::CountDistinct) {
-                        diags.push(
-                            r.error(
-                                Code::TypeMismatch,
-                                n,
-                                format!("`{fname}({a})` needs a number, but `{a}` is {}", def.fields[i].ty.name()),
-                            )
-                            .with_hint("use count_distinct for strings"),
-                        );
-                        return None;
-                    }
-                    Some(i)
-                }
-                None => {
-                    let d = r.error(Code::UnknownField, n, format!("unknown field `{a}` in aggregate `{text}`"));
-                    diags.push(d.suggest(a, &names, "declared fields"));
-                    return None;
-                }
-            }
-        }
-    };
-    let name = alias.unwrap_or_else(|| match arg {
-        Some(a) if func != AggFunc::Count => format!("{fname}_{a}"),
-        _ => "count".to_string(),
-    });
-    Some(Aggregate { func, field, name })
 }

@@ -4,8 +4,12 @@
 //! an event or by the watermark passing t₀ + for) → *firing* → (clear condition, or the
 //! condition false when there is none) → *resolved*, back to idle. A false condition while
 //! pending resets the stopwatch. One firing alert per episode; the resolved alert shares its
-//! id. Events of one key are evaluated in arrival order.
+//! id. Events of one key are evaluated in arrival order, or with `order: event_time` in
+//! event-time order (ties: arrival): rows are then held until the watermark passes them, so
+//! a delayed reading takes its place in a "3 in a row" rather than ending it.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use arrow::array::ArrayRef;
@@ -70,6 +74,12 @@ pub struct ThresholdOperator {
     row_buf: Vec<u8>,
     timers: Timers,
     key_buf: String,
+    /// `order: event_time`: rows waiting for the watermark, their compact rows, the
+    /// arrival counter that breaks ties in event time, and a scratch row.
+    held: BinaryHeap<Reverse<Held>>,
+    held_rows: ByteSlab,
+    arrivals: u64,
+    release_buf: Vec<u8>,
     /// Keys pending or firing. While none is, a row whose condition is false changes
     /// nothing, so only the rows where it holds are visited (with many rules on a stream,
     /// most have no open episode most of the time).
@@ -93,6 +103,10 @@ impl ThresholdOperator {
             row_buf: Vec::new(),
             timers: Timers::default(),
             key_buf: String::new(),
+            held: BinaryHeap::new(),
+            held_rows: ByteSlab::default(),
+            arrivals: 0,
+            release_buf: Vec::new(),
             active: 0,
         }
     }
@@ -157,6 +171,154 @@ fn observed_from_event(names: &[String], event: &serde_json::Value) -> serde_jso
     names.iter().filter_map(|n| event.get(n).map(|v| (n.clone(), v.clone()))).collect()
 }
 
+/// The row a threshold decision is about: still in its batch, or held as a compact row.
+#[derive(Clone, Copy)]
+enum Row<'a> {
+    Batch(&'a RecordBatch, usize),
+    Compact(&'a [u8]),
+}
+
+/// A row of an `order: event_time` rule waiting for the watermark to pass it.
+#[derive(Debug)]
+struct Held {
+    t: Millis,
+    seq: u64,
+    slot: u32,
+    holds: bool,
+    clears: bool,
+    row: SlabRef,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        (self.t, self.seq) == (other.t, other.seq)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.t, self.seq).cmp(&(other.t, other.seq))
+    }
+}
+
+impl ThresholdOperator {
+    /// Applies one row of key `slot` at time `t` (its condition `holds`; its clear
+    /// condition, or the negated condition without one, `clears`).
+    fn evaluate(&mut self, slot: u32, t: Millis, holds: bool, clears: bool, row: Row<'_>, out: &mut Vec<Alert>) {
+        let (for_ms, consecutive) = (self.plan().for_ms, self.plan().consecutive);
+        let renotify = self.rule.meta.renotify_ms;
+        let st = self.keys.state_mut(slot);
+        let was_active = st.pending || st.firing;
+        let mut emit: Option<(AlertState, u32, Millis)> = None;
+        if st.firing {
+            if clears {
+                emit = Some((AlertState::Resolved, st.notifications, st.since));
+                st.firing = false;
+                st.streak = 0;
+                self.start_events.remove(std::mem::replace(&mut st.start_event, SlabRef::NONE));
+                st.last_end = t.max(st.since + 1);
+            } else if let Some(every) = renotify
+                && t >= st.last_notify + every
+            {
+                st.notifications += 1;
+                st.last_notify = t;
+                emit = Some((AlertState::Firing, st.notifications, st.since));
+            }
+        } else if holds {
+            st.streak = st.streak.saturating_add(1);
+            if !st.pending {
+                st.pending = true;
+                st.since = t.max(st.last_end);
+                match row {
+                    Row::Batch(batch, i) => compact_row_into(batch, i, &mut self.row_buf),
+                    Row::Compact(bytes) => {
+                        self.row_buf.clear();
+                        self.row_buf.extend_from_slice(bytes);
+                    }
+                }
+                self.start_events.remove(st.start_event);
+                st.start_event = self.start_events.insert(&self.row_buf);
+                if for_ms > 0 {
+                    self.timers.schedule(st.since + for_ms, slot);
+                }
+            }
+            let st = self.keys.state_mut(slot);
+            if t.max(st.since) - st.since >= for_ms && st.streak >= consecutive {
+                st.pending = false;
+                st.firing = true;
+                st.last_notify = t;
+                st.notifications = 1;
+                emit = Some((AlertState::Firing, 1, st.since));
+            }
+        } else {
+            st.pending = false;
+            self.start_events.remove(std::mem::replace(&mut st.start_event, SlabRef::NONE));
+            st.streak = 0;
+        }
+        let st = self.keys.state_mut(slot);
+        match (was_active, st.pending || st.firing) {
+            (false, true) => self.active += 1,
+            (true, false) => self.active -= 1,
+            _ => {}
+        }
+        let Some((state, notification, episode_start)) = emit else { return };
+        let start_event = self.keys.state_mut(slot).start_event;
+        let (trigger, values) = match row {
+            Row::Batch(batch, i) => (row_to_json(batch, i), self.observed_values(batch, i)),
+            Row::Compact(bytes) => {
+                let trigger = compact_row_to_json(bytes, &self.field_names);
+                let values = observed_from_event(&self.observed_names, &trigger);
+                (trigger, values)
+            }
+        };
+        let mut evidence = Vec::with_capacity(2);
+        if state == AlertState::Firing && start_event.is_some() {
+            let start = compact_row_to_json(self.start_events.get(start_event), &self.field_names);
+            if start != trigger {
+                evidence.push(start);
+            }
+        }
+        evidence.push(trigger);
+        let parts = AlertParts {
+            key: self.keys.entry_mut(slot).0.to_string(),
+            state,
+            // Never before the episode start (see `last_end`).
+            event_time: t.max(episode_start),
+            episode_start,
+            notification,
+            values,
+            evidence,
+        };
+        out.push(Alert::new(&self.rule.meta, &self.stream, parts));
+    }
+
+    /// `order: event_time`: evaluates the held rows before `bound` in event-time order
+    /// (ties: arrival), each after the `for` deadlines it reaches, then the deadlines due.
+    fn release(&mut self, bound: Millis, out: &mut Vec<Alert>) {
+        self.evaluate_held_before(bound, out);
+        self.fire_timers(bound, out);
+    }
+
+    /// Evaluates the held rows before `bound` in order, each after the deadlines it reaches.
+    fn evaluate_held_before(&mut self, bound: Millis, out: &mut Vec<Alert>) {
+        let mut bytes = std::mem::take(&mut self.release_buf);
+        while self.held.peek().is_some_and(|Reverse(h)| h.t < bound) {
+            let Reverse(h) = self.held.pop().expect("peeked");
+            self.fire_timers(h.t, out);
+            bytes.clear();
+            bytes.extend_from_slice(self.held_rows.get(h.row));
+            self.held_rows.remove(h.row);
+            self.evaluate(h.slot, h.t, h.holds, h.clears, Row::Compact(&bytes), out);
+        }
+        self.release_buf = bytes;
+    }
+}
+
 impl Operator for ThresholdOperator {
     fn process_rows(&mut self, input: &BatchInput<'_>, out: &mut Vec<Alert>) -> Result<()> {
         let batch = input.batch;
@@ -168,7 +330,28 @@ impl Operator for ThresholdOperator {
             None => None,
         };
         let key_cols: Vec<ArrayRef> = key_columns(&self.rule, batch);
-        let renotify = self.rule.meta.renotify_ms;
+        if plan.event_time_order {
+            // Every selected row is held: a row that changes nothing now may reset a streak
+            // that an earlier-stamped row arriving later starts.
+            let mut hold = |this: &mut Self, i: usize| {
+                this.release(input.watermarks[i], out);
+                let mut key = std::mem::take(&mut this.key_buf);
+                write_key(&key_cols, i, &mut key);
+                let slot = this.keys.slot(&key, KeyState::default);
+                this.key_buf = key;
+                let holds = cond.value(i);
+                let clears = clear.as_ref().map_or(!holds, |c| c.value(i));
+                compact_row_into(batch, i, &mut this.row_buf);
+                let row = this.held_rows.insert(&this.row_buf);
+                this.arrivals += 1;
+                this.held.push(Reverse(Held { t: input.times[i], seq: this.arrivals, slot, holds, clears, row }));
+            };
+            match &mask {
+                Some(m) => m.set_indices().for_each(|i| hold(self, i)),
+                None => (0..batch.num_rows()).for_each(|i| hold(self, i)),
+            }
+            return Ok(());
+        }
         let visit = |this: &mut Self, i: usize, out: &mut Vec<Alert>| {
             let wm = input.watermarks[i];
             if this.timers.any_due(wm) {
@@ -177,8 +360,8 @@ impl Operator for ThresholdOperator {
             let mut key = std::mem::take(&mut this.key_buf);
             write_key(&key_cols, i, &mut key);
             let slot = this.keys.slot(&key, KeyState::default);
+            this.key_buf = key;
             let t = input.times[i];
-            let holds = cond.value(i);
             // A row of the key at or after the `for` deadline, once the key's own split is past
             // it (no earlier row of the key can still come), shows the condition held until
             // then: fire as the stream's watermark passing the deadline would have, whether
@@ -189,82 +372,9 @@ impl Operator for ThresholdOperator {
             if plan.for_ms > 0 && st.pending && t >= due && input.split_watermarks[i] >= due {
                 this.fire_due(slot, due, out);
             }
-            let st = this.keys.state_mut(slot);
-            let was_active = st.pending || st.firing;
-            let mut emit: Option<(AlertState, u32, Millis)> = None;
-            if st.firing {
-                let clears = match &clear {
-                    Some(c) => c.value(i),
-                    None => !holds,
-                };
-                if clears {
-                    emit = Some((AlertState::Resolved, st.notifications, st.since));
-                    st.firing = false;
-                    st.streak = 0;
-                    this.start_events.remove(std::mem::replace(&mut st.start_event, SlabRef::NONE));
-                    st.last_end = t.max(st.since + 1);
-                } else if let Some(every) = renotify
-                    && t >= st.last_notify + every
-                {
-                    st.notifications += 1;
-                    st.last_notify = t;
-                    emit = Some((AlertState::Firing, st.notifications, st.since));
-                }
-            } else if holds {
-                st.streak = st.streak.saturating_add(1);
-                if !st.pending {
-                    st.pending = true;
-                    st.since = t.max(st.last_end);
-                    compact_row_into(batch, i, &mut this.row_buf);
-                    this.start_events.remove(st.start_event);
-                    st.start_event = this.start_events.insert(&this.row_buf);
-                    if plan.for_ms > 0 {
-                        this.timers.schedule(st.since + plan.for_ms, slot);
-                    }
-                }
-                let st = this.keys.state_mut(slot);
-                if t.max(st.since) - st.since >= plan.for_ms && st.streak >= plan.consecutive {
-                    st.pending = false;
-                    st.firing = true;
-                    st.last_notify = t;
-                    st.notifications = 1;
-                    emit = Some((AlertState::Firing, 1, st.since));
-                }
-            } else {
-                st.pending = false;
-                this.start_events.remove(std::mem::replace(&mut st.start_event, SlabRef::NONE));
-                st.streak = 0;
-            }
-            let st = this.keys.state_mut(slot);
-            match (was_active, st.pending || st.firing) {
-                (false, true) => this.active += 1,
-                (true, false) => this.active -= 1,
-                _ => {}
-            }
-            if let Some((state, notification, episode_start)) = emit {
-                let start_event = this.keys.state_mut(slot).start_event;
-                let trigger = row_to_json(batch, i);
-                let mut evidence = Vec::with_capacity(2);
-                if state == AlertState::Firing && start_event.is_some() {
-                    let start = compact_row_to_json(this.start_events.get(start_event), &this.field_names);
-                    if start != trigger {
-                        evidence.push(start);
-                    }
-                }
-                evidence.push(trigger);
-                let parts = AlertParts {
-                    key: key.clone(),
-                    state,
-                    // Never before the episode start (see `last_end`).
-                    event_time: t.max(episode_start),
-                    episode_start,
-                    notification,
-                    values: this.observed_values(batch, i),
-                    evidence,
-                };
-                out.push(Alert::new(&this.rule.meta, &this.stream, parts));
-            }
-            this.key_buf = key;
+            let holds = cond.value(i);
+            let clears = clear.as_ref().map_or(!holds, |c| c.value(i));
+            this.evaluate(slot, t, holds, clears, Row::Batch(batch, i), out);
         };
         // While no episode is open (so no timer is live), a row whose condition is false
         // changes nothing: visit only rows where it holds until one opens an episode, then
@@ -293,8 +403,24 @@ impl Operator for ThresholdOperator {
     }
 
     fn advance(&mut self, wm: Millis, out: &mut Vec<Alert>) -> Result<()> {
-        self.fire_timers(wm, out);
+        if self.held.is_empty() {
+            self.fire_timers(wm, out);
+        } else {
+            self.release(wm, out);
+        }
         Ok(())
+    }
+
+    fn end_of_input(&mut self, out: &mut Vec<Alert>) -> Result<()> {
+        // Every row is final; deadlines stay where the watermark got (a bounded run's end
+        // does not make time pass).
+        self.evaluate_held_before(Millis::MAX, out);
+        Ok(())
+    }
+
+    fn alert_floor(&self) -> Option<Millis> {
+        // A held row can raise an alert dated at it.
+        self.held.peek().map(|Reverse(h)| h.t)
     }
 
     fn key_count(&self) -> usize {
