@@ -341,7 +341,29 @@ impl<'a> Iterator for CompactCells<'a> {
 /// The cell of `column` in a row encoded by [`compact_row_into`]; None when it is null (or
 /// the row is cut short). Rows are a few cells long, so a scan is cheaper than an index.
 pub fn compact_cell(bytes: &[u8], column: usize) -> Option<CellRef<'_>> {
-    compact_cells_of(bytes).find(|&(c, _)| c == column).map(|(_, cell)| cell)
+    // Cells before the wanted one are skipped, not decoded: a sequence step's reference to
+    // an earlier step reads one cell per (event, partial match) pair, and validating the
+    // UTF-8 of every string it passes cost more than the comparison itself.
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let at = rest;
+        let c = take_varint(&mut rest)? as usize;
+        if c == column {
+            return compact_cells_of(at).next().map(|(_, cell)| cell);
+        }
+        let (&tag, after) = rest.split_first()?;
+        rest = match tag {
+            CELL_STR => {
+                let mut r = after;
+                let len = take_varint(&mut r)? as usize;
+                r.get(len..)?
+            }
+            CELL_INT | CELL_FLOAT | CELL_TIME => after.get(8..)?,
+            CELL_TRUE | CELL_FALSE => after,
+            _ => return None,
+        };
+    }
+    None
 }
 
 /// Encodes cells (column, value) as [`compact_row_into`] would, for tests.

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use crate::alert::{Alert, AlertState};
 use crate::pipeline::{Output, Pipeline, PipelineOptions};
-use crate::plan::{Plan, RulePlan};
+use crate::plan::{Plan, RuleKind, RulePlan, WindowShape};
 use crate::testutil::{absence, alerts_of_splits, ev, stream, threshold, window};
 use crate::time::Millis;
 
@@ -29,6 +29,8 @@ fn plan() -> Arc<Plan> {
         threshold(&s, "value > 60", None, 5 * S),
         window(20 * S, 10 * S, "count >= 3 AND delta_value > 10"),
         absence(15 * S, None),
+        in_event_time_order(threshold(&s, "value > 50", None, 0), 3),
+        counted(window(20 * S, 10 * S, "count >= 3 AND delta_value > 10"), 4, 2),
     ];
     let mut rules: Vec<RulePlan> = rules;
     // Distinct ids: the helpers name every rule of a kind alike.
@@ -38,6 +40,23 @@ fn plan() -> Arc<Plan> {
         r.meta = Arc::new(meta);
     }
     Arc::new(Plan { streams: vec![s], rules: rules.into_iter().map(Arc::new).collect() })
+}
+
+/// `r` (a threshold) with `consecutive` and `order: event_time`.
+fn in_event_time_order(mut r: RulePlan, consecutive: u32) -> RulePlan {
+    if let RuleKind::Threshold(t) = &mut r.kind {
+        t.consecutive = consecutive;
+        t.event_time_order = true;
+    }
+    r
+}
+
+/// `r` (a window rule) over count windows of `size` events every `slide`.
+fn counted(mut r: RulePlan, size: u32, slide: u32) -> RulePlan {
+    if let RuleKind::Window(w) = &mut r.kind {
+        w.shape = WindowShape::Count { size, slide, max_ms: 3600 * S };
+    }
+    r
 }
 
 /// Two splits of events, each in time order (so no row is late in any interleaving).

@@ -92,9 +92,19 @@ struct Partial {
     count: u32,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct KeyState {
     partials: Vec<Partial>,
+    /// The key's earliest live timer (`Millis::MAX`: none), never after the earliest due
+    /// partial: a row before it has nothing to settle, and only an earlier due needs a
+    /// new timer (one per row would grow the heap by one entry per event).
+    scheduled: Millis,
+}
+
+impl Default for KeyState {
+    fn default() -> Self {
+        KeyState { partials: Vec::new(), scheduled: Millis::MAX }
+    }
 }
 
 /// The rule's shape, precomputed from its plan.
@@ -277,7 +287,11 @@ impl SequenceOperator {
             self.evaluate(&row, out);
             self.rows.remove(row.row);
         }
-        while let Some((_, slot)) = self.timers.pop_due(fire_bound.saturating_sub(1)) {
+        while let Some((due, slot)) = self.timers.pop_due(fire_bound.saturating_sub(1)) {
+            let st = self.keys.state_mut(slot);
+            if st.scheduled == due {
+                st.scheduled = Millis::MAX;
+            }
             self.settle(slot, fire_bound, out);
             self.schedule(slot);
         }
@@ -285,9 +299,11 @@ impl SequenceOperator {
 
     fn schedule(&mut self, slot: u32) {
         let shape = &self.shape;
-        if let Some(due) = self.keys.state_mut(slot).partials.iter().map(|p| shape.due(p)).min()
-            && due != Millis::MAX
+        let st = self.keys.state_mut(slot);
+        if let Some(due) = st.partials.iter().map(|p| shape.due(p)).min()
+            && due < st.scheduled
         {
+            st.scheduled = due;
             self.timers.schedule(due, slot);
         }
     }
@@ -382,7 +398,9 @@ impl SequenceOperator {
     fn evaluate(&mut self, e: &Pending, out: &mut Vec<Alert>) {
         self.evaluated += 1;
         let seq = self.evaluated;
-        self.settle(e.slot, e.t, out);
+        if self.keys.state_mut(e.slot).scheduled < e.t {
+            self.settle(e.slot, e.t, out);
+        }
         let done = self.shape.done();
         let mut completed = None;
         {
