@@ -47,6 +47,41 @@ fn payloads() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Prints what an open partial match costs once the input's rows are all evaluated (the
+/// steady state: every key holds its `within` of partial matches).
+fn report_memory(
+    rule: &std::sync::Arc<gridwatch_engine::plan::RulePlan>,
+    plan: &gridwatch_engine::plan::Plan,
+    stream: usize,
+    data: &[gridwatch_benches::OperatorBatch],
+) {
+    use gridwatch_engine::operator::Operator;
+    let mut op = operator::SequenceOperator::new(rule.clone(), &plan.streams);
+    let mut alerts = Vec::new();
+    for (batch, wms, end) in data {
+        let input = operator::BatchInput {
+            stream,
+            batch: &batch.batch,
+            times: &batch.event_time,
+            watermarks: wms,
+            split_watermarks: wms,
+            end_watermark: *end,
+            shared_where: None,
+        };
+        op.process(&input, &mut alerts).expect("process");
+    }
+    let m = op.partial_memory();
+    let per = |bytes: usize| bytes as f64 / m.open.max(1) as f64;
+    println!(
+        "{}: {} open partial matches, {:.0} B each: record {:.0} B, evidence {:.0} B",
+        rule.meta.id,
+        m.open,
+        per(m.record_bytes + m.evidence_bytes),
+        per(m.record_bytes),
+        per(m.evidence_bytes)
+    );
+}
+
 fn sequence(c: &mut Criterion) {
     let partials = [1usize, 4, 16, 64];
     let mut yaml = String::from("rules:\n");
@@ -65,6 +100,7 @@ fn sequence(c: &mut Criterion) {
         // Nothing completes: a bench that raised alerts would measure alert building.
         let mut op = operator::build(rule.clone(), &plan.streams);
         assert_eq!(drive_stream(op.as_mut(), stream, &data), 0, "{} raised alerts", rule.meta.id);
+        report_memory(rule, &plan, stream, &data);
         group.bench_function(BenchmarkId::new("partials_per_key", &*rule.meta.id), |b| {
             b.iter_batched(
                 || operator::build(rule.clone(), &plan.streams),

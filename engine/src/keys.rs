@@ -109,6 +109,12 @@ impl<S> KeyTable<S> {
         &mut self.states[slot as usize]
     }
 
+    /// State of a slot, read-only.
+    #[inline]
+    pub fn get(&self, slot: u32) -> &S {
+        &self.states[slot as usize]
+    }
+
     /// Key and state of a slot.
     #[inline]
     pub fn entry_mut(&mut self, slot: u32) -> (&str, &mut S) {

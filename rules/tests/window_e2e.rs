@@ -97,6 +97,15 @@ fn sessions_close_a_gap_after_their_last_event_and_merge_when_an_event_bridges_t
 }
 
 #[test]
+fn a_session_ends_at_max_however_close_its_events_are() {
+    let alerts = run(2, 3);
+    let a: Vec<_> = of(&alerts, "capped-session").into_iter().filter(|a| a.key == "a").collect();
+    // 0 and 5 s: closed at 0 + max; 12 s is past it and starts the next session, alone.
+    assert_eq!(brief(&a), vec![("a".into(), AlertState::Firing, 10 * S), ("a".into(), AlertState::Resolved, 22 * S)]);
+    assert_eq!(a[0].values["count"], 2);
+}
+
+#[test]
 fn count_windows_count_in_event_time_order_whatever_the_arrival_order() {
     let alerts = run(2, 3);
     let got = of(&alerts, "spread-count");

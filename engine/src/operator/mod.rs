@@ -25,7 +25,7 @@ use arrow::record_batch::RecordBatch;
 
 pub use absence::AbsenceOperator;
 pub use geofence::GeofenceOperator;
-pub use sequence::SequenceOperator;
+pub use sequence::{PartialMemory, SequenceOperator};
 pub use threshold::ThresholdOperator;
 pub use window::WindowOperator;
 

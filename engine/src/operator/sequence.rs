@@ -16,7 +16,7 @@
 //! it can no longer complete (`within`). On completion the key's partial matches holding an
 //! event at or before the match's last event are discarded (SKIP PAST LAST ROW).
 //!
-//! **Memory.** A partial match is 48 bytes; its evidence is a chain of compact rows in one
+//! **Memory.** A partial match is 56 bytes; its evidence is a chain of compact rows in one
 //! [`ByteSlab`] (each link: the previous link, the step, the row), so extending a match
 //! copies one row and allocates nothing per event.
 
@@ -90,6 +90,17 @@ struct Partial {
     next: u16,
     /// Events matched so far for step `next` (`times`).
     count: u32,
+}
+
+/// See [`SequenceOperator::partial_memory`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartialMemory {
+    /// Open partial matches.
+    pub open: usize,
+    /// Bytes of their records.
+    pub record_bytes: usize,
+    /// Bytes of their evidence.
+    pub evidence_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -488,6 +499,23 @@ impl SequenceOperator {
         self.schedule(e.slot);
     }
 
+    /// Memory of the open partial matches: how many there are, the bytes of their records
+    /// (reserved `Vec` capacity included) and of their evidence chains (the arena, free
+    /// blocks included).
+    pub fn partial_memory(&self) -> PartialMemory {
+        let (mut open, mut reserved) = (0, 0);
+        for slot in 0..self.keys.len() as u32 {
+            let partials = &self.keys.get(slot).partials;
+            open += partials.len();
+            reserved += partials.capacity();
+        }
+        PartialMemory {
+            open,
+            record_bytes: reserved * std::mem::size_of::<Partial>(),
+            evidence_bytes: self.evidence.arena_len(),
+        }
+    }
+
     fn input_index(&self, stream: usize) -> Option<usize> {
         self.shape.input_of_stream.get(stream).copied().flatten()
     }
@@ -607,5 +635,17 @@ impl Operator for SequenceOperator {
 
     fn partials_dropped(&self) -> u64 {
         self.dropped
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::Partial;
+
+    #[test]
+    fn a_partial_match_record_is_56_bytes() {
+        // The budget is 200 bytes per open partial match plus its evidence; the
+        // record is a quarter of it (the evidence is one compact row per matched event).
+        assert_eq!(std::mem::size_of::<Partial>(), 56);
     }
 }

@@ -33,7 +33,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::Float64Type;
 use arrow::record_batch::RecordBatch;
@@ -310,13 +310,14 @@ impl WindowOperator {
     fn read_cells(&mut self, cols: &[InputColumn], i: usize, value_buf: &mut String) {
         for (cell, col) in self.cells.iter_mut().zip(cols) {
             *cell = match col {
-                InputColumn::None => Cell { present: true, ..Cell::default() },
+                // `count` reads the pane's event count; its accumulator stays empty.
+                InputColumn::None => Cell::default(),
                 InputColumn::Condition(holds) => Cell { present: holds.value(i), value: 1.0, hash: 0 },
                 InputColumn::Column { raw, numeric, distinct } => {
                     if raw.is_null(i) {
                         Cell::default()
                     } else {
-                        let value = numeric.as_ref().map_or(0.0, |c| c.as_primitive::<Float64Type>().value(i));
+                        let value = numeric.as_ref().map_or(0.0, |c| c.value(i));
                         let hash = if *distinct {
                             write_key(std::slice::from_ref(raw), i, value_buf);
                             xxh3_64(value_buf.as_bytes())
@@ -339,7 +340,7 @@ enum InputColumn {
     /// types only feed `count_distinct`, through a hash of the rendered value.
     Column {
         raw: ArrayRef,
-        numeric: Option<ArrayRef>,
+        numeric: Option<Float64Array>,
         distinct: bool,
     },
 }
@@ -375,7 +376,9 @@ impl Operator for WindowOperator {
                 }
                 Input::Column(c) => {
                     let raw = batch.column(c).clone();
-                    let numeric = arrow::compute::cast(&raw, &arrow::datatypes::DataType::Float64).ok();
+                    let numeric = arrow::compute::cast(&raw, &arrow::datatypes::DataType::Float64)
+                        .ok()
+                        .map(|c| c.as_primitive::<Float64Type>().clone());
                     InputColumn::Column { raw, numeric, distinct: self.merged[j].distinct.is_some() }
                 }
             });
@@ -383,7 +386,12 @@ impl Operator for WindowOperator {
         let counted = matches!(self.plan.shape, WindowShape::Count { .. });
         let mut value_buf = String::new();
         for_each_selected(batch.num_rows(), mask.as_ref(), |i| {
-            self.step(input.watermarks[i], out)?;
+            let wm = input.watermarks[i];
+            let due =
+                if counted { self.held.peek().is_some_and(|Reverse(h)| h.t < wm) } else { self.timers.any_due(wm) };
+            if due {
+                self.step(wm, out)?;
+            }
             let mut key = std::mem::take(&mut self.key_buf);
             write_key(&key_cols, i, &mut key);
             let slot = self.keys.slot(&key, KeyState::default);

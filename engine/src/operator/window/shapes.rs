@@ -59,7 +59,11 @@ impl WindowOperator {
     /// opens one.
     pub(super) fn add_to_session(&mut self, slot: u32, t: Millis, gap: Millis, max: Millis) {
         let st = self.keys.state_mut(slot);
-        let joins = |p: &Pane| t > p.first_t.saturating_sub(gap) && t < p.last_t.saturating_add(gap);
+        // Within `gap` of the session, and not past its `max` (a reading delayed by the
+        // out-of-orderness must not stretch a session beyond it).
+        let joins = |p: &Pane| {
+            t > p.first_t.saturating_sub(gap) && t < p.last_t.saturating_add(gap) && t < p.first_t.saturating_add(max)
+        };
         let first = st.panes.iter().position(joins);
         let at = match first {
             Some(at) => {
