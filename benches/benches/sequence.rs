@@ -8,7 +8,7 @@
 //! per-partial interpretation: the difference is the price of a reference to an earlier step.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use gridwatch_benches::{decode_batches, drive_stream, plan_with_rules};
+use gridwatch_benches::{decode_batches, drive_stream, feed_stream, plan_with_rules};
 use gridwatch_engine::operator;
 
 const KEYS: usize = 1000;
@@ -55,21 +55,8 @@ fn report_memory(
     stream: usize,
     data: &[gridwatch_benches::OperatorBatch],
 ) {
-    use gridwatch_engine::operator::Operator;
     let mut op = operator::SequenceOperator::new(rule.clone(), &plan.streams);
-    let mut alerts = Vec::new();
-    for (batch, wms, end) in data {
-        let input = operator::BatchInput {
-            stream,
-            batch: &batch.batch,
-            times: &batch.event_time,
-            watermarks: wms,
-            split_watermarks: wms,
-            end_watermark: *end,
-            shared_where: None,
-        };
-        op.process(&input, &mut alerts).expect("process");
-    }
+    feed_stream(&mut op, stream, data);
     let m = op.partial_memory();
     let per = |bytes: usize| bytes as f64 / m.open.max(1) as f64;
     println!(

@@ -148,6 +148,18 @@ pub fn drive_stream(
     stream: usize,
     batches: &[OperatorBatch],
 ) -> usize {
+    let mut alerts = feed_stream(op, stream, batches);
+    op.end_of_input(&mut alerts).expect("end of input");
+    alerts.len()
+}
+
+/// Feeds `batches` of plan stream `stream` to `op` without ending the input (what an
+/// operator holds then is its steady state); returns the alerts raised.
+pub fn feed_stream(
+    op: &mut dyn gridwatch_engine::operator::Operator,
+    stream: usize,
+    batches: &[OperatorBatch],
+) -> Vec<gridwatch_engine::Alert> {
     let mut alerts = Vec::new();
     for (batch, wms, end) in batches {
         let input = gridwatch_engine::operator::BatchInput {
@@ -161,6 +173,5 @@ pub fn drive_stream(
         };
         op.process(&input, &mut alerts).expect("process");
     }
-    op.end_of_input(&mut alerts).expect("end of input");
-    alerts.len()
+    alerts
 }

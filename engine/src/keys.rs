@@ -159,7 +159,7 @@ pub struct ByteSlab {
 }
 
 /// An entry of a [`ByteSlab`]: its block's offset in 16-byte units (up to 64 GiB), or none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SlabRef(u32);
 
 impl SlabRef {

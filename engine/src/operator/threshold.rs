@@ -178,8 +178,9 @@ enum Row<'a> {
     Compact(&'a [u8]),
 }
 
-/// A row of an `order: event_time` rule waiting for the watermark to pass it.
-#[derive(Debug)]
+/// A row of an `order: event_time` rule waiting for the watermark to pass it, ordered by
+/// (event time, arrival): `seq` is unique, so the fields after it never decide.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Held {
     t: Millis,
     seq: u64,
@@ -187,23 +188,6 @@ struct Held {
     holds: bool,
     clears: bool,
     row: SlabRef,
-}
-
-impl PartialEq for Held {
-    fn eq(&self, other: &Self) -> bool {
-        (self.t, self.seq) == (other.t, other.seq)
-    }
-}
-impl Eq for Held {}
-impl PartialOrd for Held {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Held {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.t, self.seq).cmp(&(other.t, other.seq))
-    }
 }
 
 impl ThresholdOperator {
