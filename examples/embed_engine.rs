@@ -44,6 +44,8 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
                 Output::DeadLetter(d) => println!("dead letter: {}", d.reason),
+                // Snapshots are the runtime's business.
+                Output::Checkpoint(_) | Output::State { .. } => {}
                 Output::RuleError { rule, message } => println!("rule {rule} failed: {message}"),
                 // Barriers mark delivery points for sources that commit positions (Kafka).
                 Output::Barrier { .. } => {}

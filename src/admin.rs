@@ -102,6 +102,16 @@ async fn metrics(State(s): State<AdminState>) -> String {
         "Delivery barriers acknowledged by every sink.",
         s.sink.barriers_acked.load(Ordering::Relaxed),
     );
+    counter(
+        "gridwatch_snapshots_written_total",
+        "Snapshots of the running state written (checkpoint).",
+        s.sink.snapshots_written.load(Ordering::Relaxed),
+    );
+    counter(
+        "gridwatch_snapshot_failures_total",
+        "Snapshots that could not be written (a restart resumes from the previous one).",
+        s.sink.snapshot_failures.load(Ordering::Relaxed),
+    );
     {
         let by_rule = s.sink.rule_errors_by_rule.lock().unwrap_or_else(|p| p.into_inner());
         if !by_rule.is_empty() {

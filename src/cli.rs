@@ -30,6 +30,24 @@ pub enum Command {
     Bench(BenchCommand),
     /// Read the case store: list cases (with the overdue / key / difficult lists) or show one.
     Cases(CasesArgs),
+    /// Snapshots of the running state (`checkpoint:` in the config).
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// What the snapshots in a state directory hold: rules, keys per rule, streams, the source position, size.
+    Inspect(StateInspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateInspectArgs {
+    /// The state directory (`checkpoint.state_dir`).
+    pub dir: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -268,6 +286,14 @@ pub struct RunArgs {
     /// means less work redone after a crash; the result does not depend on it.
     #[arg(long, value_name = "N", default_value_t = 1 << 16, value_parser = clap::value_parser!(u64).range(1..))]
     pub barrier_every: u64,
+    /// Snapshot the running state into this directory (overrides `checkpoint.state_dir`;
+    /// turns snapshots on with the default interval if the config has no `checkpoint:`).
+    /// A run starts from the newest snapshot there.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Time between snapshots (overrides `checkpoint.interval`), e.g. `10s`, `500ms`.
+    #[arg(long, value_name = "DURATION")]
+    pub checkpoint_interval: Option<String>,
     /// Do not print alerts on stdout.
     #[arg(long)]
     pub quiet: bool,

@@ -7,6 +7,7 @@ mod cli;
 mod generate;
 mod produce;
 mod run;
+mod state;
 mod summary;
 mod validate;
 
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         cli::Command::Bench(cli::BenchCommand::Pipeline(args)) => bench::pipeline::run(args),
         cli::Command::Bench(cli::BenchCommand::Cases(args)) => bench::cases::run(args),
         cli::Command::Cases(args) => cases::command(args),
+        cli::Command::State(cli::StateCommand::Inspect(args)) => state::inspect(args),
     };
     match result {
         Ok(code) => code,

@@ -24,6 +24,7 @@ use gridwatch_rules::config::{Config, SourceConfig};
 use gridwatch_rules::sinks::{ConsoleFormat, RecordKind, SinkKind, SinkSpec};
 use gridwatch_runtime::{
     CaseStageRunner, DriveOptions, FeedbackInput, Outputs, Preloaded, Progress, RunMetrics, Source, drive,
+    snapshot::SnapshotDir,
 };
 
 use crate::admin::{self, AdminState};
@@ -167,6 +168,50 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         SourceConfig::Kafka => None,
     };
     let live = source.as_ref().is_some_and(|s| !s.bounded());
+    // Snapshots: the newest one is read (and the source moved to its position) before any
+    // output is opened, so a snapshot that cannot be used costs no output.
+    let checkpoint = checkpoint_settings(&config, &args)?;
+    let mut snapshot_dir = None;
+    let mut restored = None;
+    if let Some((dir, interval, keep)) = &checkpoint {
+        match source.as_mut() {
+            Some(src) if src.position().is_some() => {
+                let snapshots = SnapshotDir::create(dir, *keep)?;
+                let reading = Instant::now();
+                if let Some((path, snapshot)) = snapshots.load_newest()? {
+                    if snapshot.meta.source != src.name() {
+                        bail!(
+                            "the newest snapshot in {} was taken on a `{}` source, this run reads `{}`: move the state directory away (or point checkpoint.state_dir elsewhere) to start without state",
+                            dir.display(),
+                            snapshot.meta.source,
+                            src.name()
+                        );
+                    }
+                    src.resume(&snapshot.meta.position)?;
+                    let keys: usize = snapshot.engine.rules.iter().map(|r| r.keys.len()).sum();
+                    eprintln!(
+                        "resuming from snapshot {} (barrier {}, written {}): {keys} keys of {} rules, {} workers then; read in {} ms",
+                        path.display(),
+                        snapshot.meta.seq,
+                        gridwatch_engine::time::format_timestamp(snapshot.meta.written_at_ms),
+                        snapshot.engine.rules.len(),
+                        snapshot.meta.workers,
+                        reading.elapsed().as_millis()
+                    );
+                    restored = Some(snapshot);
+                }
+                tracing::info!(dir = %dir.display(), ?interval, keep, "snapshots on");
+                snapshot_dir = Some(snapshots);
+            }
+            Some(src) => eprintln!(
+                "warning: checkpoint: the {} source cannot resume from a snapshot yet; this run takes none",
+                src.name()
+            ),
+            None => eprintln!(
+                "warning: checkpoint: the Kafka source does not take snapshots yet (it resumes from its committed offsets, replaying each stream's state horizon)"
+            ),
+        }
+    }
     if until_idle.is_some() && !live {
         eprintln!(
             "warning: --until-idle applies to live sources (MQTT, HTTP ingest, pipes); this run's input ends by itself{}",
@@ -190,7 +235,16 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let built = sink_specs.iter().map(|spec| sinks::build(spec, &env)).collect::<Result<Vec<_>, _>>()?;
     let progress = Arc::new(Progress::default());
     let metrics = Arc::new(RunMetrics::default());
-    let outputs = Outputs::new(built, stage, progress.clone(), metrics.clone())?;
+    let mut outputs = match &restored {
+        Some(snapshot) => {
+            progress.start_at(snapshot.meta.seq);
+            Outputs::restored(built, stage, progress.clone(), metrics.clone(), snapshot.stage.as_deref())?
+        }
+        None => Outputs::new(built, stage, progress.clone(), metrics.clone())?,
+    };
+    if let (Some(dir), Some(src)) = (snapshot_dir, source.as_ref()) {
+        outputs = outputs.with_snapshots(dir, src.name());
+    }
     let started_flag = Arc::new(AtomicBool::new(false));
     if let Some(addr) = args.admin {
         let kafka = kafka_opts.as_ref().map(|_| kafka_status.clone());
@@ -206,7 +260,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
     started_flag.store(true, Ordering::Relaxed);
     let mut kafka_messages = None;
-    let drive_options = DriveOptions { barrier_every: args.barrier_every, until_idle, ..DriveOptions::default() };
+    let drive_options = DriveOptions {
+        barrier_every: args.barrier_every,
+        until_idle,
+        checkpoint_interval: checkpoint.as_ref().map(|c| c.1),
+        ..DriveOptions::default()
+    };
     let (feed, report) = match (&config.source, kafka_opts) {
         (SourceConfig::Kafka, Some(k)) => {
             match kafka::run_source(plan.clone(), options, &k, out_tx, kafka_status, progress, &interrupted) {
@@ -227,7 +286,16 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         _ => {
             let source = source.as_mut().context("a source was built above")?;
-            let pipeline = Pipeline::start_with_output(plan.clone(), options, out_tx);
+            let pipeline = match restored.take() {
+                Some(snapshot) => {
+                    let restoring = Instant::now();
+                    let p = Pipeline::restored(plan.clone(), options, out_tx, &snapshot.engine)
+                        .context("restoring the snapshot's state")?;
+                    eprintln!("state restored into {workers} workers in {} ms", restoring.elapsed().as_millis());
+                    p
+                }
+                None => Pipeline::start_with_output(plan.clone(), options, out_tx),
+            };
             match drive(source.as_mut(), pipeline, &progress, &interrupted, &drive_options) {
                 Ok(d) => (Ok(()), d.report),
                 Err(e) => (Err(anyhow::Error::from(e)), PipelineReport::default()),
@@ -364,6 +432,25 @@ fn read_feedback_file(path: &std::path::Path) -> Result<Preloaded> {
 }
 
 /// A duration of the command line (`2s`, `500ms`).
+/// The run's snapshot settings (directory, interval, snapshots kept), from the config's
+/// `checkpoint:` and the command line.
+fn checkpoint_settings(config: &Config, args: &RunArgs) -> Result<Option<(std::path::PathBuf, Duration, usize)>> {
+    let interval = args.checkpoint_interval.as_deref().map(parse_wait).transpose().context("--checkpoint-interval")?;
+    let from_config = config.checkpoint.as_ref();
+    let Some(dir) = args.checkpoint_dir.clone().or_else(|| from_config.map(|c| c.state_dir.clone())) else {
+        if interval.is_some() {
+            bail!(
+                "--checkpoint-interval needs a state directory: --checkpoint-dir DIR or `checkpoint.state_dir` in the config"
+            );
+        }
+        return Ok(None);
+    };
+    let default_ms = from_config.map_or(gridwatch_rules::config::DEFAULT_CHECKPOINT_INTERVAL_MS, |c| c.interval_ms);
+    // 0: a snapshot at every barrier.
+    let interval = interval.unwrap_or(Duration::from_millis(default_ms.max(0) as u64));
+    Ok(Some((dir, interval, from_config.map_or(3, |c| c.keep))))
+}
+
 fn parse_wait(text: &str) -> Result<Duration> {
     let ms = gridwatch_rules::duration::parse_duration(text).map_err(|e| anyhow!("`{text}`: {e}"))?;
     Ok(Duration::from_millis(ms.max(0) as u64))

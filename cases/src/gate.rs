@@ -59,11 +59,11 @@ fn is_sent_plain(v: &Verdict) -> bool {
     *v == Verdict::Sent
 }
 
-#[derive(Debug, Default)]
-struct FlapState {
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct FlapState {
     changes: VecDeque<Millis>,
     last_state: Option<AlertState>,
-    flapping: bool,
+    pub(crate) flapping: bool,
     /// The latest alert held back while flapping (sent when stable, if it differs from the
     /// last one sent).
     held: Option<Alert>,
@@ -74,16 +74,16 @@ struct FlapState {
 #[derive(Debug, Default)]
 pub struct AlertGate {
     /// (inhibition rule, equal values) → firing source alert ids.
-    inhibiting: HashMap<(usize, Vec<String>), Vec<String>>,
-    flaps: HashMap<(String, String), FlapState>,
+    pub(crate) inhibiting: HashMap<(usize, Vec<String>), Vec<String>>,
+    pub(crate) flaps: HashMap<(String, String), FlapState>,
     /// The pairs flapping now (few), so timers need not scan every pair.
-    flapping: std::collections::BTreeSet<(String, String)>,
+    pub(crate) flapping: std::collections::BTreeSet<(String, String)>,
     /// Counters by verdict.
     pub counts: GateCounts,
 }
 
 /// Alerts per verdict.
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, Serialize, serde::Deserialize)]
 pub struct GateCounts {
     /// Sent on.
     pub sent: u64,

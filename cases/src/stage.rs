@@ -43,7 +43,7 @@ pub enum StageOutput {
 }
 
 /// Counters of the stage.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, serde::Deserialize)]
 pub struct StageStats {
     /// Alert verdicts.
     pub alerts: GateCounts,
@@ -762,3 +762,6 @@ pub fn case_id(case_key: &str, first_alert: &str) -> String {
 fn json_map<const N: usize>(entries: [(&str, serde_json::Value); N]) -> serde_json::Map<String, serde_json::Value> {
     entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
+
+#[path = "stage_state.rs"]
+mod state;

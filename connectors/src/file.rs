@@ -17,6 +17,8 @@ pub struct NdjsonSource {
     reader: BufReader<File>,
     line: Vec<u8>,
     line_no: u64,
+    /// Bytes consumed so far (the start of the next line).
+    offset: u64,
 }
 
 /// One line of an events file.
@@ -39,7 +41,24 @@ impl NdjsonSource {
             reader: BufReader::with_capacity(1 << 20, file),
             line: Vec::new(),
             line_no: 0,
+            offset: 0,
         })
+    }
+
+    /// Where the next line starts: (byte offset, lines read so far).
+    pub fn position(&self) -> (u64, u64) {
+        (self.offset, self.line_no)
+    }
+
+    /// Goes on from `offset`, where line `line_no + 1` starts (as [`NdjsonSource::position`] said).
+    pub fn seek(&mut self, offset: u64, line_no: u64) -> Result<()> {
+        use std::io::Seek;
+        self.reader
+            .seek(std::io::SeekFrom::Start(offset))
+            .map_err(|source| ConnectorError::Read { path: self.path.clone(), source })?;
+        self.offset = offset;
+        self.line_no = line_no;
+        Ok(())
     }
 
     /// The next non-empty line, or None at the end of the file.
@@ -53,6 +72,7 @@ impl NdjsonSource {
             if n == 0 {
                 return Ok(None);
             }
+            self.offset += n as u64;
             self.line_no += 1;
             while self.line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                 self.line.pop();

@@ -6,7 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod city_map;
-pub mod crash;
+pub use gridwatch_runtime::crash;
 pub mod error;
 pub mod file;
 pub mod generator;

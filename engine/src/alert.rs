@@ -14,7 +14,7 @@ use crate::plan::{RuleMeta, Severity};
 use crate::time::{Millis, format_timestamp};
 
 /// Firing or resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertState {
     /// The condition holds.
@@ -24,7 +24,7 @@ pub enum AlertState {
 }
 
 /// One alert record.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Alert {
     /// Deterministic id of the episode.
     pub alert_id: String,
@@ -45,10 +45,10 @@ pub struct Alert {
     /// Input stream.
     pub stream: String,
     /// Event time of the trigger (or of the resolution).
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "ser_time", deserialize_with = "de_time")]
     pub event_time: Millis,
     /// Event time the episode started.
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "ser_time", deserialize_with = "de_time")]
     pub episode_start: Millis,
     /// 1 for the first notification of an episode, then 2, 3… for re-notifications.
     pub notification: u32,
@@ -60,6 +60,12 @@ pub struct Alert {
 
 fn ser_time<S: Serializer>(t: &Millis, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_timestamp(*t))
+}
+
+fn de_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Millis, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    crate::time::parse_timestamp(&s)
+        .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not an RFC 3339 timestamp")))
 }
 
 /// The deterministic id of the episode of `rule_id` for `key` that started at `episode_start`.

@@ -36,6 +36,18 @@ pub enum EngineError {
     /// A decoder thread stopped unexpectedly.
     #[error("decoder thread {0} stopped unexpectedly")]
     DecoderGone(usize),
+    /// A snapshot's state could not be read back.
+    #[error(
+        "snapshot: the state of key `{key}` of rule `{rule}` cannot be read ({reason}); the snapshot was written by an incompatible gridwatch or is damaged: start without it (move it out of the state directory)"
+    )]
+    BadState {
+        /// Rule id.
+        rule: String,
+        /// The key.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 /// Result alias for the engine.

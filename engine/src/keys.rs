@@ -115,6 +115,12 @@ impl<S> KeyTable<S> {
         &self.states[slot as usize]
     }
 
+    /// Key and state of a slot, read-only (snapshots walk slots `0..len()` with it).
+    #[inline]
+    pub fn entry(&self, slot: u32) -> (&str, &S) {
+        (key_of(&self.text, &self.ends, slot), &self.states[slot as usize])
+    }
+
     /// Key and state of a slot.
     #[inline]
     pub fn entry_mut(&mut self, slot: u32) -> (&str, &mut S) {

@@ -38,6 +38,7 @@ pub mod plan;
 pub mod reject;
 pub mod rowexpr;
 pub mod schema;
+pub mod state;
 pub mod time;
 pub mod zones;
 
@@ -51,6 +52,9 @@ pub(crate) mod testutil;
 pub use alert::{Alert, AlertState};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{EngineError, Result};
-pub use pipeline::{DeadLetter, Origin, Output, Pipeline, PipelineOptions, PipelineReport};
+pub use pipeline::{
+    CheckpointStart, DeadLetter, EngineState, Origin, Output, Pipeline, PipelineOptions, PipelineReport, RuleState,
+    StreamState,
+};
 pub use plan::Plan;
 pub use reject::{Reject, RejectKind};

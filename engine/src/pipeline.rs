@@ -41,11 +41,13 @@ mod idle;
 mod options;
 mod output;
 mod sequencer;
+pub mod snapshot;
 mod worker;
 
 pub use options::PipelineOptions;
 pub use output::{DeadLetter, Origin, Output, PipelineReport, StreamStats};
 use sequencer::{RowClocks, Sequencing};
+pub use snapshot::{CheckpointStart, EngineState, RuleState, StreamState};
 use worker::{WorkerMsg, WorkerReport, run_worker};
 
 /// How much of an oversized payload its dead letter keeps.
@@ -160,19 +162,49 @@ impl Pipeline {
     /// Kafka assignment) can share one sink.
     pub fn start_with_output(plan: Arc<Plan>, options: PipelineOptions, out_tx: Sender<Output>) -> Pipeline {
         let workers_n = options.workers.max(1);
+        let ops = (0..workers_n)
+            .map(|w| snapshot::build_operators(&plan, None, (w, workers_n)))
+            .collect::<Result<Vec<_>>>()
+            .expect("operators without restored state always build");
+        Self::launch(plan, options, out_tx, ops)
+    }
+
+    /// Like [`Pipeline::start_with_output`], from a snapshot's state (see [`snapshot`]).
+    pub fn restored(
+        plan: Arc<Plan>,
+        options: PipelineOptions,
+        out_tx: Sender<Output>,
+        state: &EngineState,
+    ) -> Result<Pipeline> {
+        let workers_n = options.workers.max(1);
+        let ops = (0..workers_n)
+            .map(|w| snapshot::build_operators(&plan, Some(state), (w, workers_n)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut pipeline = Self::launch(plan, options, out_tx, ops);
+        pipeline.restore_streams(state)?;
+        Ok(pipeline)
+    }
+
+    fn launch(
+        plan: Arc<Plan>,
+        options: PipelineOptions,
+        out_tx: Sender<Output>,
+        ops: Vec<Vec<Box<dyn Operator>>>,
+    ) -> Pipeline {
+        let workers_n = ops.len();
         let started = options.clock.now();
         let replay_until: Arc<[Millis]> =
             (0..plan.streams.len()).map(|i| options.replay_until.get(i).copied().unwrap_or(WATERMARK_START)).collect();
         let mut workers = Vec::with_capacity(workers_n);
         let mut handles = Vec::with_capacity(workers_n);
-        for index in 0..workers_n {
+        for (index, worker_ops) in ops.into_iter().enumerate() {
             let (tx, rx) = bounded::<WorkerMsg>(options.queue_depth.max(1));
             let plan = plan.clone();
             let out = out_tx.clone();
             let replay_until = replay_until.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("gridwatch-worker-{index}"))
-                .spawn(move || run_worker(&plan, &rx, &out, &replay_until, (index, workers_n)))
+                .spawn(move || run_worker(&plan, worker_ops, &rx, &out, &replay_until, (index, workers_n)))
                 .expect("spawning a worker thread");
             workers.push(tx);
             handles.push(handle);
@@ -467,7 +499,7 @@ impl Pipeline {
     pub fn barrier(&mut self, seq: u64) -> Result<Vec<Millis>> {
         self.flush()?;
         let watermark = self.frontier();
-        self.broadcast(|| WorkerMsg::Barrier(seq, watermark))?;
+        self.broadcast(|| WorkerMsg::Barrier { seq, watermark, snapshot: false })?;
         Ok(self.watermarks())
     }
 

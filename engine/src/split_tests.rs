@@ -121,6 +121,8 @@ fn original(
                     }
                 }
                 Output::DeadLetter(d) => panic!("dead letter: {d:?}"),
+                // Snapshots are the runtime's business.
+                Output::Checkpoint(_) | Output::State { .. } => {}
                 Output::RuleError { rule, message } => panic!("rule {rule}: {message}"),
             }
         }

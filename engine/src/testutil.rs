@@ -166,6 +166,8 @@ pub fn run_with(
             match o {
                 Output::Alerts(a) => out.alerts.extend(a),
                 Output::DeadLetter(d) => out.dead.push(d),
+                // Snapshots are the runtime's business.
+                Output::Checkpoint(_) | Output::State { .. } => {}
                 Output::RuleError { rule, message } => panic!("rule {rule} failed: {message}"),
                 Output::Barrier { .. } => {}
             }

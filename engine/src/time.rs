@@ -40,7 +40,7 @@ pub fn format_timestamp(ms: Millis) -> String {
 }
 
 /// Tracks one stream's watermark in input order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WatermarkTracker {
     out_of_orderness: Millis,
     max_seen: Millis,
@@ -109,7 +109,7 @@ impl WatermarkTracker {
 /// accepted depends only on each split's own order, never on how the splits' reads
 /// interleave. A split that stays silent can be marked idle; it then stops holding the
 /// stream back, and its next rows are also checked against the stream's watermark.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SplitWatermarks {
     out_of_orderness: Millis,
     splits: Vec<Split>,
@@ -117,7 +117,7 @@ pub struct SplitWatermarks {
     max_seen: Millis,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Split {
     tracker: WatermarkTracker,
     active: bool,
@@ -135,6 +135,11 @@ impl SplitWatermarks {
         };
         w.declare(1);
         w
+    }
+
+    /// The out-of-orderness it allows.
+    pub fn out_of_orderness(&self) -> Millis {
+        self.out_of_orderness
     }
 
     /// Makes sure splits `0..n` exist. Declaring the splits before reading (the partitions

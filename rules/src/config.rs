@@ -120,7 +120,23 @@ pub struct Config {
     pub kafka: Option<KafkaConfig>,
     /// The alert and case stage, if a `cases:` block is present.
     pub cases: Option<crate::cases::CasesSettings>,
+    /// Snapshots of the running state, if a `checkpoint:` block is present.
+    pub checkpoint: Option<CheckpointConfig>,
 }
+
+/// `checkpoint:` — snapshots of the running state (see the runtime's snapshot module).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointConfig {
+    /// Directory of the snapshots (`state_dir`), resolved against the config's directory.
+    pub state_dir: PathBuf,
+    /// Time between snapshots (`interval`, default 30 s; 0: at every barrier).
+    pub interval_ms: Millis,
+    /// Snapshots kept (`keep`, default 3).
+    pub keep: usize,
+}
+
+/// Default time between snapshots.
+pub const DEFAULT_CHECKPOINT_INTERVAL_MS: Millis = 30_000;
 
 impl Config {
     /// The directory relative paths are resolved against.
@@ -129,7 +145,7 @@ impl Config {
     }
 }
 
-const TOP_KEYS: [&str; 8] = ["streams", "rules", "source", "sinks", "engine", "zones", "kafka", "cases"];
+const TOP_KEYS: [&str; 9] = ["streams", "rules", "source", "sinks", "engine", "zones", "kafka", "cases", "checkpoint"];
 /// How far ahead of its arrival (live sources) or of the stream's recent event times
 /// (replays) an event may be by default: catches wrong clocks and time-zone mistakes, and
 /// tolerates devices a few minutes fast.
@@ -163,6 +179,7 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
         zones: BTreeMap::new(),
         kafka: None,
         cases: None,
+        checkpoint: None,
     };
     let Some(top) = r.map(root, "the config", &TOP_KEYS, diags) else { return cfg };
     let mut stream_kafka = Vec::new();
@@ -264,6 +281,37 @@ pub fn parse_config(path: &Path, root: &Node, r: &Reader, diags: &mut Diagnostic
         cfg.engine.decoders = m.get("decoders").and_then(|n| r.uint(n, "decoders", diags)).map(|v| v as usize);
         cfg.engine.batch_size =
             m.get("batch_size").and_then(|n| r.uint(n, "batch_size", diags)).map(|v| v.max(1) as usize);
+    }
+    if let Some(node) = top.get("checkpoint")
+        && let Some(m) = r.map(node, "`checkpoint`", &["state_dir", "interval", "keep"], diags)
+    {
+        let dir = m.get("state_dir").and_then(|n| crate::sinks::path_value(n, "state_dir", &base, r, diags));
+        if m.get("state_dir").is_none() {
+            diags.push(
+                r.error(Code::MissingKey, node, "`checkpoint` needs `state_dir`")
+                    .with_hint("the directory snapshots are written to, e.g. `state_dir: state/`"),
+            );
+        }
+        let interval_ms = m.get("interval").and_then(|n| r.duration(n, "interval", diags));
+        if let (Some(ms), Some(n)) = (interval_ms, m.get("interval"))
+            && ms < 0
+        {
+            diags.push(
+                r.error(Code::BadValue, n, "`interval` must not be negative")
+                    .with_hint("e.g. `interval: 30s`; 0s takes a snapshot at every barrier"),
+            );
+        }
+        let keep = m.get("keep").and_then(|n| r.uint(n, "keep", diags));
+        if let (Some(0), Some(n)) = (keep, m.get("keep")) {
+            diags.push(r.error(Code::BadValue, n, "`keep` must be at least 1").with_hint("e.g. `keep: 3`"));
+        }
+        if let Some(state_dir) = dir {
+            cfg.checkpoint = Some(CheckpointConfig {
+                state_dir,
+                interval_ms: interval_ms.unwrap_or(DEFAULT_CHECKPOINT_INTERVAL_MS).max(0),
+                keep: keep.unwrap_or(3).max(1) as usize,
+            });
+        }
     }
     cfg
 }

@@ -81,6 +81,23 @@ impl SinkError {
     }
 }
 
+/// Snapshots could not be written or read.
+#[derive(Debug, thiserror::Error)]
+#[error("snapshots ({class} error: {}): {message}", class.who_can_fix())]
+pub struct SnapshotError {
+    /// Who can fix it.
+    pub class: ErrorClass,
+    /// What failed, with the file.
+    pub message: String,
+}
+
+impl SnapshotError {
+    /// An error of class `class`.
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> SnapshotError {
+        SnapshotError { class, message: message.into() }
+    }
+}
+
 /// The runtime could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -90,6 +107,9 @@ pub enum RuntimeError {
     /// The engine stopped (a worker died): a bug.
     #[error("the engine stopped: {0} (internal error: this is a bug in gridwatch: please report it)")]
     Engine(#[from] gridwatch_engine::EngineError),
+    /// Snapshots failed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 impl RuntimeError {
@@ -98,6 +118,7 @@ impl RuntimeError {
         match self {
             RuntimeError::Sink(e) => e.class,
             RuntimeError::Engine(_) => ErrorClass::Internal,
+            RuntimeError::Snapshot(e) => e.class,
         }
     }
 }

@@ -21,23 +21,34 @@
 //!   ([`source::drive`]) owns the rest of a run's life: barriers, linger, idle streams,
 //!   acknowledging the source's input once every sink delivered it, and the end (the end of
 //!   a bounded input, idleness, or a graceful stop).
+//! * **Snapshots** ([`snapshot`]): at checkpoint barriers the engine's workers, the
+//!   pipeline and the source hand over their state; once the barrier is acknowledged the
+//!   output thread writes it as one file, and a restart resumes from the newest.
 //! * **Errors** ([`error`]) are classed by who can fix them: the config's author, the input
 //!   data, an external system, or gridwatch itself.
 
 #![deny(missing_docs)]
 
 pub mod acks;
+mod checkpoint;
+pub mod crash;
 pub mod error;
 pub mod metrics;
 pub mod outputs;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 pub mod stage;
 
 pub use acks::Progress;
-pub use error::{ErrorClass, RuntimeError, SinkError};
+pub use error::{ErrorClass, RuntimeError, SinkError, SnapshotError};
 pub use metrics::RunMetrics;
 pub use outputs::{Outputs, OutputsReport, RuleCounts};
 pub use sink::{Health, OutputReport, Record, RecordKind, Resume, Routes, Sink, SinkFilter};
 pub use source::{DriveOptions, Driven, Ingest, Polled, Source, SourceError, drive};
 pub use stage::{CaseStageRunner, FeedbackInput, Preloaded};
+
+/// Milliseconds since the epoch, from the system's clock (for file metadata, not for event time).
+pub(crate) fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -16,6 +16,12 @@ pub struct RunMetrics {
     pub rule_errors: AtomicU64,
     /// Barriers acknowledged (all outputs before them delivered).
     pub barriers_acked: AtomicU64,
+    /// Snapshots written.
+    pub snapshots_written: AtomicU64,
+    /// Snapshots that could not be written.
+    pub snapshot_failures: AtomicU64,
+    /// Size of the last snapshot written, bytes.
+    pub snapshot_bytes: AtomicU64,
     /// Set when a `cases:` block runs the case stage.
     pub cases_enabled: AtomicBool,
     /// Alerts the alert stage held back (silenced, inhibited, flapping).

@@ -21,9 +21,11 @@ use gridwatch_engine::{Alert, AlertState, DeadLetter, Output};
 use serde::Serialize;
 
 use crate::acks::{AckTracker, BarrierCount, Progress};
+use crate::checkpoint::Snapshots;
 use crate::error::{ErrorClass, RuntimeError, SinkError};
 use crate::metrics::RunMetrics;
 use crate::sink::{OutputReport, Record, Sink};
+use crate::snapshot::SnapshotDir;
 use crate::stage::{CaseStageRunner, feedback_dead_letter};
 
 /// Per-rule alert counts.
@@ -56,6 +58,7 @@ pub struct OutputsReport {
 
 /// The output side of a running topology. See the module docs.
 pub struct Outputs {
+    snapshots: Option<Snapshots>,
     sinks: Vec<Box<dyn Sink>>,
     stage: Option<CaseStageRunner>,
     progress: Arc<Progress>,
@@ -69,10 +72,33 @@ impl Outputs {
     /// Sinks and an optional alert and case stage. The stage resumes from what the
     /// checkpointing sink (the case store) holds; at most one sink may checkpoint.
     pub fn new(
+        sinks: Vec<Box<dyn Sink>>,
+        stage: Option<CaseStageRunner>,
+        progress: Arc<Progress>,
+        metrics: Arc<RunMetrics>,
+    ) -> Result<Outputs, SinkError> {
+        Self::build(sinks, stage, progress, metrics, None)
+    }
+
+    /// Like [`Outputs::new`], for a run restored from a snapshot: the stage takes the
+    /// snapshot's state (`stage_state`) instead of resuming from the case store, which may
+    /// be ahead of the snapshot (records after it are written again, with the same ids).
+    pub fn restored(
+        sinks: Vec<Box<dyn Sink>>,
+        stage: Option<CaseStageRunner>,
+        progress: Arc<Progress>,
+        metrics: Arc<RunMetrics>,
+        stage_state: Option<&[u8]>,
+    ) -> Result<Outputs, SinkError> {
+        Self::build(sinks, stage, progress, metrics, Some(stage_state))
+    }
+
+    fn build(
         mut sinks: Vec<Box<dyn Sink>>,
         mut stage: Option<CaseStageRunner>,
         progress: Arc<Progress>,
         metrics: Arc<RunMetrics>,
+        snapshot_stage: Option<Option<&[u8]>>,
     ) -> Result<Outputs, SinkError> {
         let checkpointing: Vec<&str> = sinks.iter().filter(|s| s.checkpoints()).map(|s| s.name()).collect();
         if checkpointing.len() > 1 {
@@ -82,7 +108,18 @@ impl Outputs {
                 format!("only one case store may record the case stage's checkpoint; found {checkpointing:?}"),
             ));
         }
-        if let Some(stage) = stage.as_mut() {
+        if let (Some(stage), Some(saved)) = (stage.as_mut(), snapshot_stage) {
+            metrics.cases_enabled.store(true, Ordering::Relaxed);
+            if let Some(bytes) = saved {
+                stage.restore_snapshot(bytes).map_err(|e| {
+                    SinkError::new(
+                        "case stage",
+                        ErrorClass::Config,
+                        format!("the snapshot's case stage state cannot be read ({e}); move the state directory away to start without state"),
+                    )
+                })?;
+            }
+        } else if let Some(stage) = stage.as_mut() {
             metrics.cases_enabled.store(true, Ordering::Relaxed);
             for s in sinks.iter_mut().filter(|s| s.checkpoints()) {
                 let name = s.report().location;
@@ -92,6 +129,7 @@ impl Outputs {
             }
         }
         Ok(Outputs {
+            snapshots: None,
             sinks,
             stage,
             progress,
@@ -100,6 +138,13 @@ impl Outputs {
             barriers: BarrierCount::default(),
             report: OutputsReport::default(),
         })
+    }
+
+    /// Writes a snapshot at every checkpoint barrier (see [`crate::snapshot`]) into `dir`,
+    /// once the barrier is acknowledged; `source` names the source in it.
+    pub fn with_snapshots(mut self, dir: SnapshotDir, source: &str) -> Outputs {
+        self.snapshots = Some(Snapshots::start(dir, source.to_string(), self.metrics.clone()));
+        self
     }
 
     /// Runs until the workers' channel closes, then delivers what is left and closes the
@@ -119,7 +164,10 @@ impl Outputs {
             for s in &mut self.sinks {
                 s.tick()?;
             }
-            self.acks.poll(&mut self.sinks, &self.progress)?;
+            let delivered = self.acks.poll(&mut self.sinks, &self.progress)?;
+            if let Some(s) = self.snapshots.as_mut() {
+                s.delivered(delivered);
+            }
             if last_health.elapsed() > Duration::from_secs(1) {
                 self.publish_health();
                 last_health = Instant::now();
@@ -147,6 +195,16 @@ impl Outputs {
                 }
             }
             Output::DeadLetter(d) => self.write_dead_letter(&d)?,
+            Output::Checkpoint(start) => {
+                if let Some(s) = self.snapshots.as_mut() {
+                    s.begin(start);
+                }
+            }
+            Output::State { seq, rules, .. } => {
+                if let Some(s) = self.snapshots.as_mut() {
+                    s.worker_state(seq, rules);
+                }
+            }
             Output::Barrier { seq, workers, watermark, .. } => {
                 if let Some(watermark) = self.barriers.arrived(seq, workers, watermark) {
                     // Everything before the watermark has arrived: the stage may process it.
@@ -159,6 +217,18 @@ impl Outputs {
                     }
                     let frontier = self.stage.as_ref().and_then(CaseStageRunner::checkpoint);
                     self.acks.completed(seq, frontier);
+                    if let Some(s) = self.snapshots.as_mut() {
+                        // The stage has taken everything before the barrier: its state
+                        // belongs to the same cut as the workers'.
+                        let stage = self.stage.as_ref().map(CaseStageRunner::snapshot).transpose().map_err(|e| {
+                            SinkError::new(
+                                "case stage",
+                                ErrorClass::Internal,
+                                format!("snapshot of the case stage: {e}"),
+                            )
+                        })?;
+                        s.complete(seq, stage);
+                    }
                     self.metrics.barriers_acked.fetch_add(1, Ordering::Relaxed);
                     if let Some(stage) = &self.stage {
                         publish_stage(&self.metrics, &stage.stats());
@@ -254,7 +324,10 @@ impl Outputs {
         }
         // Everything is delivered and checkpointed: the last barrier is acknowledged (a
         // live source waits for it to acknowledge its input).
-        self.acks.poll(&mut self.sinks, &self.progress)?;
+        let delivered = self.acks.poll(&mut self.sinks, &self.progress)?;
+        if let Some(mut s) = self.snapshots.take() {
+            s.finish(delivered);
+        }
         self.publish_health();
         if let Some(stage) = &self.stage {
             let stats = stage.stats();

@@ -13,11 +13,17 @@
 //! - a stop request (SIGTERM, Ctrl-C) stops a live source gracefully: intake stops (an
 //!   HTTP server answers 503), what the source had already taken is pushed, then a last
 //!   barrier, a bounded wait for the sinks to acknowledge it, the source acknowledges its
-//!   input, and the engine stops without closing windows. Open windows are not saved:
-//!   sources that resend unacknowledged input (Kafka replays from its committed offsets)
-//!   rebuild them after a restart; for MQTT, HTTP and pipes the state of windows still
-//!   open at the stop is lost (alerts already sent are not). A bounded input is finished
-//!   as at its end.
+//!   input, and the engine stops without closing windows. A bounded input is finished as
+//!   at its end.
+//!
+//! With [`DriveOptions::checkpoint_interval`], the first barrier after each interval is a
+//! checkpoint barrier (see [`crate::snapshot`]) if the source can say where it is
+//! ([`Source::position`]: files and the generator), and so is the barrier before the end
+//! of a bounded input (the state before the end closes its windows, so a run on the same
+//! input grown longer goes on from there). Without a snapshot, open windows are not saved:
+//! sources that resend unacknowledged input (Kafka replays from its committed offsets)
+//! rebuild them after a restart; for MQTT, HTTP and pipes the state of windows still open
+//! at the stop is lost (alerts already sent are not).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -109,6 +115,24 @@ pub trait Source: Send {
         None
     }
 
+    /// The position after everything pushed so far, in the source's own encoding, for a
+    /// snapshot (see [`crate::snapshot`]); `None` if the source cannot resume from one
+    /// (then no snapshot is taken).
+    fn position(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Resumes reading after `position`, as [`Source::position`] wrote it in a snapshot
+    /// of a run of the same source; before the first poll.
+    fn resume(&mut self, position: &[u8]) -> Result<(), SourceError> {
+        let _ = position;
+        Err(SourceError::new(
+            self.name(),
+            ErrorClass::Config,
+            "this source cannot resume from a snapshot: remove `checkpoint` from the config or move its state directory away",
+        ))
+    }
+
     /// Messages (or lines) received, for the summary.
     fn received(&self) -> u64;
 
@@ -182,6 +206,9 @@ pub struct DriveOptions {
     pub until_idle: Option<Duration>,
     /// Stopping a live source: how long to wait for the sinks to acknowledge.
     pub stop_wait: Duration,
+    /// Take a snapshot at the first barrier after this much time since the last one (and
+    /// at the end of the input, and at a graceful stop); `None`: no snapshots.
+    pub checkpoint_interval: Option<Duration>,
 }
 
 impl Default for DriveOptions {
@@ -191,6 +218,7 @@ impl Default for DriveOptions {
             barrier_interval: Duration::from_millis(100),
             until_idle: None,
             stop_wait: Duration::from_secs(10),
+            checkpoint_interval: None,
         }
     }
 }
@@ -222,6 +250,15 @@ pub fn drive(
     let mut since_barrier = 0u64;
     let mut last_barrier = clock.now();
     let mut last_idle_check = last_barrier;
+    let mut last_checkpoint = Instant::now();
+    // A checkpoint barrier if snapshots are on and the source can say where it is.
+    let barrier = |pipeline: &mut Pipeline, source: &mut dyn Source, seq: u64, checkpoint: bool| match source
+        .position()
+        .filter(|_| checkpoint && options.checkpoint_interval.is_some())
+    {
+        Some(position) => pipeline.checkpoint(seq, position),
+        None => pipeline.barrier(seq).map(|_| ()),
+    };
     // `until_idle` counts from the first input on: a live source may start before its data.
     let mut last_data: Option<Instant> = None;
     let interrupted = loop {
@@ -250,7 +287,11 @@ pub fn drive(
                 // A recording's silent streams follow its event time (see the method).
                 pipeline.advance_idle_by_event_time()?;
             }
-            pipeline.barrier(seq)?;
+            let checkpoint = options.checkpoint_interval.is_some_and(|i| last_checkpoint.elapsed() >= i);
+            if checkpoint {
+                last_checkpoint = Instant::now();
+            }
+            barrier(&mut pipeline, source, seq, checkpoint)?;
             source.barrier(seq);
             since_barrier = 0;
             last_barrier = now;
@@ -296,7 +337,7 @@ pub fn drive(
             }
         }
         seq += 1;
-        pipeline.barrier(seq)?;
+        barrier(&mut pipeline, source, seq, true)?;
         source.barrier(seq);
         let started = Instant::now();
         while progress.acked() < seq && started.elapsed() < options.stop_wait {
@@ -314,7 +355,14 @@ pub fn drive(
         return Ok(Driven { report, interrupted });
     }
     // The end of the input (or a bounded input stopped on request): windows close at the
-    // last event time; the last barrier releases the case stage up to the end.
+    // last event time; the last barrier releases the case stage up to the end. Before
+    // that, a snapshot of the state as it is — not with the windows closed — so a run on
+    // the same input grown longer goes on from here.
+    if options.checkpoint_interval.is_some() {
+        seq += 1;
+        barrier(&mut pipeline, source, seq, true)?;
+        source.barrier(seq);
+    }
     seq += 1;
     let report = pipeline.finish_with_barrier(Some(seq))?;
     let started = Instant::now();

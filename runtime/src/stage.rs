@@ -72,6 +72,17 @@ impl CaseStageRunner {
         self.stage.restore(from.open_cases, from.frontier);
     }
 
+    /// Takes the state of a snapshot (see [`gridwatch_cases::CaseStage::snapshot`]) instead
+    /// of resuming from the case store.
+    pub fn restore_snapshot(&mut self, bytes: &[u8]) -> Result<(), serde_json::Error> {
+        self.stage.restore_snapshot(bytes)
+    }
+
+    /// The stage's state for a snapshot.
+    pub fn snapshot(&self) -> Result<Vec<u8>, serde_json::Error> {
+        self.stage.snapshot()
+    }
+
     /// Feeds what the feedback inputs delivered into the stage; returns the records that
     /// are not feedback. With `settle`, first waits for the inputs to go quiet (the end of
     /// a bounded run).

@@ -57,6 +57,29 @@ impl FileSource {
     }
 }
 
+/// How many leading bytes of a file its position vouches for.
+const HEAD_BYTES: u64 = 4096;
+
+/// Where a snapshot of a file run stopped reading.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct FilePosition {
+    /// Byte offset of the next line.
+    offset: u64,
+    /// Lines read before it.
+    line: u64,
+    /// xxh3 of the file's first `min(offset, 4096)` bytes.
+    head: u64,
+    /// Lines received, and of them naming no stream (the summary goes on counting).
+    received: u64,
+    unknown: u64,
+}
+
+fn head_hash(path: &Path, offset: u64) -> std::io::Result<u64> {
+    let mut head = Vec::new();
+    File::open(path)?.take(offset.min(HEAD_BYTES)).read_to_end(&mut head)?;
+    Ok(xxhash_rust::xxh3::xxh3_64(&head))
+}
+
 /// Pushes one line into its stream, or dead-letters it if it names none.
 /// `arrival`: when a line of live input (a pipe) was read; `None` for a replayed file.
 fn push_line(
@@ -174,6 +197,46 @@ impl Source for FileSource {
                 Ok(Polled::Data)
             }
         }
+    }
+
+    /// A regular file's position: the byte offset and line number of the next line, with
+    /// a hash of the bytes before it (up to 4 KiB) so that a resume on another file is
+    /// caught. A pipe has none: what it sent cannot be read again.
+    fn position(&self) -> Option<Vec<u8>> {
+        let Input::File(f) = &self.input else { return None };
+        let (offset, line) = f.position();
+        let head = head_hash(&self.path, offset).ok()?;
+        let position = FilePosition { offset, line, head, received: self.counts.0, unknown: self.counts.1 };
+        serde_json::to_vec(&position).ok()
+    }
+
+    fn resume(&mut self, position: &[u8]) -> Result<(), SourceError> {
+        let fail = |class, message: String| SourceError::new("file", class, message);
+        let Input::File(f) = &mut self.input else {
+            return Err(fail(
+                ErrorClass::Config,
+                format!("`{}` is not a regular file: a snapshot cannot say where to go on in it", self.path.display()),
+            ));
+        };
+        let p: FilePosition = serde_json::from_slice(position)
+            .map_err(|e| fail(ErrorClass::Config, format!("the snapshot's file position cannot be read: {e}")))?;
+        let len = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        let same = len >= p.offset && head_hash(&self.path, p.offset).is_ok_and(|h| h == p.head);
+        if !same {
+            return Err(fail(
+                ErrorClass::Config,
+                format!(
+                    "`{}` is not the file the snapshot was taken on (its first {} bytes differ, or it is shorter than the snapshot's position, byte {} at line {}): give that file, or move the state directory away to start over",
+                    self.path.display(),
+                    p.offset.min(HEAD_BYTES),
+                    p.offset,
+                    p.line
+                ),
+            ));
+        }
+        f.seek(p.offset, p.line).map_err(|e| fail(ErrorClass::External, e.to_string()))?;
+        self.counts = (p.received, p.unknown);
+        Ok(())
     }
 
     fn received(&self) -> u64 {

@@ -54,6 +54,31 @@ impl Source for GeneratorSource {
         Ok(Polled::Data)
     }
 
+    /// Events generated so far (with the settings, the generator is deterministic: a
+    /// resume generates them again and skips them).
+    fn position(&self) -> Option<Vec<u8>> {
+        serde_json::to_vec(&serde_json::json!({ "events": self.received, "unknown": self.unknown })).ok()
+    }
+
+    fn resume(&mut self, position: &[u8]) -> Result<(), SourceError> {
+        let bad = |m: String| SourceError::new("generator", gridwatch_runtime::ErrorClass::Config, m);
+        let p: serde_json::Value = serde_json::from_slice(position)
+            .map_err(|e| bad(format!("the snapshot's position cannot be read: {e}")))?;
+        let (Some(events), Some(unknown)) = (p["events"].as_u64(), p["unknown"].as_u64()) else {
+            return Err(bad(format!("the snapshot's position is not a generator's: {p}")));
+        };
+        for skipped in 0..events {
+            if self.generator.next_event().is_none() {
+                return Err(bad(format!(
+                    "the generator ends after {skipped} events, before the snapshot's position ({events}): the generator settings (duration, seed) changed since; restore them, or move the state directory away"
+                )));
+            }
+        }
+        self.received = events;
+        self.unknown = unknown;
+        Ok(())
+    }
+
     fn received(&self) -> u64 {
         self.received
     }

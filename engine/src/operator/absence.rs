@@ -12,13 +12,15 @@
 use std::sync::Arc;
 
 use arrow::array::ArrayRef;
+use serde::{Deserialize, Serialize};
 
 use super::{BatchInput, Operator, Timers, for_each_selected, key_columns, selected_rows};
 use crate::alert::{Alert, AlertParts, AlertState};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::keys::{KeyTable, row_to_json, write_key};
 use crate::plan::{RuleKind, RulePlan};
 use crate::schema::StreamDef;
+use crate::state::KeyStates;
 use crate::time::{Millis, format_timestamp};
 
 #[derive(Debug)]
@@ -28,6 +30,22 @@ struct KeyState {
     armed: Option<Millis>,
     firing: bool,
     episode_start: Millis,
+    notifications: u32,
+}
+
+/// One key's state in a snapshot ([`crate::state`]): its [`KeyState`] field for field.
+#[derive(Debug, Serialize, Deserialize)]
+struct AbsenceRecord {
+    /// Newest event time the key sent (the silence is measured from it).
+    last_seen: Millis,
+    /// Due time of the key's live timer (first deadline or re-notification), scheduled
+    /// again on restore; the heap's stale entries are not needed.
+    armed: Option<Millis>,
+    /// The key is silent and has fired; its next event resolves.
+    firing: bool,
+    /// When the silence episode fired (its alert id).
+    episode_start: Millis,
+    /// Notifications of the episode so far.
     notifications: u32,
 }
 
@@ -174,5 +192,46 @@ impl Operator for AbsenceOperator {
 
     fn key_count(&self) -> usize {
         self.keys.len()
+    }
+
+    fn snapshot(&self, out: &mut KeyStates) -> Result<()> {
+        // Every key has state: its last event time.
+        for slot in 0..self.keys.len() as u32 {
+            let (key, st) = self.keys.entry(slot);
+            let record = AbsenceRecord {
+                last_seen: st.last_seen,
+                armed: st.armed,
+                firing: st.firing,
+                episode_start: st.episode_start,
+                notifications: st.notifications,
+            };
+            out.push(key, &record)?;
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, key: &str, record: &[u8]) -> Result<()> {
+        let r: AbsenceRecord = crate::state::decode(&self.rule.meta.id, key, record)?;
+        let known = self.keys.len();
+        let state = KeyState {
+            last_seen: r.last_seen,
+            armed: r.armed,
+            firing: r.firing,
+            episode_start: r.episode_start,
+            notifications: r.notifications,
+        };
+        let slot = self.keys.slot(key, || state);
+        if self.keys.len() == known {
+            // A second timer would be armed for one key.
+            return Err(EngineError::BadState {
+                rule: self.rule.meta.id.to_string(),
+                key: key.to_string(),
+                reason: "the key is restored twice".into(),
+            });
+        }
+        if let Some(due) = r.armed {
+            self.timers.schedule(due, slot);
+        }
+        Ok(())
     }
 }

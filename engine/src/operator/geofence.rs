@@ -18,14 +18,16 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::Float64Type;
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use super::{BatchInput, Operator, eval_predicate, for_each_selected, key_columns, selected_rows};
 use crate::alert::{Alert, AlertParts, AlertState};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::keys::{KeyTable, row_to_json, write_key};
 use crate::plan::{GeofenceEvent, GeofencePlan, RuleKind, RulePlan};
 use crate::schema::StreamDef;
+use crate::state::KeyStates;
 use crate::time::{Millis, format_timestamp};
 use crate::zones::ZoneSet;
 
@@ -73,6 +75,56 @@ struct KeyState {
     members: SmallVec<[Member; 2]>,
     pending: SmallVec<[Pending; 2]>,
     levels: SmallVec<[Level; 1]>,
+}
+
+/// One key's state in a snapshot ([`crate::state`]): its [`KeyState`], with zones named
+/// by id rather than by their position in the zone set.
+#[derive(Debug, Serialize, Deserialize)]
+struct GeofenceRecord {
+    /// Zones the entity is in, in membership order.
+    members: Vec<MemberRecord>,
+    /// Zones the entity is confirming an entry into.
+    pending: Vec<PendingRecord>,
+    /// Levels that hold (started, firing or not); each non-firing one has its `for` timer
+    /// scheduled again on restore.
+    levels: Vec<LevelRecord>,
+}
+
+/// A [`Member`] in a [`GeofenceRecord`].
+#[derive(Debug, Serialize, Deserialize)]
+struct MemberRecord {
+    /// Zone id.
+    zone: String,
+    /// When the entity entered (its first confirming point).
+    since: Millis,
+    /// Consecutive points clearly outside (a pending exit) and the time of the first.
+    leaving: u32,
+    leaving_since: Millis,
+}
+
+/// A [`Pending`] entry in a [`GeofenceRecord`].
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingRecord {
+    /// Zone id.
+    zone: String,
+    /// First point deep enough inside, and how many there have been in a row.
+    first_seen: Millis,
+    points: u32,
+}
+
+/// A [`Level`] in a [`GeofenceRecord`].
+#[derive(Debug, Serialize, Deserialize)]
+struct LevelRecord {
+    /// Zone id; `None` for an entity-wide level (outside, corridor).
+    zone: Option<String>,
+    /// Start of the level's stopwatch (and of its alert's episode).
+    since: Millis,
+    /// The level has fired.
+    firing: bool,
+    /// Where and when it started (time, lon, lat), for evidence.
+    start: (Millis, f64, f64),
+    /// Latest distance or speed while it holds.
+    measure: Option<f64>,
 }
 
 /// Operator for geofence rules.
@@ -449,5 +501,87 @@ impl Operator for GeofenceOperator {
 
     fn key_count(&self) -> usize {
         self.keys.len()
+    }
+
+    fn snapshot(&self, out: &mut KeyStates) -> Result<()> {
+        let zones = &self.plan.zones.zones;
+        let id = |z: u32| zones[z as usize].id.clone();
+        for slot in 0..self.keys.len() as u32 {
+            let (key, st) = self.keys.entry(slot);
+            if st.members.is_empty() && st.pending.is_empty() && st.levels.is_empty() {
+                continue; // as a key never seen
+            }
+            let record = GeofenceRecord {
+                members: (st.members.iter())
+                    .map(|m| MemberRecord {
+                        zone: id(m.zone),
+                        since: m.since,
+                        leaving: m.leaving,
+                        leaving_since: m.leaving_since,
+                    })
+                    .collect(),
+                pending: (st.pending.iter())
+                    .map(|p| PendingRecord { zone: id(p.zone), first_seen: p.first_seen, points: p.points })
+                    .collect(),
+                levels: (st.levels.iter())
+                    .map(|l| LevelRecord {
+                        zone: (l.zone != WHOLE).then(|| id(l.zone)),
+                        since: l.since,
+                        firing: l.firing,
+                        start: l.start,
+                        measure: l.measure,
+                    })
+                    .collect(),
+            };
+            out.push(key, &record)?;
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, key: &str, record: &[u8]) -> Result<()> {
+        let r: GeofenceRecord = crate::state::decode(&self.rule.meta.id, key, record)?;
+        // Zones are found by id, so a zone file whose order changed still fits. State in a
+        // zone the set no longer has is dropped: nothing can be inside a zone that is gone
+        // (a fresh start would not know of it either).
+        let index = |zone: &str| self.route_index.get(zone).copied();
+        let mut st = KeyState::default();
+        for m in &r.members {
+            if let Some(zone) = index(&m.zone) {
+                st.members.push(Member { zone, since: m.since, leaving: m.leaving, leaving_since: m.leaving_since });
+            }
+        }
+        for p in &r.pending {
+            if let Some(zone) = index(&p.zone) {
+                st.pending.push(Pending { zone, first_seen: p.first_seen, points: p.points });
+            }
+        }
+        for l in r.levels {
+            let zone = match &l.zone {
+                None => WHOLE,
+                Some(id) => match index(id) {
+                    Some(zone) => zone,
+                    None => continue,
+                },
+            };
+            st.levels.push(Level { zone, since: l.since, firing: l.firing, start: l.start, measure: l.measure });
+        }
+        let known = self.keys.len();
+        let for_ms = self.plan.for_ms;
+        // A level that has not fired has exactly one live timer, at `since + for` (a level
+        // due at its start fires on that row instead).
+        let due: SmallVec<[(Millis, u32); 2]> =
+            (st.levels.iter()).filter(|l| !l.firing && for_ms > 0).map(|l| (l.since + for_ms, l.zone)).collect();
+        let slot = self.keys.slot(key, || st);
+        if self.keys.len() == known {
+            return Err(EngineError::BadState {
+                rule: self.rule.meta.id.to_string(),
+                key: key.to_string(),
+                reason: "the key is restored twice".into(),
+            });
+        }
+        for (due, zone) in due {
+            self.timers.push(Reverse((due, slot, zone)));
+        }
+        Ok(())
     }
 }

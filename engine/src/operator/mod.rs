@@ -33,6 +33,7 @@ use crate::alert::Alert;
 use crate::error::{EngineError, Result};
 use crate::plan::{Predicate, RuleKind, RulePlan};
 use crate::schema::StreamDef;
+use crate::state::KeyStates;
 use crate::time::Millis;
 
 /// One batch as an operator sees it.
@@ -106,6 +107,14 @@ pub trait Operator: Send {
     fn partials_dropped(&self) -> u64 {
         0
     }
+    /// Writes the state of every key that has any, one record per key (see
+    /// [`crate::state`]): episodes, stopwatches, panes, timers' deadlines, held rows,
+    /// memberships, partial matches — everything the next row or watermark depends on.
+    fn snapshot(&self, out: &mut KeyStates) -> Result<()>;
+    /// Restores one key's record as [`Operator::snapshot`] wrote it, possibly in another
+    /// worker of a run with another worker count; keys come in any order, each once, into
+    /// an operator that has seen no input. Schedules the key's timers.
+    fn restore(&mut self, key: &str, record: &[u8]) -> Result<()>;
 }
 
 /// Builds the operator for a rule; `streams` are the plan's streams.

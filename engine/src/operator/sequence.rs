@@ -20,6 +20,9 @@
 //! [`ByteSlab`] (each link: the previous link, the step, the row), so extending a match
 //! copies one row and allocates nothing per event.
 
+#[path = "sequence_state.rs"]
+mod state;
+
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -33,6 +36,7 @@ use crate::keys::{ByteSlab, KeyTable, SlabRef, compact_cell, compact_row_into, c
 use crate::plan::{RuleKind, RulePlan, SequencePlan};
 use crate::rowexpr::RowSource;
 use crate::schema::StreamDef;
+use crate::state::KeyStates;
 use crate::time::{Millis, WATERMARK_START};
 
 /// A row waiting for every input's watermark to pass it.
@@ -636,6 +640,14 @@ impl Operator for SequenceOperator {
     fn partials_dropped(&self) -> u64 {
         self.dropped
     }
+
+    fn snapshot(&self, out: &mut KeyStates) -> Result<()> {
+        self.snapshot_keys(out)
+    }
+
+    fn restore(&mut self, key: &str, record: &[u8]) -> Result<()> {
+        self.restore_key(key, record)
+    }
 }
 
 #[cfg(test)]
@@ -649,3 +661,7 @@ mod memory_tests {
         assert_eq!(std::mem::size_of::<Partial>(), 56);
     }
 }
+
+#[cfg(test)]
+#[path = "snapshot_tests_b.rs"]
+mod snapshot_tests_b;

@@ -13,7 +13,7 @@ use crate::schema::{FieldDef, FieldType, StreamDef};
 use crate::testutil::predicate;
 use crate::time::Millis;
 
-fn stream(name: &str, ooo: Millis) -> Arc<StreamDef> {
+pub(crate) fn stream(name: &str, ooo: Millis) -> Arc<StreamDef> {
     let fields = vec![
         FieldDef::new("ts", FieldType::Timestamp, true),
         FieldDef::new("id", FieldType::String, true),
@@ -23,12 +23,12 @@ fn stream(name: &str, ooo: Millis) -> Arc<StreamDef> {
     Arc::new(StreamDef { max_out_of_orderness_ms: ooo, ..StreamDef::new(name, fields, 0, vec![1]) })
 }
 
-fn ev(ts: Millis, id: &str, kind: &str, value: f64) -> String {
+pub(crate) fn ev(ts: Millis, id: &str, kind: &str, value: f64) -> String {
     format!(r#"{{"ts":{ts},"id":"{id}","kind":"{kind}","value":{value}}}"#)
 }
 
 /// A step on stream `input` (0: a, 1: b) matching `kind = '<kind>'` (any event if None).
-fn step(name: &str, input: usize, kind: Option<&str>) -> SequenceStep {
+pub(crate) fn step(name: &str, input: usize, kind: Option<&str>) -> SequenceStep {
     let schema = stream("x", 0).arrow_schema();
     SequenceStep {
         name: name.into(),
@@ -73,6 +73,8 @@ fn run(rule: &RulePlan, events: &[(usize, String)], workers: usize, batch_size: 
         for o in rx {
             match o {
                 Output::Alerts(a) => alerts.extend(a),
+                // Snapshots are the runtime's business.
+                Output::Checkpoint(_) | Output::State { .. } => {}
                 Output::RuleError { rule, message } => panic!("rule {rule} failed: {message}"),
                 _ => {}
             }

@@ -14,15 +14,17 @@ use std::sync::Arc;
 
 use arrow::array::ArrayRef;
 use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
 
 use super::{BatchInput, Operator, Timers, eval_predicate, key_columns, selected_rows};
 use crate::alert::{Alert, AlertParts, AlertState};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::keys::{
     ByteSlab, KeyTable, SlabRef, cell_to_json, compact_row_into, compact_row_to_json, row_to_json, write_key,
 };
 use crate::plan::{RuleKind, RulePlan, ThresholdPlan};
 use crate::schema::StreamDef;
+use crate::state::KeyStates;
 use crate::time::Millis;
 
 #[derive(Debug)]
@@ -58,6 +60,48 @@ impl Default for KeyState {
             last_end: Millis::MIN,
         }
     }
+}
+
+/// One key's state in a snapshot ([`crate::state`]): its [`KeyState`] field for field,
+/// with the start event and the held rows copied out of the operator's slabs.
+#[derive(Debug, Serialize, Deserialize)]
+struct ThresholdRecord {
+    /// An episode is open and waiting for its `for` duration or its consecutive count; the
+    /// `for` timer at `since + for` is scheduled again from it.
+    pending: bool,
+    /// The episode has fired and not resolved.
+    firing: bool,
+    /// Start of the open episode (its alert id), and the stopwatch's origin.
+    since: Millis,
+    /// When the last notification went out (re-notification schedule).
+    last_notify: Millis,
+    /// Notifications of the firing episode so far.
+    notifications: u32,
+    /// Consecutive events satisfying the condition.
+    streak: u32,
+    /// The compact row of the episode's start event (evidence); `None` where the key has
+    /// none (no open episode), which renders differently from an empty row.
+    start_event: Option<Vec<u8>>,
+    /// When the last episode resolved (`Millis::MIN` if none has).
+    last_end: Millis,
+    /// `order: event_time`: the key's rows still waiting for the watermark.
+    held: Vec<HeldRecord>,
+}
+
+/// A held row of an `order: event_time` rule, in a [`ThresholdRecord`].
+#[derive(Debug, Serialize, Deserialize)]
+struct HeldRecord {
+    /// Event time.
+    t: Millis,
+    /// Arrival number: orders rows of equal time as they arrived; the operator's arrival
+    /// counter resumes above every restored one.
+    seq: u64,
+    /// The condition held on the row.
+    holds: bool,
+    /// The clear condition (or the negated condition) held on the row.
+    clears: bool,
+    /// The row, compact ([`compact_row_into`]).
+    row: Vec<u8>,
 }
 
 /// Operator for threshold rules.
@@ -410,4 +454,85 @@ impl Operator for ThresholdOperator {
     fn key_count(&self) -> usize {
         self.keys.len()
     }
+
+    fn snapshot(&self, out: &mut KeyStates) -> Result<()> {
+        // Held rows are in one heap for all keys: sort them out per key first.
+        let mut held: Vec<Vec<HeldRecord>> = (0..self.keys.len()).map(|_| Vec::new()).collect();
+        for Reverse(h) in self.held.iter() {
+            let row = self.held_rows.get(h.row).to_vec();
+            held[h.slot as usize].push(HeldRecord { t: h.t, seq: h.seq, holds: h.holds, clears: h.clears, row });
+        }
+        for (slot, rows) in held.iter_mut().enumerate() {
+            // The heap's order is arbitrary: sorted, the same state always writes the same bytes.
+            rows.sort_by_key(|h| (h.t, h.seq));
+            let (key, st) = self.keys.entry(slot as u32);
+            // An idle key that never ended an episode is what a fresh key is (its stale
+            // `since` is overwritten when an episode starts): nothing to write.
+            if !st.pending && !st.firing && st.streak == 0 && st.last_end == Millis::MIN && rows.is_empty() {
+                continue;
+            }
+            let record = ThresholdRecord {
+                pending: st.pending,
+                firing: st.firing,
+                since: st.since,
+                last_notify: st.last_notify,
+                notifications: st.notifications,
+                streak: st.streak,
+                start_event: st.start_event.is_some().then(|| self.start_events.get(st.start_event).to_vec()),
+                last_end: st.last_end,
+                held: std::mem::take(rows),
+            };
+            out.push(key, &record)?;
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, key: &str, record: &[u8]) -> Result<()> {
+        let r: ThresholdRecord = crate::state::decode(&self.rule.meta.id, key, record)?;
+        let known = self.keys.len();
+        let slot = self.keys.slot(key, KeyState::default);
+        if self.keys.len() == known {
+            // Restoring over live state would leak its slab entries and miscount `active`.
+            return Err(EngineError::BadState {
+                rule: self.rule.meta.id.to_string(),
+                key: key.to_string(),
+                reason: "the key is restored twice".into(),
+            });
+        }
+        let start_event = match &r.start_event {
+            Some(bytes) => self.start_events.insert(bytes),
+            None => SlabRef::NONE,
+        };
+        *self.keys.state_mut(slot) = KeyState {
+            pending: r.pending,
+            firing: r.firing,
+            since: r.since,
+            last_notify: r.last_notify,
+            notifications: r.notifications,
+            streak: r.streak,
+            start_event,
+            last_end: r.last_end,
+        };
+        if r.pending || r.firing {
+            self.active += 1;
+        }
+        // The only timer that can still matter is the open stopwatch's: the others were
+        // reset or fired (a timer already popped without firing, waiting for the count, pops
+        // again to the same no-op).
+        let for_ms = self.plan().for_ms;
+        if r.pending && for_ms > 0 {
+            self.timers.schedule(r.since + for_ms, slot);
+        }
+        for h in r.held {
+            let row = self.held_rows.insert(&h.row);
+            // New rows must come after every restored one of equal time.
+            self.arrivals = self.arrivals.max(h.seq);
+            self.held.push(Reverse(Held { t: h.t, seq: h.seq, slot, holds: h.holds, clears: h.clears, row }));
+        }
+        Ok(())
+    }
 }
+
+#[cfg(test)]
+#[path = "snapshot_tests_a.rs"]
+mod snapshot_tests_a;

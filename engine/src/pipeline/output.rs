@@ -76,6 +76,18 @@ pub enum Output {
         /// minimum over the workers, so stages behind the workers can order by event time.
         watermark: Millis,
     },
+    /// The pipeline's part of checkpoint barrier `seq` (see [`super::snapshot`]).
+    Checkpoint(Box<super::CheckpointStart>),
+    /// A worker's state at checkpoint barrier `seq`, per rule in plan order; sent just
+    /// before its [`Output::Barrier`] for `seq`.
+    State {
+        /// The barrier.
+        seq: u64,
+        /// The worker.
+        worker: usize,
+        /// Per rule of the plan, the keys this worker owns.
+        rules: Vec<crate::state::KeyStates>,
+    },
     /// A rule failed on a batch; its other batches and the other rules go on.
     RuleError {
         /// Rule id.

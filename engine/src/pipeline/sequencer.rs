@@ -68,6 +68,16 @@ impl Sequencing {
         self.chunk.raw.positions.get(self.next_payload).copied()
     }
 
+    /// The chunk's payloads.
+    pub(super) fn raw(&self) -> &crate::ingest::RawChunk {
+        &self.chunk.raw
+    }
+
+    /// Index of the first payload not sequenced yet.
+    pub(super) fn next_payload(&self) -> usize {
+        self.next_payload
+    }
+
     fn done(&self) -> bool {
         self.next_payload >= self.chunk.raw.len()
     }

@@ -21,7 +21,8 @@ pub(super) enum WorkerMsg {
         /// Moved by replayed input.
         replayed: bool,
     },
-    Barrier(u64, Millis),
+    /// Emit [`Output::Barrier`] (and, with `snapshot`, [`Output::State`] before it).
+    Barrier { seq: u64, watermark: Millis, snapshot: bool },
     /// A bounded input ended: operators that hold rows back evaluate the rest.
     EndOfInput,
 }
@@ -49,6 +50,7 @@ fn suppress_replayed(alerts: &mut Vec<Alert>, from: usize, until: Millis) -> u64
 
 pub(super) fn run_worker(
     plan: &Plan,
+    mut ops: Vec<Box<dyn Operator>>,
     rx: &Receiver<WorkerMsg>,
     out: &Sender<Output>,
     replay_until: &[Millis],
@@ -56,8 +58,6 @@ pub(super) fn run_worker(
 ) -> WorkerReport {
     let mut replay_suppressed = 0;
     let mut busy_ns = 0u64;
-    let mut ops: Vec<Box<dyn Operator>> =
-        plan.rules.iter().map(|r| operator::build(r.clone(), &plan.streams)).collect();
     let groups: Vec<Vec<KeyGroup>> = (0..plan.streams.len()).map(|s| plan.key_groups(s)).collect();
     let mut alerts = Vec::new();
     let where_cache = WhereCache::default();
@@ -120,13 +120,33 @@ pub(super) fn run_worker(
                     }
                 }
             }
-            WorkerMsg::Barrier(seq, watermark) => {
+            WorkerMsg::Barrier { seq, watermark, snapshot } => {
                 // Rows held back by a sequence rule raise alerts dated before the
                 // watermark: the barrier's frontier must not pass them.
                 let floor = ops.iter().filter_map(|o| o.alert_floor()).min();
                 let watermark = floor.map_or(watermark, |f| f.min(watermark));
                 if !alerts.is_empty() && out.send(Output::Alerts(std::mem::take(&mut alerts))).is_err() {
                     break;
+                }
+                if snapshot {
+                    let rules = ops
+                        .iter()
+                        .enumerate()
+                        .map(|(r, op)| {
+                            let mut keys = crate::state::KeyStates::default();
+                            op.snapshot(&mut keys).map(|()| keys).map_err(|e| (r, e))
+                        })
+                        .collect::<std::result::Result<Vec<_>, _>>();
+                    let state = match rules {
+                        Ok(rules) => Output::State { seq, worker, rules },
+                        Err((r, e)) => Output::RuleError {
+                            rule: plan.rules[r].meta.id.to_string(),
+                            message: format!("snapshot failed: {e}"),
+                        },
+                    };
+                    if out.send(state).is_err() {
+                        break;
+                    }
                 }
                 if out.send(Output::Barrier { seq, worker, workers, watermark }).is_err() {
                     break;

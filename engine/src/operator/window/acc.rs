@@ -12,6 +12,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Builder, Int64Builder};
 use rustc_hash::FxHashSet;
 
+use super::state::AccRecord;
 use crate::plan::{AggFunc, Aggregate};
 use crate::time::Millis;
 
@@ -139,6 +140,45 @@ impl Acc {
         distinct.iter_mut().for_each(|d| d.clear());
         values.iter_mut().for_each(|v| v.clear());
         *self = Acc { distinct, values, ..Acc::new(Needs { moments: self.moments, ..Needs::default() }) };
+    }
+
+    /// Its state as a snapshot record ([`super::state`]); distinct hashes sorted, so equal
+    /// accumulators give equal bytes.
+    pub fn to_record(&self) -> AccRecord {
+        let mut distinct: Option<Vec<u64>> = self.distinct.as_ref().map(|d| d.iter().copied().collect());
+        if let Some(d) = distinct.as_mut() {
+            d.sort_unstable();
+        }
+        AccRecord {
+            n: self.n,
+            sum: self.sum,
+            min: self.min,
+            max: self.max,
+            first: self.first,
+            last: self.last,
+            mean: self.mean,
+            m2: self.m2,
+            moments: self.moments,
+            distinct,
+            values: self.values.clone(),
+        }
+    }
+
+    /// The accumulator a record of [`Acc::to_record`] describes.
+    pub fn from_record(r: AccRecord) -> Acc {
+        Acc {
+            n: r.n,
+            sum: r.sum,
+            min: r.min,
+            max: r.max,
+            first: r.first,
+            last: r.last,
+            mean: r.mean,
+            m2: r.m2,
+            moments: r.moments,
+            distinct: r.distinct.map(|d| d.into_iter().collect()),
+            values: r.values,
+        }
     }
 
     /// Sample standard deviation.

@@ -28,6 +28,7 @@
 
 mod acc;
 mod shapes;
+mod state;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -45,6 +46,7 @@ use crate::error::Result;
 use crate::keys::{KeyTable, write_key};
 use crate::plan::{RuleKind, RulePlan, WindowPlan, WindowShape};
 use crate::schema::StreamDef;
+use crate::state::KeyStates;
 use crate::time::{Millis, format_timestamp};
 use acc::{Acc, ColBuilder, Needs};
 
@@ -281,6 +283,14 @@ impl WindowOperator {
 
     /// Count windows: holds the row in `cells` until the watermark passes it.
     fn hold(&mut self, slot: u32, t: Millis) {
+        let base = self.store_cells();
+        self.arrivals += 1;
+        self.held.push(Reverse(Held { t, seq: self.arrivals, slot, base }));
+    }
+
+    /// Copies `cells` into a free block of `held_cells`; returns its index.
+    #[inline]
+    fn store_cells(&mut self) -> u32 {
         let k = self.inputs.len();
         let base = match self.free_cells.pop() {
             Some(b) => b,
@@ -290,8 +300,7 @@ impl WindowOperator {
             }
         };
         self.held_cells[base as usize..base as usize + k].copy_from_slice(&self.cells);
-        self.arrivals += 1;
-        self.held.push(Reverse(Held { t, seq: self.arrivals, slot, base }));
+        base
     }
 
     /// Counts the held rows for which `due(t)`, in event-time order.
@@ -424,5 +433,13 @@ impl Operator for WindowOperator {
 
     fn key_count(&self) -> usize {
         self.keys.len()
+    }
+
+    fn snapshot(&self, out: &mut KeyStates) -> Result<()> {
+        self.snapshot_keys(out)
+    }
+
+    fn restore(&mut self, key: &str, record: &[u8]) -> Result<()> {
+        self.restore_key(key, record)
     }
 }

@@ -10,6 +10,8 @@
 //! |---|---|
 //! | `store-write` | inside a case-store transaction, after its rows, before its commit |
 //! | `store-committed` | right after a case-store transaction committed |
+//! | `snapshot-write` | half-way through writing a snapshot's temporary file |
+//! | `snapshot-written` | right after a snapshot was renamed into place |
 //!
 //! Unset (the normal case), a crash point costs one relaxed atomic load.
 
