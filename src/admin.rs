@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 use axum::Router;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use gridwatch_connectors::kafka::KafkaStatus;
+use gridwatch_runtime::ReloadStatus;
 use gridwatch_runtime::RunMetrics;
 
 /// What the endpoints report on.
@@ -26,6 +28,12 @@ pub struct AdminState {
     pub started: Arc<AtomicBool>,
     /// A broker-connected source (MQTT): its kind and whether it is connected.
     pub source: Option<(String, Arc<AtomicBool>)>,
+    /// Hot reload: the request flag the driver reads, if this run can reload.
+    pub reload: Option<(Arc<AtomicBool>, Arc<ReloadStatus>)>,
+    /// What the reloads did (`/api/rules/status`, the reload metrics).
+    pub reload_status: Arc<ReloadStatus>,
+    /// The bearer token mutating endpoints require; without one they are refused.
+    pub token: Option<String>,
 }
 
 /// Serves the admin endpoints on `addr` from a background thread; returns the bound address
@@ -45,10 +53,51 @@ pub fn serve(addr: SocketAddr, state: AdminState) -> Result<SocketAddr> {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/rules/status", get(rules_status))
+        .route("/-/reload", post(reload))
         .with_state(state);
     gridwatch_connectors::net::serve_http("gridwatch-admin", "admin HTTP", listener, app)?;
     tracing::info!(%bound, "admin HTTP listening");
     Ok(bound)
+}
+
+/// The last reload's outcome, with every diagnostic of a refused one.
+async fn rules_status(State(s): State<AdminState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let body = serde_json::to_string(&s.reload_status.get()).unwrap_or_default() + "\n";
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body)
+}
+
+/// `POST /-/reload` with `Authorization: Bearer TOKEN`: asks for a reload and answers once
+/// it was applied (200, what changed) or refused (422, the diagnostics; the old rules stay).
+async fn reload(State(s): State<AdminState>, headers: HeaderMap) -> (StatusCode, String) {
+    let Some(token) = &s.token else {
+        return (
+            StatusCode::FORBIDDEN,
+            "no admin token is configured: mutating endpoints are off (set GRIDWATCH_ADMIN_TOKEN or --admin-token-file; or send SIGHUP)\n".into(),
+        );
+    };
+    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if given != Some(token.as_str()) {
+        return (StatusCode::UNAUTHORIZED, "a valid `Authorization: Bearer TOKEN` header is required\n".into());
+    }
+    let Some((flag, status)) = &s.reload else {
+        return (StatusCode::NOT_IMPLEMENTED, "this run cannot reload its rules (a Kafka source): restart it\n".into());
+    };
+    let before = status.attempts();
+    flag.store(true, Ordering::Release);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while status.attempts() == before {
+        if std::time::Instant::now() > deadline {
+            return (
+                StatusCode::ACCEPTED,
+                "reload requested; not applied within 30 s (see /api/rules/status)\n".into(),
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let state = status.get();
+    let body = serde_json::to_string(&state).unwrap_or_default() + "\n";
+    if state.last_successful { (StatusCode::OK, body) } else { (StatusCode::UNPROCESSABLE_ENTITY, body) }
 }
 
 async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
@@ -102,6 +151,25 @@ async fn metrics(State(s): State<AdminState>) -> String {
         "Delivery barriers acknowledged by every sink.",
         s.sink.barriers_acked.load(Ordering::Relaxed),
     );
+    {
+        let r = s.reload_status.get();
+        let _ = writeln!(
+            gauges,
+            "# HELP gridwatch_config_last_reload_successful Whether the last rule reload succeeded (1 before any).\n# TYPE gridwatch_config_last_reload_successful gauge\ngridwatch_config_last_reload_successful {}",
+            u8::from(r.last_successful)
+        );
+        let _ = writeln!(
+            gauges,
+            "# HELP gridwatch_config_last_reload_success_timestamp_seconds When the rules were last loaded.\n# TYPE gridwatch_config_last_reload_success_timestamp_seconds gauge\ngridwatch_config_last_reload_success_timestamp_seconds {}",
+            r.last_success_ms / 1000
+        );
+        counter("gridwatch_config_reloads_total", "Rule reloads applied.", r.reloads);
+        counter(
+            "gridwatch_config_reload_failures_total",
+            "Rule reloads refused (the old rules kept running).",
+            r.failures,
+        );
+    }
     counter(
         "gridwatch_snapshots_written_total",
         "Snapshots of the running state written (checkpoint).",

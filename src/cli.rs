@@ -308,6 +308,10 @@ pub struct RunArgs {
     /// Serve /healthz, /readyz and /metrics on this address (e.g. 127.0.0.1:9898).
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<std::net::SocketAddr>,
+    /// File holding the bearer token that mutating admin endpoints (`POST /-/reload`)
+    /// require; or set GRIDWATCH_ADMIN_TOKEN. Without one they answer 403.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// Overrides of the config's Kafka connection (`run`, `produce`, `bench kafka`).

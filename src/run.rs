@@ -23,8 +23,8 @@ use gridwatch_rules::cases::FeedbackSource;
 use gridwatch_rules::config::{Config, SourceConfig};
 use gridwatch_rules::sinks::{ConsoleFormat, RecordKind, SinkKind, SinkSpec};
 use gridwatch_runtime::{
-    CaseStageRunner, DriveOptions, FeedbackInput, Outputs, Preloaded, Progress, RunMetrics, Source, drive,
-    snapshot::SnapshotDir,
+    CaseStageRunner, DriveOptions, FeedbackInput, Outputs, Preloaded, Progress, ReloadStatus, RunMetrics, Source,
+    drive, snapshot::SnapshotDir,
 };
 
 use crate::admin::{self, AdminState};
@@ -118,13 +118,19 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     {
         let flag = interrupted.clone();
         // The first SIGINT/SIGTERM stops gracefully (bounded); a second one exits at once.
-        let _ = ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                eprintln!("second signal: exiting at once");
-                std::process::exit(130);
+        // (SIGHUP asks for a reload: see crate::reload.)
+        let mut signals =
+            signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+                .context("installing the SIGINT/SIGTERM handler")?;
+        std::thread::Builder::new().name("gridwatch-signals".into()).spawn(move || {
+            for _ in signals.forever() {
+                if flag.swap(true, Ordering::SeqCst) {
+                    eprintln!("second signal: exiting at once");
+                    std::process::exit(130);
+                }
+                eprintln!("stopping: finishing what was read (a second signal exits at once)");
             }
-            eprintln!("stopping: finishing what was read (a second signal exits at once)");
-        });
+        })?;
     }
 
     let plan = Arc::new(plan);
@@ -246,11 +252,25 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         outputs = outputs.with_snapshots(dir, src.name());
     }
     let started_flag = Arc::new(AtomicBool::new(false));
+    // Hot reload (SIGHUP, POST /-/reload): the driver applies it; a Kafka run ignores it.
+    let reload_requested = Arc::new(AtomicBool::new(false));
+    let reload_status = Arc::new(ReloadStatus::default());
+    let mut reloader = crate::reload::ConfigReloader::new(args.config.clone(), reload_requested.clone())?;
+    let admin_token = admin_token(&args)?;
     if let Some(addr) = args.admin {
         let kafka = kafka_opts.as_ref().map(|_| kafka_status.clone());
         let source = source.as_ref().and_then(|s| Some((s.name().to_string(), s.connected()?)));
-        let bound =
-            admin::serve(addr, AdminState { sink: metrics.clone(), kafka, started: started_flag.clone(), source })?;
+        let reload = (!kafka_source).then(|| (reload_requested.clone(), reload_status.clone()));
+        let state = AdminState {
+            sink: metrics.clone(),
+            kafka,
+            started: started_flag.clone(),
+            source,
+            reload,
+            reload_status: reload_status.clone(),
+            token: admin_token.clone(),
+        };
+        let bound = admin::serve(addr, state)?;
         eprintln!("admin HTTP on http://{bound} (/healthz /readyz /metrics)");
     }
     let (out_tx, out_rx) = crossbeam_channel::bounded(Pipeline::output_capacity(&options));
@@ -296,7 +316,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 }
                 None => Pipeline::start_with_output(plan.clone(), options, out_tx),
             };
-            match drive(source.as_mut(), pipeline, &progress, &interrupted, &drive_options) {
+            let reload: Option<(&mut dyn gridwatch_runtime::Reloader, &ReloadStatus)> =
+                Some((&mut reloader, &reload_status));
+            match drive(source.as_mut(), pipeline, &progress, &interrupted, &drive_options, reload) {
                 Ok(d) => (Ok(()), d.report),
                 Err(e) => (Err(anyhow::Error::from(e)), PipelineReport::default()),
             }
@@ -432,6 +454,23 @@ fn read_feedback_file(path: &std::path::Path) -> Result<Preloaded> {
 }
 
 /// A duration of the command line (`2s`, `500ms`).
+/// The admin token (`--admin-token-file`, else `GRIDWATCH_ADMIN_TOKEN`), if any.
+fn admin_token(args: &RunArgs) -> Result<Option<String>> {
+    let token = match &args.admin_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--admin-token-file {}: cannot read the token", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("GRIDWATCH_ADMIN_TOKEN").ok().map(|t| t.trim().to_string()),
+    };
+    if token.as_deref() == Some("") {
+        bail!("the admin token is empty: put a secret in the token file (or GRIDWATCH_ADMIN_TOKEN), or leave it unset");
+    }
+    Ok(token)
+}
+
 /// The run's snapshot settings (directory, interval, snapshots kept), from the config's
 /// `checkpoint:` and the command line.
 fn checkpoint_settings(config: &Config, args: &RunArgs) -> Result<Option<(std::path::PathBuf, Duration, usize)>> {

@@ -13,7 +13,6 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,32 +30,16 @@ fn city_with_http(dir: &Path, port: u16, extra: &str) -> std::path::PathBuf {
 }
 
 fn start(config: &Path, alerts: &Path) -> Child {
-    let mut child = Command::new(util::bin())
-        .args(["run", "--config", config.to_str().unwrap(), "--quiet", "--no-cases", "--until-idle", "3s"])
+    let mut cmd = Command::new(util::bin());
+    cmd.args(["run", "--config", config.to_str().unwrap(), "--quiet", "--no-cases", "--until-idle", "3s"])
         .args(["--alerts-out", alerts.to_str().unwrap()])
         .arg("--dead-letter-out")
         .arg(alerts.with_extension("dead"))
         .arg("--summary-json")
         .arg(alerts.with_extension("summary"))
         .env("INGEST_TOKEN", "t0ken")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let started = Instant::now();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(l) if l.contains("HTTP ingest on") => break,
-            _ => assert!(started.elapsed() < Duration::from_secs(30), "HTTP ingest did not start"),
-        }
-    }
+        .stdout(Stdio::null());
+    let (child, rx) = util::spawn_until(&mut cmd, "HTTP ingest on");
     std::thread::spawn(move || for _ in rx {});
     child
 }

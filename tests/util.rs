@@ -135,3 +135,27 @@ pub fn copy_city(dir: &Path) -> PathBuf {
     copy(&root().join("examples/city"), &to);
     to.join("gridwatch.yaml")
 }
+
+/// Spawns `cmd` (its stderr piped) and waits until a stderr line contains `ready`;
+/// returns the child and the rest of its stderr, line by line.
+pub fn spawn_until(
+    cmd: &mut std::process::Command,
+    ready: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().expect("spawn gridwatch");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let started = std::time::Instant::now();
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(l) if l.contains(ready) => return (child, rx),
+            _ => assert!(started.elapsed() < std::time::Duration::from_secs(30), "no `{ready}` on stderr within 30 s"),
+        }
+    }
+}

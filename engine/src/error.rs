@@ -36,6 +36,9 @@ pub enum EngineError {
     /// A decoder thread stopped unexpectedly.
     #[error("decoder thread {0} stopped unexpectedly")]
     DecoderGone(usize),
+    /// A reload cannot be applied to the running pipeline.
+    #[error("reload: {0}")]
+    Reload(String),
     /// A snapshot's state could not be read back.
     #[error(
         "snapshot: the state of key `{key}` of rule `{rule}` cannot be read ({reason}); the snapshot was written by an incompatible gridwatch or is damaged: start without it (move it out of the state directory)"

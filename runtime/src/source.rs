@@ -34,6 +34,7 @@ use gridwatch_engine::{Pipeline, Plan, Reject};
 
 use crate::acks::Progress;
 use crate::error::ErrorClass;
+use crate::reload::{ReloadStatus, Reloader};
 
 /// A source failed.
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +241,7 @@ pub fn drive(
     progress: &Progress,
     stop: &AtomicBool,
     options: &DriveOptions,
+    mut reload: Option<(&mut dyn Reloader, &ReloadStatus)>,
 ) -> Result<Driven, SourceError> {
     let bounded = source.bounded();
     // Processing time from the engine's clock (a test may drive it); the bounded waits
@@ -310,6 +312,11 @@ pub fn drive(
                 break false;
             }
         }
+        if let Some((reloader, status)) = reload.as_mut()
+            && let Some(loaded) = reloader.poll()
+        {
+            pipeline = reload_rules(pipeline, loaded, status)?;
+        }
         let now_acked = progress.acked();
         if now_acked > acked {
             acked = now_acked;
@@ -373,4 +380,35 @@ pub fn drive(
         source.acknowledged(seq)?;
     }
     Ok(Driven { report, interrupted })
+}
+
+/// A loaded reload: valid new rules are swapped in (see [`Pipeline::reload`]); invalid,
+/// the old ones keep running and `status` keeps why.
+fn reload_rules(
+    pipeline: Pipeline,
+    loaded: Result<std::sync::Arc<gridwatch_engine::Plan>, String>,
+    status: &ReloadStatus,
+) -> Result<Pipeline, SourceError> {
+    let started = Instant::now();
+    let plan = match loaded.and_then(|plan| pipeline.can_reload(&plan).map(|()| plan).map_err(|e| e.to_string())) {
+        Ok(plan) => plan,
+        Err(e) => {
+            tracing::error!("reload refused; the running rules stay:\n{e}");
+            eprintln!("reload refused; the running rules stay:\n{e}");
+            status.failed(e);
+            return Ok(pipeline);
+        }
+    };
+    let (pipeline, changes) = pipeline.reload(plan)?;
+    eprintln!(
+        "reloaded (swap: {} ms): {} rules kept their state, {} changed, {} removed, {} added",
+        started.elapsed().as_millis(),
+        changes.kept.len(),
+        changes.changed.len(),
+        changes.removed.len(),
+        changes.added.len()
+    );
+    tracing::info!(?changes, "rules reloaded");
+    status.succeeded(changes);
+    Ok(pipeline)
 }

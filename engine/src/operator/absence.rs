@@ -123,6 +123,24 @@ impl AbsenceOperator {
         }
         out.push(Alert::new(&self.rule.meta, &self.stream, parts));
     }
+
+    /// The resolved alert of `slot`'s silence episode, ended at `t` (by a row of the key,
+    /// its `evidence`, or by a reload).
+    fn resolved(&self, slot: u32, t: Millis, evidence: Vec<serde_json::Value>) -> Alert {
+        let (key, st) = self.keys.entry(slot);
+        let mut values = serde_json::Map::new();
+        values.insert("silent_ms".into(), (t - st.episode_start + self.absent_for).into());
+        let parts = AlertParts {
+            key: key.to_string(),
+            state: AlertState::Resolved,
+            event_time: t,
+            episode_start: st.episode_start,
+            notification: st.notifications,
+            values,
+            evidence,
+        };
+        Alert::new(&self.rule.meta, &self.stream, parts)
+    }
 }
 
 impl Operator for AbsenceOperator {
@@ -161,18 +179,7 @@ impl Operator for AbsenceOperator {
             if st.firing {
                 st.firing = false;
                 st.armed = None;
-                let mut values = serde_json::Map::new();
-                values.insert("silent_ms".into(), (t - st.episode_start + absent_for).into());
-                let parts = AlertParts {
-                    key: key.clone(),
-                    state: AlertState::Resolved,
-                    event_time: t,
-                    episode_start: st.episode_start,
-                    notification: st.notifications,
-                    values,
-                    evidence: vec![row_to_json(batch, i)],
-                };
-                out.push(Alert::new(&self.rule.meta, &self.stream, parts));
+                out.push(self.resolved(slot, t, vec![row_to_json(batch, i)]));
             }
             let st = self.keys.state_mut(slot);
             if st.armed.is_none() {
@@ -206,6 +213,27 @@ impl Operator for AbsenceOperator {
                 notifications: st.notifications,
             };
             out.push(key, &record)?;
+        }
+        Ok(())
+    }
+
+    fn close_episodes(&mut self, at: Millis, reason: &str, out: &mut Vec<Alert>) -> Result<()> {
+        let every = self.rule.meta.renotify_ms.filter(|&every| every > 0);
+        for slot in 0..self.keys.len() as u32 {
+            let st = self.keys.get(slot);
+            if !st.firing {
+                continue; // a deadline not reached yet never fired
+            }
+            // Never before the last notification: the n-th is `every` after the one before,
+            // and a key's own row may have raised one ahead of the stream's watermark.
+            let last = st.episode_start + every.map_or(0, |e| e * Millis::from(st.notifications.saturating_sub(1)));
+            // No row ends it: no evidence, as the silence's firing alerts have none.
+            let mut alert = self.resolved(slot, at.max(last), Vec::new());
+            alert.values.insert("reason".into(), reason.into());
+            out.push(alert);
+            let st = self.keys.state_mut(slot);
+            st.firing = false;
+            st.armed = None;
         }
         Ok(())
     }

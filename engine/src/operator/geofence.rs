@@ -68,6 +68,10 @@ struct Level {
     start: (Millis, f64, f64),
     /// Latest distance (corridor) or speed (speeding) while the level holds.
     measure: Option<f64>,
+    /// When it fired (its firing alert's time), if `firing`: a reload that ends the
+    /// episode does not date it before. Not in snapshots: a restored level has the
+    /// earliest time it could have fired, `since + for`.
+    fired_at: Millis,
 }
 
 #[derive(Debug, Default)]
@@ -209,6 +213,7 @@ impl GeofenceOperator {
             return;
         }
         level.firing = true;
+        level.fired_at = due;
         let since = level.since;
         let measure = level.measure;
         let evidence = vec![start_evidence(level.start)];
@@ -465,6 +470,7 @@ impl Operator for GeofenceOperator {
                             firing: false,
                             start: (t, lon.value(i), lat.value(i)),
                             measure,
+                            fired_at: 0,
                         });
                         if for_ms > 0 && since + for_ms > t {
                             self.timers.push(Reverse((since + for_ms, slot, z)));
@@ -476,6 +482,7 @@ impl Operator for GeofenceOperator {
                 level.measure = measure.or(level.measure);
                 if !level.firing && t - level.since >= for_ms {
                     level.firing = true;
+                    level.fired_at = t;
                     let since = level.since;
                     // The start point, unless the level started on this very row.
                     let mut evidence = Vec::with_capacity(2);
@@ -538,12 +545,37 @@ impl Operator for GeofenceOperator {
         Ok(())
     }
 
+    fn close_episodes(&mut self, at: Millis, reason: &str, out: &mut Vec<Alert>) -> Result<()> {
+        // Only a level that fired is an episode: memberships and entries being confirmed
+        // (an enter, exit or cross edge never resolves) and levels still timing their
+        // `for` (their timers go stale) raise nothing.
+        for slot in 0..self.keys.len() as u32 {
+            let (key, st) = self.keys.entry_mut(slot);
+            if st.levels.is_empty() {
+                continue;
+            }
+            let levels = std::mem::take(&mut st.levels);
+            let key = key.to_string();
+            for level in levels.into_iter().filter(|l| l.firing) {
+                let t = at.max(level.fired_at);
+                let mut values = serde_json::Map::new();
+                values.insert("held_ms".into(), (t - level.since).into());
+                values.insert("reason".into(), reason.into());
+                // No point ends it: its start point is the evidence, as when a timer fires it.
+                let evidence = vec![start_evidence(level.start)];
+                out.push(self.alert(&key, level.zone, (AlertState::Resolved, t, level.since), values, evidence));
+            }
+        }
+        Ok(())
+    }
+
     fn restore(&mut self, key: &str, record: &[u8]) -> Result<()> {
         let r: GeofenceRecord = crate::state::decode(&self.rule.meta.id, key, record)?;
         // Zones are found by id, so a zone file whose order changed still fits. State in a
         // zone the set no longer has is dropped: nothing can be inside a zone that is gone
         // (a fresh start would not know of it either).
         let index = |zone: &str| self.route_index.get(zone).copied();
+        let for_ms = self.plan.for_ms;
         let mut st = KeyState::default();
         for m in &r.members {
             if let Some(zone) = index(&m.zone) {
@@ -563,10 +595,17 @@ impl Operator for GeofenceOperator {
                     None => continue,
                 },
             };
-            st.levels.push(Level { zone, since: l.since, firing: l.firing, start: l.start, measure: l.measure });
+            let fired_at = l.since + for_ms;
+            st.levels.push(Level {
+                zone,
+                since: l.since,
+                firing: l.firing,
+                start: l.start,
+                measure: l.measure,
+                fired_at,
+            });
         }
         let known = self.keys.len();
-        let for_ms = self.plan.for_ms;
         // A level that has not fired has exactly one live timer, at `since + for` (a level
         // due at its start fires on that row instead).
         let due: SmallVec<[(Millis, u32); 2]> =

@@ -115,6 +115,16 @@ pub trait Operator: Send {
     /// worker of a run with another worker count; keys come in any order, each once, into
     /// an operator that has seen no input. Schedules the key's timers.
     fn restore(&mut self, key: &str, record: &[u8]) -> Result<()>;
+    /// The rule is being replaced (its definition changed) or removed, at a hot reload:
+    /// every firing episode of every key ends now — a `Resolved` alert per episode, dated
+    /// `at` (the stream's watermark at the reload; never before the episode's last alert),
+    /// with the episode's alert id, and `values["reason"] = reason` (`"rule_changed"` or
+    /// `"rule_removed"`). Pending `for` stopwatches and partial matches are dropped without
+    /// an alert: they never fired. The operator is dropped afterwards.
+    ///
+    /// The operator is left with no open episode (a second call raises nothing), so a
+    /// snapshot taken after it carries none.
+    fn close_episodes(&mut self, at: Millis, reason: &str, out: &mut Vec<Alert>) -> Result<()>;
 }
 
 /// Builds the operator for a rule; `streams` are the plan's streams.
@@ -235,6 +245,8 @@ impl Timers {
     }
 }
 
+#[cfg(test)]
+mod close_tests;
 #[cfg(test)]
 mod sequence_tests;
 #[cfg(test)]

@@ -21,17 +21,17 @@ use crate::state::KeyStates;
 use crate::testutil::{absence, ev, geofence, gps, gps_stream, stream, test_zones, threshold};
 use crate::time::{Millis, Observed, WatermarkTracker};
 
-const S: Millis = 1000;
+pub(crate) const S: Millis = 1000;
 
 /// Decoded rows with what the ingest stage gives each: event time, watermark, key.
-struct Rows {
+pub(crate) struct Rows {
     batch: RecordBatch,
     times: Vec<Millis>,
-    watermarks: Vec<Millis>,
+    pub(crate) watermarks: Vec<Millis>,
     keys: Vec<String>,
 }
 
-fn decode(stream: &Arc<StreamDef>, rule: &RulePlan, payloads: &[String]) -> Rows {
+pub(crate) fn decode(stream: &Arc<StreamDef>, rule: &RulePlan, payloads: &[String]) -> Rows {
     let mut decoder = Decoder::new(stream.clone(), payloads.len());
     for p in payloads {
         decoder.push(p.as_bytes()).expect("a valid test payload");
@@ -56,7 +56,7 @@ fn decode(stream: &Arc<StreamDef>, rule: &RulePlan, payloads: &[String]) -> Rows
 }
 
 /// One worker of `workers`, or the only one.
-type Part = Option<(usize, usize)>;
+pub(crate) type Part = Option<(usize, usize)>;
 
 fn owns(part: Part, key: &str) -> bool {
     part.is_none_or(|(worker, workers)| partition_of(key, workers) == worker)
@@ -64,11 +64,11 @@ fn owns(part: Part, key: &str) -> bool {
 
 /// Alerts per step of a run (a batch, the final watermark, the end of input), each sorted:
 /// a restored operator must raise each alert when the uninterrupted one does, not later.
-type Steps = Vec<Vec<Alert>>;
+pub(crate) type Steps = Vec<Vec<Alert>>;
 
 /// Feeds rows `range` to `op` in batches of `batch_size` (cut from the start of the range),
 /// each with the rows of `part`'s keys only; a batch with none of them is its watermark.
-fn feed(op: &mut dyn Operator, rows: &Rows, range: Range<usize>, batch_size: usize, part: Part) -> Steps {
+pub(crate) fn feed(op: &mut dyn Operator, rows: &Rows, range: Range<usize>, batch_size: usize, part: Part) -> Steps {
     let mut steps = Vec::new();
     let mut start = range.start;
     while start < range.end {
@@ -119,20 +119,20 @@ fn sorted(mut alerts: Vec<Alert>) -> Vec<Alert> {
 }
 
 /// A rule and its input.
-struct Case {
+pub(crate) struct Case {
     name: &'static str,
-    stream: Arc<StreamDef>,
-    rule: Arc<RulePlan>,
-    payloads: Vec<String>,
-    batch_size: usize,
+    pub(crate) stream: Arc<StreamDef>,
+    pub(crate) rule: Arc<RulePlan>,
+    pub(crate) payloads: Vec<String>,
+    pub(crate) batch_size: usize,
 }
 
 impl Case {
-    fn new(name: &'static str, stream: Arc<StreamDef>, rule: RulePlan, payloads: Vec<String>) -> Case {
+    pub(crate) fn new(name: &'static str, stream: Arc<StreamDef>, rule: RulePlan, payloads: Vec<String>) -> Case {
         Case { name, stream, rule: Arc::new(rule), payloads, batch_size: 1 }
     }
 
-    fn op(&self) -> Box<dyn Operator> {
+    pub(crate) fn op(&self) -> Box<dyn Operator> {
         build(self.rule.clone(), std::slice::from_ref(&self.stream))
     }
 }
@@ -423,11 +423,11 @@ fn absence_deadline_pending_across_the_cut_with_renotifications() {
 }
 
 /// A point inside the test zone `site` (lon 120–120.01, lat 36–36.01), or outside it.
-fn inside(t: Millis, id: &str, speed: f64) -> String {
+pub(crate) fn inside(t: Millis, id: &str, speed: f64) -> String {
     gps(t, id, 120.005, 36.005, speed, Some("route-1"))
 }
 
-fn outside(t: Millis, id: &str, speed: f64) -> String {
+pub(crate) fn outside(t: Millis, id: &str, speed: f64) -> String {
     gps(t, id, 120.03, 36.005, speed, Some("route-1"))
 }
 

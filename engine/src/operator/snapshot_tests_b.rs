@@ -38,7 +38,7 @@ struct Row {
 }
 
 /// The decoded input: one batch per stream, and the events in input order.
-struct Rows {
+pub(crate) struct Rows {
     batches: Vec<RecordBatch>,
     events: Vec<Row>,
     /// Per stream: its largest event time (the end of a bounded input moves it there).
@@ -46,20 +46,20 @@ struct Rows {
 }
 
 /// A rule and its input, (stream, payload) in input order.
-struct Case {
+pub(crate) struct Case {
     name: &'static str,
     streams: Vec<Arc<StreamDef>>,
     rule: Arc<RulePlan>,
-    events: Vec<(usize, String)>,
-    batch_size: usize,
+    pub(crate) events: Vec<(usize, String)>,
+    pub(crate) batch_size: usize,
 }
 
 impl Case {
-    fn op(&self) -> Box<dyn Operator> {
+    pub(crate) fn op(&self) -> Box<dyn Operator> {
         build(self.rule.clone(), &self.streams)
     }
 
-    fn decode(&self) -> Rows {
+    pub(crate) fn decode(&self) -> Rows {
         let mut decoders: Vec<Decoder> = self.streams.iter().map(|s| Decoder::new(s.clone(), 16)).collect();
         let mut trackers: Vec<WatermarkTracker> =
             self.streams.iter().map(|s| WatermarkTracker::new(s.max_out_of_orderness_ms)).collect();
@@ -85,7 +85,7 @@ impl Case {
 }
 
 /// One worker of `workers`, or the only one.
-type Part = Option<(usize, usize)>;
+pub(crate) type Part = Option<(usize, usize)>;
 
 fn owns(part: Part, key: &str) -> bool {
     part.is_none_or(|(worker, workers)| partition_of(key, workers) == worker)
@@ -94,7 +94,13 @@ fn owns(part: Part, key: &str) -> bool {
 /// Feeds events `range` to `op`: runs of one stream's events, at most `batch_size` long
 /// (cut from the start of the range), each with the rows of `part`'s keys only; a batch
 /// with none of them is its stream's watermark.
-fn feed(op: &mut dyn Operator, rows: &Rows, range: Range<usize>, batch_size: usize, part: Part) -> Vec<Alert> {
+pub(crate) fn feed(
+    op: &mut dyn Operator,
+    rows: &Rows,
+    range: Range<usize>,
+    batch_size: usize,
+    part: Part,
+) -> Vec<Alert> {
     let mut out = Vec::new();
     let mut start = range.start;
     while start < range.end {
@@ -462,7 +468,7 @@ fn percentile_median_stddev_and_friends_survive_the_cut() {
 // The sequence tests' stream, event and step helpers.
 use crate::operator::sequence_tests::{ev as sev, step, stream as seq_stream};
 
-fn seq_case(
+pub(crate) fn seq_case(
     name: &'static str,
     within_ms: Option<Millis>,
     steps: Vec<SequenceStep>,

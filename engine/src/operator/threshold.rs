@@ -181,7 +181,7 @@ impl ThresholdOperator {
     /// since `due - for` (a watermark past `due`, or a later row of the key, shows it).
     fn fire_due(&mut self, slot: u32, due: Millis, out: &mut Vec<Alert>) {
         let (for_ms, consecutive) = (self.plan().for_ms, self.plan().consecutive);
-        let (key, st) = self.keys.entry_mut(slot);
+        let st = self.keys.state_mut(slot);
         if !st.pending || st.firing || st.since + for_ms != due {
             return; // reset or already fired since this timer was set
         }
@@ -192,6 +192,14 @@ impl ThresholdOperator {
         st.pending = false;
         st.last_notify = due;
         st.notifications = 1;
+        out.push(self.stored_event_alert(slot, AlertState::Firing, due));
+    }
+
+    /// An alert of `slot`'s open episode raised without a row of its own (its `for` timer,
+    /// a reload that ends it): the episode's start event is the evidence, and the observed
+    /// values are taken from it.
+    fn stored_event_alert(&self, slot: u32, state: AlertState, event_time: Millis) -> Alert {
+        let (key, st) = self.keys.entry(slot);
         let start = match st.start_event {
             e if e.is_some() => compact_row_to_json(self.start_events.get(e), &self.field_names),
             _ => serde_json::Value::default(),
@@ -199,14 +207,14 @@ impl ThresholdOperator {
         let values = observed_from_event(&self.observed_names, &start);
         let parts = AlertParts {
             key: key.to_string(),
-            state: AlertState::Firing,
-            event_time: due,
+            state,
+            event_time,
             episode_start: st.since,
-            notification: 1,
+            notification: st.notifications,
             values,
             evidence: vec![start],
         };
-        out.push(Alert::new(&self.rule.meta, &self.stream, parts));
+        Alert::new(&self.rule.meta, &self.stream, parts)
     }
 }
 
@@ -487,6 +495,36 @@ impl Operator for ThresholdOperator {
         Ok(())
     }
 
+    fn close_episodes(&mut self, at: Millis, reason: &str, out: &mut Vec<Alert>) -> Result<()> {
+        for slot in 0..self.keys.len() as u32 {
+            let st = self.keys.get(slot);
+            if !st.pending && !st.firing {
+                continue;
+            }
+            let mut end = at;
+            if st.firing {
+                // Never before the episode's last notification: a row ahead of the watermark
+                // may have raised it (and a firing alert is never before the episode start).
+                end = at.max(st.last_notify).max(st.since);
+                let mut alert = self.stored_event_alert(slot, AlertState::Resolved, end);
+                alert.values.insert("reason".into(), reason.into());
+                out.push(alert);
+            }
+            // The episode ends as a clearing row ends it; a pending stopwatch (its timer goes
+            // stale) is dropped as a false condition drops it.
+            let st = self.keys.state_mut(slot);
+            if st.firing {
+                st.last_end = end.max(st.since + 1);
+            }
+            st.firing = false;
+            st.pending = false;
+            st.streak = 0;
+            self.start_events.remove(std::mem::replace(&mut st.start_event, SlabRef::NONE));
+            self.active -= 1;
+        }
+        Ok(())
+    }
+
     fn restore(&mut self, key: &str, record: &[u8]) -> Result<()> {
         let r: ThresholdRecord = crate::state::decode(&self.rule.meta.id, key, record)?;
         let known = self.keys.len();
@@ -535,4 +573,4 @@ impl Operator for ThresholdOperator {
 
 #[cfg(test)]
 #[path = "snapshot_tests_a.rs"]
-mod snapshot_tests_a;
+pub(crate) mod snapshot_tests_a;

@@ -231,7 +231,7 @@ pub(super) fn build_operators(
     Ok(ops)
 }
 
-fn stream_state(s: &StreamIngest) -> StreamState {
+pub(super) fn stream_state(s: &StreamIngest) -> StreamState {
     let mut waiting = Vec::new();
     for (k, seq) in s.queue.iter().enumerate() {
         let raw = seq.raw();

@@ -25,6 +25,9 @@ pub(super) enum WorkerMsg {
     Barrier { seq: u64, watermark: Millis, snapshot: bool },
     /// A bounded input ended: operators that hold rows back evaluate the rest.
     EndOfInput,
+    /// A reload (see [`super::reload`]): resolve the episodes of the rules to close, hand
+    /// over every rule's state and stop.
+    Retire { closing: super::reload::Closing, reply: Sender<(usize, Vec<crate::state::KeyStates>)> },
 }
 
 pub(super) struct WorkerReport {
@@ -109,6 +112,35 @@ pub(super) fn run_worker(
                         }
                     }
                 }
+            }
+            WorkerMsg::Retire { closing, reply } => {
+                for (r, close) in closing.iter().enumerate() {
+                    if let Some((reason, at)) = close
+                        && let Err(e) = ops[r].close_episodes(*at, reason, &mut alerts)
+                    {
+                        let _ = out.send(Output::RuleError {
+                            rule: plan.rules[r].meta.id.to_string(),
+                            message: e.to_string(),
+                        });
+                    }
+                }
+                if !alerts.is_empty() && out.send(Output::Alerts(std::mem::take(&mut alerts))).is_err() {
+                    break;
+                }
+                let mut states = Vec::with_capacity(ops.len());
+                for (r, op) in ops.iter().enumerate() {
+                    let mut keys = crate::state::KeyStates::default();
+                    if let Err(e) = op.snapshot(&mut keys) {
+                        let _ = out.send(Output::RuleError {
+                            rule: plan.rules[r].meta.id.to_string(),
+                            message: format!("handing over state at a reload failed (the rule starts empty): {e}"),
+                        });
+                        keys = crate::state::KeyStates::default();
+                    }
+                    states.push(keys);
+                }
+                let _ = reply.send((worker, states));
+                break;
             }
             WorkerMsg::EndOfInput => {
                 for (r, op) in ops.iter_mut().enumerate() {

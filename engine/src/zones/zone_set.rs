@@ -59,7 +59,6 @@ impl Zone {
 }
 
 /// A named, indexed set of zones.
-#[derive(Debug)]
 pub struct ZoneSet {
     /// Set name (from config).
     pub name: String,
@@ -74,6 +73,57 @@ pub struct ZoneSet {
     grid: Option<GridIndex>,
     /// Zones without active hours, so the hot path need not read the zone record.
     always_active: Vec<bool>,
+    /// A hash of every zone (ids, properties, hours, geometry): what a rule's fingerprint
+    /// (snapshots, hot reload) sees of the set, instead of megabytes of debug text.
+    digest: u64,
+}
+
+impl std::fmt::Debug for ZoneSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZoneSet")
+            .field("name", &self.name)
+            .field("zones", &self.zones.len())
+            .field("digest", &format_args!("{:016x}", self.digest))
+            .finish()
+    }
+}
+
+/// Hashes what makes each zone what it is; see [`ZoneSet`]'s `digest`.
+fn digest(zones: &[Zone], origin: (f64, f64)) -> u64 {
+    use geo::CoordsIter;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    // Shapes are on the set's plane: where that plane sits is part of them.
+    h.update(&origin.0.to_bits().to_le_bytes());
+    h.update(&origin.1.to_bits().to_le_bytes());
+    for z in zones {
+        for text in [&z.id, &z.name, &z.kind] {
+            h.update(text.as_bytes());
+            h.update(&[0]);
+        }
+        h.update(serde_json::Value::Object(z.properties.clone()).to_string().as_bytes());
+        h.update(format!("{:?}|{:?}", z.active, z.speed_limit_kmh).as_bytes());
+        let coord = |h: &mut xxhash_rust::xxh3::Xxh3, c: Coord<f64>| {
+            h.update(&c.x.to_bits().to_le_bytes());
+            h.update(&c.y.to_bits().to_le_bytes());
+        };
+        match &z.shape {
+            Shape::Area(mp) => {
+                h.update(b"area");
+                mp.coords_iter().for_each(|c| coord(&mut h, c));
+            }
+            Shape::Corridor(ls, buffer) => {
+                h.update(b"corridor");
+                h.update(&buffer.to_bits().to_le_bytes());
+                ls.coords_iter().for_each(|c| coord(&mut h, c));
+            }
+            Shape::Circle(c, r) => {
+                h.update(b"circle");
+                h.update(&r.to_bits().to_le_bytes());
+                coord(&mut h, *c);
+            }
+        }
+    }
+    h.digest()
 }
 
 /// Zone indexes found at a point; small and inline for the usual 0–4.
@@ -146,6 +196,7 @@ impl ZoneSet {
             boxes.iter().map(|b| (b.data, b.geom().lower(), b.geom().upper())).collect();
         let grid = GridIndex::build(&flat);
         let always_active = zones.iter().map(|z| z.active.is_none()).collect();
+        let digest = digest(&zones, origin);
         ZoneSet {
             name: name.into(),
             zones,
@@ -155,6 +206,7 @@ impl ZoneSet {
             prepared,
             grid,
             always_active,
+            digest,
         }
     }
 
@@ -303,6 +355,23 @@ mod tests {
 
     /// A ~1.1 km square around (120.0, 36.0) with a ~220 m square hole in the middle, a
     /// multipolygon of two small squares, a corridor and a circle.
+    #[test]
+    fn the_digest_sees_geometry_and_properties_not_the_debug_text() {
+        let (a, b) = (set(), set());
+        assert_eq!(a.digest, b.digest, "the same zones hash the same");
+        let moved =
+            ZoneSet::new("t", vec![zone("circle")], vec![ZoneSpec::Circle(coord! { x: 120.05, y: 36.050001 }, 100.0)]);
+        let same =
+            ZoneSet::new("t", vec![zone("circle")], vec![ZoneSpec::Circle(coord! { x: 120.05, y: 36.05 }, 100.0)]);
+        assert_ne!(moved.digest, same.digest, "a moved centre is another zone");
+        let mut renamed = zone("circle");
+        renamed.kind = "other".into();
+        let renamed = ZoneSet::new("t", vec![renamed], vec![ZoneSpec::Circle(coord! { x: 120.05, y: 36.05 }, 100.0)]);
+        assert_ne!(renamed.digest, same.digest, "so is another kind");
+        let text = format!("{a:?}");
+        assert!(text.len() < 100 && text.contains("zones: 4"), "{text}");
+    }
+
     fn set() -> ZoneSet {
         let square_with_hole = Polygon::new(
             LineString::from(vec![(120.0, 36.0), (120.01, 36.0), (120.01, 36.01), (120.0, 36.01), (120.0, 36.0)]),

@@ -241,25 +241,29 @@ impl WindowOperator {
                 }
                 (false, false) => continue,
             };
+            let (key, episode_start) = (key.to_string(), st.episode_start);
             let mut values = serde_json::Map::new();
             values.insert("window_start".into(), format_timestamp(start).into());
             values.insert("window_end".into(), format_timestamp(end).into());
             for (c, agg) in self.plan.aggregates.iter().enumerate() {
                 values.insert(agg.name.clone(), crate::keys::cell_to_json(results.column(c), row));
             }
-            let parts = AlertParts {
-                key: key.to_string(),
-                state,
-                event_time: end,
-                episode_start: st.episode_start,
-                notification,
-                values,
-                evidence: Vec::new(),
-            };
-            out.push(Alert::new(&self.rule.meta, &self.stream, parts));
+            out.push(self.episode_alert(key, (state, end, episode_start, notification), values));
         }
         self.closed.clear();
         Ok(())
+    }
+
+    /// An alert of `key`'s episode of the window condition: (state, event time, episode
+    /// start, notification). Window alerts carry no evidence (a window is many events).
+    fn episode_alert(
+        &self,
+        key: String,
+        (state, event_time, episode_start, notification): (AlertState, Millis, Millis, u32),
+        values: serde_json::Map<String, serde_json::Value>,
+    ) -> Alert {
+        let parts = AlertParts { key, state, event_time, episode_start, notification, values, evidence: Vec::new() };
+        Alert::new(&self.rule.meta, &self.stream, parts)
     }
 
     /// Time windows and sessions close by timers; count windows by their rows.
@@ -441,5 +445,26 @@ impl Operator for WindowOperator {
 
     fn restore(&mut self, key: &str, record: &[u8]) -> Result<()> {
         self.restore_key(key, record)
+    }
+
+    fn close_episodes(&mut self, at: Millis, reason: &str, out: &mut Vec<Alert>) -> Result<()> {
+        // Open windows and sessions, and held rows, are dropped with the operator: only a
+        // closed window is evaluated.
+        for slot in 0..self.keys.len() as u32 {
+            let (key, st) = self.keys.entry_mut(slot);
+            if !st.firing {
+                continue;
+            }
+            st.firing = false;
+            // No window ends it: the values are only the reason. Never before the end of
+            // the window last notified (the end of a bounded input closes count windows
+            // ahead of the watermark).
+            let mut values = serde_json::Map::new();
+            values.insert("reason".into(), reason.into());
+            let alert = (AlertState::Resolved, at.max(st.last_notify), st.episode_start, st.notifications);
+            let key = key.to_string();
+            out.push(self.episode_alert(key, alert, values));
+        }
+        Ok(())
     }
 }
