@@ -295,3 +295,20 @@ fn a_damaged_newest_snapshot_falls_back_to_the_one_before_and_inspect_says_so() 
             .any(|r| r["rule"] == "high-for-3h" && r["keys"].as_u64() > Some(0))
     );
 }
+
+#[test]
+fn the_same_config_loaded_twice_gives_the_same_rule_fingerprints() {
+    // A rule's state is restored (and kept at a reload) only into the same fingerprint:
+    // nothing in it may depend on a hash seed or an address.
+    let load = || gridwatch_rules::load_config(&city_config()).into_result().expect("the city config is valid").1;
+    let (a, b) = (load(), load());
+    assert_eq!(a.rules.len(), b.rules.len());
+    for r in 0..a.rules.len() {
+        assert_eq!(
+            gridwatch_engine::pipeline::snapshot::rule_fingerprint(&a, r),
+            gridwatch_engine::pipeline::snapshot::rule_fingerprint(&b, r),
+            "rule {}",
+            a.rules[r].meta.id
+        );
+    }
+}

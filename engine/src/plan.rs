@@ -335,8 +335,9 @@ pub struct GeofencePlan {
     pub active: Option<ActiveWindow>,
     /// Column naming the entity's assigned route (a zone id), for `corridor`.
     pub route_field: Option<usize>,
-    /// Entity key → route id, for entities whose events do not name their route.
-    pub route_table: Option<Arc<std::collections::HashMap<String, String>>>,
+    /// Entity key → route id, for entities whose events do not name their route (ordered:
+    /// the rule's fingerprint is its debug text, which must not depend on a hash seed).
+    pub route_table: Option<Arc<std::collections::BTreeMap<String, String>>>,
     /// Allowed distance from the route, for `corridor`.
     pub max_distance_m: f64,
     /// Speed column (km/h), for `speeding`.

@@ -471,7 +471,7 @@ fn load_route_table(
     r: &Reader,
     n: &Node,
     diags: &mut Diagnostics,
-) -> Option<Arc<std::collections::HashMap<String, String>>> {
+) -> Option<Arc<std::collections::BTreeMap<String, String>>> {
     let rows = match crate::table::read_pairs(path, ["entity", "route"], false) {
         Ok(rows) => rows,
         Err(e) => {
@@ -479,7 +479,7 @@ fn load_route_table(
             return None;
         }
     };
-    let mut table = std::collections::HashMap::new();
+    let mut table = std::collections::BTreeMap::new();
     let before = diags.len();
     for row in rows {
         if let Some(set) = set

@@ -109,3 +109,23 @@ fn diagnostics_render_with_location_snippet_caret_and_hint() {
     assert_eq!(rendered, expected);
     assert_eq!(loaded.diagnostics[0].snippet().as_deref(), Some("valu"));
 }
+
+#[test]
+fn every_valid_fixture_loaded_twice_gives_the_same_rule_fingerprints() {
+    // Snapshots restore (and reloads keep) a rule's state only into the same fingerprint:
+    // nothing in a compiled rule may depend on a hash seed (the geofence fixtures have a
+    // route table).
+    for file in fixtures("valid") {
+        let load = || load_rules_only(&config(), std::slice::from_ref(&file)).plan;
+        let (a, b) = (load(), load());
+        for r in 0..a.rules.len() {
+            assert_eq!(
+                gridwatch_engine::pipeline::snapshot::rule_fingerprint(&a, r),
+                gridwatch_engine::pipeline::snapshot::rule_fingerprint(&b, r),
+                "{}: rule {}",
+                file.display(),
+                a.rules[r].meta.id
+            );
+        }
+    }
+}

@@ -102,6 +102,12 @@ impl Snapshots {
                 RuleState { id, fingerprint, keys }
             })
             .collect();
+        // While the sinks do not acknowledge (a webhook down), keep the oldest waiting — the
+        // next to be written — and the newest: the ones in between would be replaced at
+        // once, and a long outage must not hold one snapshot per interval in memory.
+        while self.ready.len() >= 2 {
+            self.ready.remove(1);
+        }
         self.ready.push_back(SnapshotFile {
             meta: SnapshotMeta {
                 seq,

@@ -249,7 +249,10 @@ pub fn drive(
     let clock = pipeline.clock().clone();
     let mut seq = progress.acked();
     let mut acked = seq;
-    let mut since_barrier = 0u64;
+    // A bounded input's barriers fall every `barrier_every` payloads from its start, also
+    // after a resume from a snapshot (its sources poll in blocks aligned the same way), so
+    // a resumed run's barriers — and what is decided at them — are an uninterrupted run's.
+    let mut since_barrier = if bounded { source.received() % options.barrier_every.max(1) } else { 0 };
     let mut last_barrier = clock.now();
     let mut last_idle_check = last_barrier;
     let mut last_checkpoint = Instant::now();

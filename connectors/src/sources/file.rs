@@ -29,6 +29,9 @@ pub struct FileSource {
     input: Input,
     /// Lines received, and those that named no known stream.
     counts: (u64, u64),
+    /// After a resume: lines the first poll leaves out so that polls end where an
+    /// uninterrupted run's do (every `LINES_PER_POLL` lines from the start).
+    align: usize,
 }
 
 impl FileSource {
@@ -53,7 +56,7 @@ impl FileSource {
             let p = path.to_path_buf();
             Input::Stream(read_lines(move || File::open(&p).map(|f| Box::new(f) as Box<dyn Read + Send>)))
         };
-        Ok(FileSource { path: path.to_path_buf(), input, counts: (0, 0) })
+        Ok(FileSource { path: path.to_path_buf(), input, counts: (0, 0), align: 0 })
     }
 }
 
@@ -172,10 +175,10 @@ impl Source for FileSource {
         let read_err = |path: &Path, e: &dyn std::fmt::Display| {
             SourceError::new("file", ErrorClass::External, format!("cannot read `{}`: {e}", path.display()))
         };
-        let FileSource { path, input, counts } = self;
+        let FileSource { path, input, counts, align } = self;
         match input {
             Input::File(f) => {
-                for _ in 0..LINES_PER_POLL {
+                for _ in 0..LINES_PER_POLL - std::mem::take(align) {
                     let Some(line) = f.next_line().map_err(|e| read_err(path, &e))? else {
                         return Ok(Polled::End);
                     };
@@ -236,6 +239,7 @@ impl Source for FileSource {
         }
         f.seek(p.offset, p.line).map_err(|e| fail(ErrorClass::External, e.to_string()))?;
         self.counts = (p.received, p.unknown);
+        self.align = (p.received % LINES_PER_POLL as u64) as usize;
         Ok(())
     }
 

@@ -17,12 +17,15 @@ pub struct GeneratorSource {
     index: Option<Vec<Option<usize>>>,
     received: u64,
     unknown: u64,
+    /// After a resume: events the first poll leaves out, so that polls end where an
+    /// uninterrupted run's do.
+    align: usize,
 }
 
 impl GeneratorSource {
     /// A generator with these settings.
     pub fn new(settings: GeneratorSettings) -> GeneratorSource {
-        GeneratorSource { generator: CityGenerator::new(settings), index: None, received: 0, unknown: 0 }
+        GeneratorSource { generator: CityGenerator::new(settings), index: None, received: 0, unknown: 0, align: 0 }
     }
 }
 
@@ -39,7 +42,7 @@ impl Source for GeneratorSource {
         let index = self
             .index
             .get_or_insert_with(|| generator::STREAMS.iter().map(|s| ingest.plan().stream_index(s)).collect());
-        for _ in 0..EVENTS_PER_POLL {
+        for _ in 0..EVENTS_PER_POLL - std::mem::take(&mut self.align) {
             let Some((stream, payload)) = self.generator.next_event() else { return Ok(Polled::End) };
             self.received += 1;
             match index[stream] {
@@ -76,6 +79,7 @@ impl Source for GeneratorSource {
         }
         self.received = events;
         self.unknown = unknown;
+        self.align = (events % EVENTS_PER_POLL as u64) as usize;
         Ok(())
     }
 

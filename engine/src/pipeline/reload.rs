@@ -37,13 +37,15 @@ impl Pipeline {
     /// Whether [`Pipeline::reload`] can swap in `plan`: it declares the same streams, in
     /// the same order.
     pub fn can_reload(&self, plan: &Plan) -> Result<()> {
+        // Any change to a stream (fields, time unit, out-of-orderness…) needs a restart:
+        // the source routes by index and the watermarks were built under the old rules.
         let same = plan.streams.len() == self.plan.streams.len()
-            && plan.streams.iter().zip(&self.plan.streams).all(|(a, b)| a.name == b.name);
+            && plan.streams.iter().zip(&self.plan.streams).all(|(a, b)| format!("{a:?}") == format!("{b:?}"));
         if same {
             Ok(())
         } else {
             Err(EngineError::Reload(
-                "the streams changed (names or order): a reload swaps rules (and their zones) only; restart to change streams".into(),
+                "the streams changed (a stream added, removed, reordered or redefined): a reload swaps rules (and their zones) only; restart to change streams".into(),
             ))
         }
     }
@@ -97,6 +99,12 @@ impl Pipeline {
             }
         }
         let (options, out) = (self.options.clone(), self.out.clone());
+        // Processing-time state (when a stream was last heard, since when it is awaited)
+        // is not in a snapshot, but a reload must not reset it: a silent feed's idle
+        // timeout goes on counting, an unheard stream's wait since the start too.
+        let clocks: Vec<_> =
+            self.streams.iter().map(|s| (s.last_arrival, s.idle_base, s.awaited_since, s.last_split_check)).collect();
+        let started = self.started;
         self.join()?;
         let state = EngineState {
             rules: rules
@@ -110,7 +118,14 @@ impl Pipeline {
                 .collect(),
             streams,
         };
-        let pipeline = Pipeline::restored(plan, options, out, &state)?;
+        let mut pipeline = Pipeline::restored(plan, options, out, &state)?;
+        pipeline.started = started;
+        for (s, (last_arrival, idle_base, awaited_since, last_split_check)) in pipeline.streams.iter_mut().zip(clocks) {
+            s.last_arrival = last_arrival;
+            s.idle_base = idle_base;
+            s.awaited_since = awaited_since;
+            s.last_split_check = last_split_check;
+        }
         Ok((pipeline, changes))
     }
 }

@@ -78,6 +78,11 @@ impl Sequencing {
         self.next_payload
     }
 
+    /// Whether a pass has run, which counted the chunk's payloads as received.
+    pub(super) fn counted(&self) -> bool {
+        !self.fresh
+    }
+
     fn done(&self) -> bool {
         self.next_payload >= self.chunk.raw.len()
     }

@@ -233,9 +233,15 @@ pub(super) fn build_operators(
 
 pub(super) fn stream_state(s: &StreamIngest) -> StreamState {
     let mut waiting = Vec::new();
+    // Waiting payloads are pushed again at the restore, and counted again then: the
+    // counters leave out those already counted (a chunk is counted at its first pass).
+    let mut counted = 0u64;
     for (k, seq) in s.queue.iter().enumerate() {
         let raw = seq.raw();
         let from = if k == 0 { seq.next_payload() } else { 0 };
+        if seq.counted() {
+            counted += (raw.len() - from) as u64;
+        }
         for i in from..raw.len() {
             waiting.push(WaitingPayload {
                 split: raw.splits[i] as usize,
@@ -246,10 +252,12 @@ pub(super) fn stream_state(s: &StreamIngest) -> StreamState {
             });
         }
     }
+    let mut stats = StreamCounters::of(&s.stats);
+    stats.received -= counted;
     StreamState {
         name: s.def.name.to_string(),
         tracker: s.tracker.clone(),
-        stats: StreamCounters::of(&s.stats),
+        stats,
         received_at_idle_check: s.received_at_idle_check,
         waiting,
     }
