@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::cli::StateInspectArgs;
 
-#[derive(Serialize)]
+#[derive(Default, Serialize)]
 struct Inspected {
     path: String,
     bytes: u64,
@@ -51,20 +51,7 @@ struct StreamSummary {
 fn inspected(l: Listed) -> Inspected {
     let path = l.path.display().to_string();
     match l.content {
-        Err(e) => Inspected {
-            path,
-            bytes: l.bytes,
-            error: Some(e),
-            seq: None,
-            written_at: None,
-            gridwatch_version: None,
-            workers: None,
-            source: None,
-            position: None,
-            rules: Vec::new(),
-            streams: Vec::new(),
-            case_stage_bytes: None,
-        },
+        Err(e) => Inspected { path, bytes: l.bytes, error: Some(e), ..Default::default() },
         Ok(s) => Inspected {
             path,
             bytes: l.bytes,

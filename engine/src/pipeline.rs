@@ -395,6 +395,15 @@ impl Pipeline {
         self.release_dead()
     }
 
+    /// Sends every held dead letter now, whatever precedes it (a stop, a checkpoint, a
+    /// reload: the payloads still waiting are not evaluated by this pipeline).
+    fn release_all_dead(&mut self) -> Result<()> {
+        while let Some((_, dl)) = self.held_dead.pop_first() {
+            self.send_out(Output::DeadLetter(dl))?;
+        }
+        Ok(())
+    }
+
     /// Sends the held dead letters that no payload still being decoded precedes.
     fn release_dead(&mut self) -> Result<()> {
         if self.held_dead.is_empty() {
@@ -608,9 +617,7 @@ impl Pipeline {
         self.flush()?;
         // Dead letters held behind waiting rows of another split go now: their own
         // positions may be acknowledged.
-        while let Some((_, dl)) = self.held_dead.pop_first() {
-            self.send_out(Output::DeadLetter(dl))?;
-        }
+        self.release_all_dead()?;
         self.join()
     }
 

@@ -67,14 +67,8 @@ pub fn threshold(s: &StreamDef, cond: &str, clear: Option<&str>, for_ms: Millis)
 }
 
 /// A window rule with aggregates `count` and `delta(value)`, `sum(value)`.
-pub fn window(size_ms: Millis, slide_ms: Millis, cond: &str) -> RulePlan {
-    let aggregates = vec![
-        Aggregate::new(AggFunc::Count, None, "count"),
-        Aggregate::new(AggFunc::Sum, Some(2), "sum_value"),
-        Aggregate::new(AggFunc::Delta, Some(2), "delta_value"),
-        Aggregate::new(AggFunc::Rate, Some(2), "rate_value"),
-        Aggregate::new(AggFunc::CountDistinct, Some(2), "distinct_value"),
-    ];
+/// The result row of a window's `aggregates`: counts are Int64, the rest Float64.
+pub fn result_schema(aggregates: &[Aggregate]) -> arrow::datatypes::SchemaRef {
     let fields: Vec<arrow::datatypes::Field> = aggregates
         .iter()
         .map(|a| {
@@ -83,7 +77,18 @@ pub fn window(size_ms: Millis, slide_ms: Millis, cond: &str) -> RulePlan {
             arrow::datatypes::Field::new(&a.name, ty, true)
         })
         .collect();
-    let result_schema = Arc::new(arrow::datatypes::Schema::new(fields));
+    Arc::new(arrow::datatypes::Schema::new(fields))
+}
+
+pub fn window(size_ms: Millis, slide_ms: Millis, cond: &str) -> RulePlan {
+    let aggregates = vec![
+        Aggregate::new(AggFunc::Count, None, "count"),
+        Aggregate::new(AggFunc::Sum, Some(2), "sum_value"),
+        Aggregate::new(AggFunc::Delta, Some(2), "delta_value"),
+        Aggregate::new(AggFunc::Rate, Some(2), "rate_value"),
+        Aggregate::new(AggFunc::CountDistinct, Some(2), "distinct_value"),
+    ];
+    let result_schema = result_schema(&aggregates);
     RulePlan {
         meta: meta("win", None),
         stream: 0,

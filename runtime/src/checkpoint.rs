@@ -122,13 +122,19 @@ impl Snapshots {
         });
     }
 
-    /// Every sink delivered what came before barrier `acked`: the snapshots up to it go to
-    /// disk (only the newest of them: an older one would be replaced at once).
-    pub(crate) fn delivered(&mut self, acked: u64) {
+    /// Takes the snapshots up to barrier `acked` off the queue; returns the newest of them.
+    fn newest_acked(&mut self, acked: u64) -> Option<SnapshotFile> {
         let mut newest = None;
         while self.ready.front().is_some_and(|s| s.meta.seq <= acked) {
             newest = self.ready.pop_front();
         }
+        newest
+    }
+
+    /// Every sink delivered what came before barrier `acked`: the snapshots up to it go to
+    /// disk (only the newest of them: an older one would be replaced at once).
+    pub(crate) fn delivered(&mut self, acked: u64) {
+        let newest = self.newest_acked(acked);
         let (Some(s), Some((tx, _))) = (newest, self.writer.as_ref()) else { return };
         // The writer is busy with the previous one: this one waits (a newer one may
         // replace it) rather than hold up the sinks.
@@ -139,10 +145,7 @@ impl Snapshots {
 
     /// Writes the newest acknowledged snapshot still waiting, and waits for the writer.
     pub(crate) fn finish(&mut self, acked: u64) {
-        let mut newest = None;
-        while self.ready.front().is_some_and(|s| s.meta.seq <= acked) {
-            newest = self.ready.pop_front();
-        }
+        let newest = self.newest_acked(acked);
         if let Some((tx, handle)) = self.writer.take() {
             if let Some(s) = newest {
                 let _ = tx.send(s);

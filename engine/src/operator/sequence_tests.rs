@@ -43,7 +43,7 @@ pub(crate) fn step(name: &str, input: usize, kind: Option<&str>) -> SequenceStep
     }
 }
 
-fn rule(within_ms: Option<Millis>, steps: Vec<SequenceStep>, max_partial: usize) -> RulePlan {
+pub(crate) fn rule(within_ms: Option<Millis>, steps: Vec<SequenceStep>, max_partial: usize) -> RulePlan {
     let inputs =
         vec![SequenceInput { stream: 0, key_fields: vec![1] }, SequenceInput { stream: 1, key_fields: vec![1] }];
     RulePlan {

@@ -79,26 +79,40 @@ pub(crate) fn feed(op: &mut dyn Operator, rows: &Rows, range: Range<usize>, batc
         if picked.is_empty() {
             op.advance(end_watermark, &mut out).expect("advance");
         } else {
-            let indices = UInt32Array::from(picked.iter().map(|&i| i as u32).collect::<Vec<_>>());
-            let batch = take_record_batch(&rows.batch, &indices).expect("take");
-            let times: Vec<Millis> = picked.iter().map(|&i| rows.times[i]).collect();
-            let watermarks: Vec<Millis> = picked.iter().map(|&i| rows.watermarks[i]).collect();
-            // One split: a row's split watermark is the stream's.
-            let input = BatchInput {
-                stream: 0,
-                batch: &batch,
-                times: &times,
-                watermarks: &watermarks,
-                split_watermarks: &watermarks,
-                end_watermark,
-                shared_where: None,
-            };
-            op.process(&input, &mut out).expect("process");
+            let picked: Vec<(usize, Millis, Millis)> =
+                picked.iter().map(|&i| (i, rows.times[i], rows.watermarks[i])).collect();
+            process_picked(op, 0, &rows.batch, &picked, end_watermark, &mut out);
         }
         steps.push(sorted(out));
         start = end;
     }
     steps
+}
+
+/// Feeds `op` the rows `picked` — (row of `batch`, event time, watermark) — of `stream` as
+/// one batch. One split per stream: a row's split watermark is its stream's.
+pub(crate) fn process_picked(
+    op: &mut dyn Operator,
+    stream: usize,
+    batch: &arrow::record_batch::RecordBatch,
+    picked: &[(usize, Millis, Millis)],
+    end_watermark: Millis,
+    out: &mut Vec<Alert>,
+) {
+    let indices = UInt32Array::from(picked.iter().map(|p| p.0 as u32).collect::<Vec<_>>());
+    let batch = take_record_batch(batch, &indices).expect("take");
+    let times: Vec<Millis> = picked.iter().map(|p| p.1).collect();
+    let watermarks: Vec<Millis> = picked.iter().map(|p| p.2).collect();
+    let input = BatchInput {
+        stream,
+        batch: &batch,
+        times: &times,
+        watermarks: &watermarks,
+        split_watermarks: &watermarks,
+        end_watermark,
+        shared_where: None,
+    };
+    op.process(&input, out).expect("process");
 }
 
 /// The end of the input: the watermark passes the deadlines of the next ten minutes, then

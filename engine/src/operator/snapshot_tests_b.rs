@@ -5,19 +5,14 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::UInt32Array;
-use arrow::compute::take_record_batch;
 use arrow::record_batch::RecordBatch;
 
 use crate::alert::{Alert, AlertState};
 use crate::decode::Decoder;
 use crate::error::EngineError;
 use crate::keys::partition_of;
-use crate::operator::{BatchInput, Operator, build};
-use crate::plan::{
-    AggFunc, Aggregate, RuleKind, RuleMeta, RulePlan, SequenceInput, SequencePlan, SequenceStep, Severity, WindowPlan,
-    WindowShape,
-};
+use crate::operator::{Operator, build};
+use crate::plan::{AggFunc, Aggregate, RuleKind, RuleMeta, RulePlan, SequenceStep, WindowPlan, WindowShape};
 use crate::rowexpr::{BinOp, RowExpr, Scalar};
 use crate::schema::StreamDef;
 use crate::state::KeyStates;
@@ -114,21 +109,15 @@ pub(crate) fn feed(
         if picked.is_empty() {
             op.advance_stream(stream, end_watermark, &mut out).expect("advance");
         } else {
-            let indices = UInt32Array::from(picked.iter().map(|r| r.row as u32).collect::<Vec<_>>());
-            let batch = take_record_batch(&rows.batches[stream], &indices).expect("take");
-            let times: Vec<Millis> = picked.iter().map(|r| r.time).collect();
-            let watermarks: Vec<Millis> = picked.iter().map(|r| r.watermark).collect();
-            // One split per stream: a row's split watermark is its stream's.
-            let input = BatchInput {
+            let picked: Vec<(usize, Millis, Millis)> = picked.iter().map(|r| (r.row, r.time, r.watermark)).collect();
+            crate::operator::threshold::snapshot_tests_a::process_picked(
+                op,
                 stream,
-                batch: &batch,
-                times: &times,
-                watermarks: &watermarks,
-                split_watermarks: &watermarks,
+                &rows.batches[stream],
+                &picked,
                 end_watermark,
-                shared_where: None,
-            };
-            op.process(&input, &mut out).expect("process");
+                &mut out,
+            );
         }
         start = end;
     }
@@ -310,15 +299,7 @@ fn with_renotify(mut rule: RulePlan, every: Millis) -> RulePlan {
 
 /// A window rule on [`stream`] with `shape`, `aggregates` and `condition`.
 fn window_rule(shape: WindowShape, aggregates: Vec<Aggregate>, condition: &str) -> RulePlan {
-    let fields: Vec<arrow::datatypes::Field> = aggregates
-        .iter()
-        .map(|a| {
-            let ty =
-                if a.func.is_count() { arrow::datatypes::DataType::Int64 } else { arrow::datatypes::DataType::Float64 };
-            arrow::datatypes::Field::new(&a.name, ty, true)
-        })
-        .collect();
-    let result_schema = Arc::new(arrow::datatypes::Schema::new(fields));
+    let result_schema = crate::testutil::result_schema(&aggregates);
     let mut rule = window(10 * S, 10 * S, "count > 0");
     rule.kind = RuleKind::Window(WindowPlan {
         shape,
@@ -474,23 +455,7 @@ pub(crate) fn seq_case(
     steps: Vec<SequenceStep>,
     events: Vec<(usize, String)>,
 ) -> Case {
-    let inputs =
-        vec![SequenceInput { stream: 0, key_fields: vec![1] }, SequenceInput { stream: 1, key_fields: vec![1] }];
-    let rule = RulePlan {
-        meta: Arc::new(RuleMeta {
-            id: "seq".into(),
-            name: "seq".into(),
-            description: String::new(),
-            severity: Severity::Warning,
-            category: "test".into(),
-            labels: Default::default(),
-            renotify_ms: None,
-        }),
-        stream: 0,
-        key_fields: vec![1],
-        filter: None,
-        kind: RuleKind::Sequence(SequencePlan { within_ms, max_partial: 3, inputs, steps }),
-    };
+    let rule = crate::operator::sequence_tests::rule(within_ms, steps, 3);
     Case {
         name,
         streams: vec![seq_stream("a", 2 * S), seq_stream("b", 0)],

@@ -55,9 +55,7 @@ impl Pipeline {
     pub fn reload(mut self, plan: Arc<Plan>) -> Result<(Pipeline, ReloadChanges)> {
         self.can_reload(&plan)?;
         self.flush()?;
-        while let Some((_, dl)) = self.held_dead.pop_first() {
-            self.send_out(Output::DeadLetter(dl))?;
-        }
+        self.release_all_dead()?;
         let old = self.plan.clone();
         let old_fingerprints = self.fingerprints.clone();
         let mut changes = ReloadChanges::default();

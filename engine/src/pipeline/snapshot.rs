@@ -158,9 +158,7 @@ impl Pipeline {
         self.flush()?;
         // Dead letters held behind waiting payloads leave now: the waiting payloads go
         // into the snapshot, the dead letters would not.
-        while let Some((_, dl)) = self.held_dead.pop_first() {
-            self.send_out(Output::DeadLetter(dl))?;
-        }
+        self.release_all_dead()?;
         let streams = self.streams.iter().map(stream_state).collect();
         let rules = (0..self.plan.rules.len())
             .map(|r| (self.plan.rules[r].meta.id.to_string(), rule_fingerprint(&self.plan, r)))

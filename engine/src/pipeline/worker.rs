@@ -51,6 +51,16 @@ fn suppress_replayed(alerts: &mut Vec<Alert>, from: usize, until: Millis) -> u64
     (count - (alerts.len() - from)) as u64
 }
 
+/// Every operator's key states, in plan order.
+fn snapshot_all(ops: &[Box<dyn Operator>]) -> Vec<Result<crate::state::KeyStates>> {
+    ops.iter()
+        .map(|op| {
+            let mut keys = crate::state::KeyStates::default();
+            op.snapshot(&mut keys).map(|()| keys)
+        })
+        .collect()
+}
+
 pub(super) fn run_worker(
     plan: &Plan,
     mut ops: Vec<Box<dyn Operator>>,
@@ -127,18 +137,19 @@ pub(super) fn run_worker(
                 if !alerts.is_empty() && out.send(Output::Alerts(std::mem::take(&mut alerts))).is_err() {
                     break;
                 }
-                let mut states = Vec::with_capacity(ops.len());
-                for (r, op) in ops.iter().enumerate() {
-                    let mut keys = crate::state::KeyStates::default();
-                    if let Err(e) = op.snapshot(&mut keys) {
-                        let _ = out.send(Output::RuleError {
-                            rule: plan.rules[r].meta.id.to_string(),
-                            message: format!("handing over state at a reload failed (the rule starts empty): {e}"),
-                        });
-                        keys = crate::state::KeyStates::default();
-                    }
-                    states.push(keys);
-                }
+                let states = snapshot_all(&ops)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(r, state)| {
+                        state.unwrap_or_else(|e| {
+                            let _ = out.send(Output::RuleError {
+                                rule: plan.rules[r].meta.id.to_string(),
+                                message: format!("handing over state at a reload failed (the rule starts empty): {e}"),
+                            });
+                            crate::state::KeyStates::default()
+                        })
+                    })
+                    .collect();
                 let _ = reply.send((worker, states));
                 break;
             }
@@ -161,13 +172,10 @@ pub(super) fn run_worker(
                     break;
                 }
                 if snapshot {
-                    let rules = ops
-                        .iter()
+                    let rules = snapshot_all(&ops)
+                        .into_iter()
                         .enumerate()
-                        .map(|(r, op)| {
-                            let mut keys = crate::state::KeyStates::default();
-                            op.snapshot(&mut keys).map(|()| keys).map_err(|e| (r, e))
-                        })
+                        .map(|(r, state)| state.map_err(|e| (r, e)))
                         .collect::<std::result::Result<Vec<_>, _>>();
                     let state = match rules {
                         Ok(rules) => Output::State { seq, worker, rules },
